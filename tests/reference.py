@@ -1,0 +1,96 @@
+"""Reference outputs taken from each source library itself, for the parity tests.
+
+Each function returns (logits [B, C], attentions: list of [B, H, N, N] per layer,
+hidden states: list of [B, N, D], the embedding output first, then each block's output).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from vit_core import ViT
+from vit_core.capture import Capture
+
+Reference = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
+
+
+def perturb(model: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
+    """Add noise to every parameter so attention is far from uniform and heads differ.
+
+    Fresh inits (std 0.02) give near-uniform attention, where a wrong mapping could still pass.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * std)
+    return model.eval()
+
+
+@torch.no_grad()
+def timm_reference(model: nn.Module, pixels: torch.Tensor) -> Reference:
+    attentions: list[torch.Tensor] = []
+    hidden: list[torch.Tensor] = []
+    handles = [model.blocks[0].register_forward_pre_hook(lambda _m, args: hidden.append(args[0]))]
+    for block in model.blocks:
+        block.attn.fused_attn = False  # timm's explicit path, so attn_drop sees the softmax output
+        handles.append(block.attn.attn_drop.register_forward_hook(lambda _m, _i, out: attentions.append(out)))
+        handles.append(block.register_forward_hook(lambda _m, _i, out: hidden.append(out)))
+    try:
+        logits = model(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, attentions, hidden
+
+
+@torch.no_grad()
+def hf_reference(model: nn.Module, pixels: torch.Tensor) -> Reference:
+    out = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
+    logits = out.logits if hasattr(out, "logits") else out.last_hidden_state
+    return logits, list(out.attentions), list(out.hidden_states)
+
+
+@torch.no_grad()
+def torchvision_reference(model: nn.Module, pixels: torch.Tensor) -> Reference:
+    """torchvision's EncoderBlock asks for no weights; a kwargs pre-hook asks for per-head weights."""
+    attentions: list[torch.Tensor] = []
+    hidden: list[torch.Tensor] = []
+
+    def want_weights(_module, args, kwargs):
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+    layers = model.encoder.layers
+    handles = [layers[0].register_forward_pre_hook(lambda _m, args: hidden.append(args[0]))]
+    for layer in layers:
+        attn = layer.self_attention
+        handles.append(attn.register_forward_pre_hook(want_weights, with_kwargs=True))
+        handles.append(attn.register_forward_hook(lambda _m, _i, out: attentions.append(out[1])))
+        handles.append(layer.register_forward_hook(lambda _m, _i, out: hidden.append(out)))
+    try:
+        logits = model(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, attentions, hidden
+
+
+def max_differences(ours: list[Capture], reference: Reference) -> dict[str, float]:
+    """Max abs difference on logits, every layer's attention and every hidden state."""
+    logits, attentions, hidden = reference
+    diff = {"logits": float(np.abs(np.stack([c.logits for c in ours]) - logits.numpy()).max())}
+    diff["attentions"] = max(
+        float(np.abs(np.stack([c.attentions[i] for c in ours]) - a.numpy()).max()) for i, a in enumerate(attentions)
+    )
+    diff["hidden"] = max(
+        float(np.abs(np.stack([c.tokens[i] for c in ours]) - h.numpy()).max()) for i, h in enumerate(hidden)
+    )
+    assert len(attentions) == ours[0].num_layers and len(hidden) == ours[0].num_layers + 1
+    return diff
+
+
+def load_converted(cfg, state_dict) -> ViT:
+    model = ViT(cfg)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()

@@ -1,0 +1,193 @@
+"""Run a ViT once and bring back what happened inside it, as numpy arrays on the CPU.
+
+Attention weights per layer and head, the residual stream after the embedding and after each block,
+the logits, the logit lens (nostalgebraist 2020: the model's own final norm and head read off every
+block's output) and, on request, scores, queries, keys and the gradient of one class logit with
+respect to every layer's attention weights (one backward pass; Chefer et al. 2021 need it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vit_core.errors import VitCoreError
+from vit_core.model import ViT
+
+Target = int | Sequence[int] | Literal["top"] | None
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Everything captured from one image. Arrays are float32; shapes are per image."""
+
+    input: np.ndarray  # [channels, height, width], the tensor actually fed to the model
+    attentions: np.ndarray  # [layer, head, query, key], rows sum to 1
+    tokens: np.ndarray  # [layer + 1, pos, dim]; 0 = embeddings (input to block 0)
+    logits: np.ndarray | None  # [classes]; None for a model without a head
+    probs: np.ndarray | None  # [classes], softmax of logits
+    layer_logits: np.ndarray | None  # [layer, classes], logit lens; None without a head
+    num_prefix_tokens: int  # class, distillation and register tokens before the patches
+    grid: tuple[int, int]  # patches (rows, cols)
+    patch_size: int
+    scores: np.ndarray | None = None  # [layer, head, query, key], QK^T/sqrt(d_k) before softmax
+    queries: np.ndarray | None = None  # [layer, head, pos, d_head]
+    keys: np.ndarray | None = None  # [layer, head, pos, d_head]
+    attention_grads: np.ndarray | None = None  # [layer, head, query, key], d logit[target] / d attention
+    target: int | None = None  # the class whose logit attention_grads differentiates
+
+    @property
+    def num_layers(self) -> int:
+        return self.attentions.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.attentions.shape[1]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """CUDA when available, else CPU; an explicit `device` ("cpu", "cuda", "cuda:1") overrides."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise VitCoreError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'auto'.") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise VitCoreError(f"device {device!r} was requested but CUDA is not available on this machine.")
+    if resolved.type not in ("cpu", "cuda"):
+        raise VitCoreError(f"device {device!r} is not supported; use 'cpu', 'cuda' or 'auto'.")
+    return resolved
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def predict(model: ViT, pixels: torch.Tensor, *, autocast: torch.dtype | None = None) -> torch.Tensor:
+    """Plain inference on the fast path, nothing captured: pixels `[B, C, H, W]` -> logits `[B, C]`."""
+    device = next(model.parameters()).device
+    with torch.inference_mode(), _autocast(device, autocast):
+        return model(pixels.to(device)).float()
+
+
+def capture_batch(
+    model: ViT,
+    pixels: torch.Tensor,
+    *,
+    scores: bool = False,
+    qk: bool = False,
+    target: Target = None,
+    autocast: torch.dtype | None = None,
+) -> list[Capture]:
+    """Run `pixels` `[B, C, H, W]` through `model` once and return one `Capture` per image.
+
+    `target` (a class index, one per image, or "top" for each image's top prediction) adds the
+    gradient of that class's logit with respect to every layer's attention weights.
+    """
+    cfg = model.cfg
+    device = next(model.parameters()).device
+    pixels = pixels.to(device, torch.float32)
+    if pixels.ndim != 4:
+        raise VitCoreError(f"expected a batch of images [B, C, H, W], got a tensor of shape {list(pixels.shape)}.")
+
+    stored: dict[str, torch.Tensor] = {}
+
+    def keep(tensor: torch.Tensor, name: str) -> None:
+        stored[name] = tensor
+
+    names = ["blocks.0.hook_resid_pre"]
+    for i in range(cfg.depth):
+        names += [f"blocks.{i}.attn.hook_pattern", f"blocks.{i}.hook_resid_post"]
+        names += [f"blocks.{i}.attn.hook_scores"] if scores else []
+        names += [f"blocks.{i}.attn.hook_q", f"blocks.{i}.attn.hook_k"] if qk else []
+
+    def stack(kind: str) -> torch.Tensor:
+        return torch.stack([stored[f"blocks.{i}.{kind}"] for i in range(cfg.depth)], dim=1)  # [B, L, ...]
+
+    want_grad = target is not None
+    grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
+    with grad_mode, _autocast(device, autocast), model.hooks(dict.fromkeys(names, keep)):
+        final = model.forward_tokens(pixels)  # [B, N, D]
+        logits = model.head_logits(final) if model.head is not None else None  # [B, C]
+        targets: list[int] | None = None
+        grads = None
+        if want_grad:
+            if logits is None:
+                raise VitCoreError("attention gradients need a class target, but this model has no head.")
+            targets = _resolve_targets(target, logits)
+            chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
+            patterns = [stored[f"blocks.{i}.attn.hook_pattern"] for i in range(cfg.depth)]
+            grads = torch.stack(torch.autograd.grad(chosen.sum(), patterns), dim=1)  # [B, L, H, N, N]
+    with torch.inference_mode(), _autocast(device, autocast):
+        resid = torch.stack(
+            [stored["blocks.0.hook_resid_pre"]] + [stored[f"blocks.{i}.hook_resid_post"] for i in range(cfg.depth)],
+            dim=1,
+        )  # [B, L+1, N, D]
+        layer_logits = model.head_logits(resid[:, 1:]) if logits is not None else None  # [B, L, C]
+        attentions = _numpy(stack("attn.hook_pattern"))  # [B, L, H, N, N]
+        tokens = _numpy(resid)
+        logits_np = _numpy(logits) if logits is not None else None
+        probs_np = _numpy(logits.float().softmax(-1)) if logits is not None else None
+        layer_np = _numpy(layer_logits) if layer_logits is not None else None
+        scores_np = _numpy(stack("attn.hook_scores")) if scores else None
+        q_np = _numpy(stack("attn.hook_q")) if qk else None
+        k_np = _numpy(stack("attn.hook_k")) if qk else None
+        grads_np = _numpy(grads) if grads is not None else None
+    grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
+
+    def pick(array: np.ndarray | None, b: int) -> np.ndarray | None:
+        return None if array is None else array[b]
+
+    return [
+        Capture(
+            input=_numpy(pixels[b]),
+            attentions=attentions[b],
+            tokens=tokens[b],
+            logits=pick(logits_np, b),
+            probs=pick(probs_np, b),
+            layer_logits=pick(layer_np, b),
+            num_prefix_tokens=cfg.num_prefix_tokens,
+            grid=grid,
+            patch_size=cfg.patch_size,
+            scores=pick(scores_np, b),
+            queries=pick(q_np, b),
+            keys=pick(k_np, b),
+            attention_grads=pick(grads_np, b),
+            target=None if targets is None else targets[b],
+        )
+        for b in range(pixels.shape[0])
+    ]
+
+
+def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture:
+    """`capture_batch` for one image `[C, H, W]` (or a batch of one)."""
+    if pixels.ndim == 3:
+        pixels = pixels.unsqueeze(0)
+    if pixels.shape[0] != 1:
+        raise VitCoreError("capture() takes one image; use capture_batch() for a batch.")
+    return capture_batch(model, pixels, **options)[0]  # type: ignore[arg-type]
+
+
+def _resolve_targets(target: Target, logits: torch.Tensor) -> list[int]:
+    batch, classes = logits.shape
+    if target == "top":
+        return logits.argmax(-1).tolist()
+    targets = [int(target)] * batch if isinstance(target, int | np.integer) else [int(t) for t in target]  # type: ignore[union-attr]
+    if len(targets) != batch:
+        raise VitCoreError(f"got {len(targets)} targets for a batch of {batch} images.")
+    for t in targets:
+        if not 0 <= t < classes:
+            raise VitCoreError(f"target class {t} is out of range; this model has classes 0..{classes - 1}.")
+    return targets

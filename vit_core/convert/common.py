@@ -1,0 +1,70 @@
+"""Helpers shared by the converters: rename by explicit rules, then check against the architecture."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from vit_core.config import ViTConfig
+from vit_core.errors import VitCoreError
+from vit_core.model import ViT
+
+StateDict = dict[str, torch.Tensor]
+
+
+def expected_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of `ViT(cfg)`, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = ViT(cfg)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
+def rename(
+    state_dict: Mapping[str, torch.Tensor],
+    rules: Iterable[tuple[str, str]],
+    ignore: Iterable[str],
+    source: str,
+) -> StateDict:
+    """Map each key with the first matching `(regex, template)` rule; `ignore` lists keys to drop.
+
+    A key that no rule or ignore pattern matches raises: silently dropping weights hides bugs.
+    """
+    rules = [(re.compile(pattern), template) for pattern, template in rules]
+    ignore = [re.compile(pattern) for pattern in ignore]
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        if any(pattern.fullmatch(key) for pattern in ignore):
+            continue
+        for pattern, template in rules:
+            match = pattern.fullmatch(key)
+            if match:
+                out[match.expand(template)] = value
+                break
+        else:
+            raise VitCoreError(
+                f"the {source} weights hold {key!r}, which vit_core cannot map: this is not a plain "
+                "ViT/DeiT/DINO checkpoint (see `python -m vit_core models` for what is supported)."
+            )
+    return out
+
+
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig, source: str) -> StateDict:
+    """Fail on the first key that is unknown, missing or of the wrong shape, naming both shapes."""
+    expected = expected_shapes(cfg)
+    for key, value in state_dict.items():
+        if key not in expected:
+            raise VitCoreError(f"the {source} weights hold {key!r}, which this architecture does not have.")
+        if tuple(value.shape) != expected[key]:
+            raise VitCoreError(
+                f"the {source} weights do not match the architecture: {key!r} has shape "
+                f"{list(value.shape)} in the weights but {list(expected[key])} in the model."
+            )
+    missing = [key for key in expected if key not in state_dict]
+    if missing:
+        raise VitCoreError(
+            f"the {source} weights lack {missing[0]!r} (shape {list(expected[missing[0]])}), "
+            f"which the architecture needs ({len(missing)} keys missing in all)."
+        )
+    return {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}

@@ -1,0 +1,107 @@
+"""timm `VisionTransformer` / `VisionTransformerDistilled` -> vit_core (ViT, DeiT, DINO, DINOv2).
+
+Our parameter names follow timm's, so the mapping is the identity on every name it knows; it is
+still spelled out so that a checkpoint with anything else (BEiT's q/v biases, qk-norm, attention
+pooling, SwiGLU MLPs) fails loudly instead of loading half its weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from vit_core.config import ViTConfig
+from vit_core.convert.common import StateDict, check_state_dict, rename
+from vit_core.errors import VitCoreError
+
+_BLOCK = r"blocks\.(\d+)\."
+RULES = [
+    (r"(cls_token|dist_token|reg_token|pos_embed)", r"\1"),
+    (r"patch_embed\.proj\.(weight|bias)", r"patch_embed.proj.\1"),
+    (r"(norm_pre|norm|fc_norm|head|head_dist)\.(weight|bias)", r"\1.\2"),
+    (_BLOCK + r"(norm1|norm2)\.(weight|bias)", r"blocks.\1.\2.\3"),
+    (_BLOCK + r"attn\.(qkv|proj)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
+    (_BLOCK + r"(ls1|ls2)\.gamma", r"blocks.\1.\2.gamma"),
+    (_BLOCK + r"mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
+]
+
+SUPPORTED = (
+    "timm VisionTransformer and VisionTransformerDistilled with a linear patch embedding, "
+    "absolute position embeddings, plain attention and a GELU MLP (ViT, DeiT, DINO, DINOv2)"
+)
+
+
+def _unsupported(name: str, why: str) -> VitCoreError:
+    return VitCoreError(f"timm model {name!r} cannot be represented: {why}; vit_core supports {SUPPORTED}.")
+
+
+def config_from_timm(model: nn.Module) -> ViTConfig:
+    """Read our config off a timm ViT instance (built with or without weights)."""
+    name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+    kind = type(model).__name__
+    if kind not in ("VisionTransformer", "VisionTransformerDistilled"):
+        raise _unsupported(name, f"it is a {kind}")
+    block = model.blocks[0]
+    attn, mlp = block.attn, block.mlp
+    if getattr(model, "attn_pool", None) is not None:
+        raise _unsupported(name, "it pools with attention (global_pool='map')")
+    if model.pos_embed is None:
+        raise _unsupported(name, "it has no absolute position embedding")
+    if type(attn).__name__ != "Attention" or not isinstance(getattr(attn, "qkv", None), nn.Linear):
+        raise _unsupported(name, f"its attention is a {type(attn).__name__}")
+    if not all(isinstance(getattr(attn, n, nn.Identity()), nn.Identity) for n in ("q_norm", "k_norm", "norm")):
+        raise _unsupported(name, "it normalises queries/keys or the attention output")
+    if getattr(attn, "gate", None) is not None:
+        raise _unsupported(name, "its attention is gated")
+    if type(mlp).__name__ != "Mlp" or not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity):
+        raise _unsupported(name, f"its MLP is a {type(mlp).__name__}")
+    if not isinstance(model.patch_embed.norm, nn.Identity):
+        raise _unsupported(name, "it normalises the patch embedding")
+    if attn.proj.bias is None or mlp.fc1.bias is None:
+        raise _unsupported(name, "its projections have no bias")
+    act = mlp.act
+    if not isinstance(act, nn.GELU):
+        raise _unsupported(name, f"its MLP activation is {type(act).__name__}, not GELU")
+    global_pool = model.global_pool
+    if global_pool not in ("token", "avg") or getattr(model, "pool_include_prefix", False):
+        raise _unsupported(name, f"it pools with global_pool={global_pool!r}")
+    distilled = kind == "VisionTransformerDistilled"
+    head = model.head if isinstance(model.head, nn.Linear) else None
+    return ViTConfig(
+        image_size=tuple(model.patch_embed.img_size),
+        patch_size=int(model.patch_embed.patch_size[0]),
+        in_chans=int(model.patch_embed.proj.in_channels),
+        embed_dim=int(model.embed_dim),
+        depth=len(model.blocks),
+        num_heads=int(attn.num_heads),
+        mlp_dim=int(mlp.fc1.out_features),
+        qkv_bias=attn.qkv.bias is not None,
+        class_token=model.cls_token is not None,
+        distill_token=distilled,
+        distill_head=distilled and head is not None,
+        num_register_tokens=int(getattr(model, "num_reg_tokens", 0)),
+        pos_embed_prefix=not model.no_embed_class,
+        pre_norm=not isinstance(model.norm_pre, nn.Identity),
+        global_pool="token" if distilled else global_pool,
+        final_norm=not isinstance(model.norm, nn.Identity),
+        fc_norm=not isinstance(model.fc_norm, nn.Identity),
+        layer_scale=not isinstance(block.ls1, nn.Identity),
+        norm_eps=float(block.norm1.eps),
+        act="gelu_tanh" if act.approximate == "tanh" else "gelu",
+        num_classes=int(head.out_features) if head is not None else 0,
+    )
+
+
+def convert_timm(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig) -> StateDict:
+    """timm state_dict -> vit_core state_dict. Checked key by key against `cfg`."""
+    return check_state_dict(rename(state_dict, RULES, ignore=(), source="timm"), cfg, "timm")
+
+
+def data_config_from_timm(model: nn.Module) -> dict[str, Any]:
+    """timm's own resolved data config (input size, interpolation, mean/std, crop) for the model."""
+    from timm.data import resolve_data_config
+
+    return resolve_data_config({}, model=model)

@@ -1,0 +1,292 @@
+"""A readable Vision Transformer with named capture points.
+
+Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words": patch embedding -> prefix tokens + position
+embedding -> L pre-norm encoder blocks (multi-head self-attention softmax(QK^T/sqrt(d_k))V, then an
+MLP of two linear layers with GELU, each on a residual branch) -> final norm -> classification head.
+
+Capture points use TransformerLens's names. Each is a `HookPoint` (an identity module); hooks are
+attached only inside `ViT.hooks(...)`, which always removes them. Attention takes the fused path
+(`F.scaled_dot_product_attention`) unless something hooks its scores or pattern, in which case the
+explicit softmax path runs; both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vit_core.config import ViTConfig, split_tokens
+from vit_core.errors import VitCoreError
+
+HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+
+
+class HookPoint(nn.Module):
+    """An identity with a name: the place where a capture or an intervention attaches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @property
+    def active(self) -> bool:
+        return bool(self._forward_hooks)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale on a residual branch (Touvron et al. 2021, CaiT; used by DINOv2)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (Vaswani et al. 2017) with one fused qkv projection, as in timm."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        # 1/sqrt(d_k) keeps the dot products at unit variance, so softmax does not saturate.
+        self.scale = cfg.head_dim**-0.5
+        self.fused = True
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.hook_q = HookPoint()  # [batch, head, query, d_head]
+        self.hook_k = HookPoint()  # [batch, head, key, d_head]
+        self.hook_v = HookPoint()  # [batch, head, key, d_head]
+        self.hook_scores = HookPoint()  # [batch, head, query, key], scaled, before softmax
+        self.hook_pattern = HookPoint()  # [batch, head, query, key], rows sum to 1
+        self.hook_z = HookPoint()  # [batch, head, query, d_head], pattern @ v per head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)  # [B, N, 3, H, Dh]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.fused and not (self.hook_scores.active or self.hook_pattern.active):
+            z = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, Dh]
+        else:
+            scores = self.hook_scores((q * self.scale) @ k.transpose(-2, -1))  # [B, H, N, N]
+            pattern = self.hook_pattern(scores.softmax(dim=-1))  # [B, H, N, N]
+            z = pattern @ v  # [B, H, N, Dh]
+        z = self.hook_z(z)
+        return self.proj(z.transpose(1, 2).reshape(batch, tokens, dim))  # [B, N, D]
+
+
+class Mlp(nn.Module):
+    """Two linear layers with a GELU between them (Hendrycks & Gimpel 2016)."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.embed_dim, cfg.mlp_dim)
+        self.act = nn.GELU(approximate="tanh" if cfg.act == "gelu_tanh" else "none")
+        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.embed_dim)
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp], before GELU
+        self.hook_post = HookPoint()  # [batch, pos, d_mlp], after GELU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.hook_post(self.act(self.hook_pre(self.fc1(x)))))  # [B, N, D]
+
+
+class Block(nn.Module):
+    """One pre-norm encoder block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ls1 = LayerScale(cfg.embed_dim) if cfg.layer_scale else nn.Identity()
+        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(cfg)
+        self.ls2 = LayerScale(cfg.embed_dim) if cfg.layer_scale else nn.Identity()
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.ls1(self.attn(self.norm1(x)))))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.ls2(self.mlp(self.norm2(x)))))
+
+
+class PatchEmbed(nn.Module):
+    """A P x P x C patch, flattened, times a linear map: one strided convolution."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, stride=cfg.patch_size)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.proj(pixels)  # [B, D, rows, cols]
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> torch.Tensor:
+    """Interpolate patch position embeddings `[1, rows*cols, D]` to another grid.
+
+    Bicubic with antialiasing, as timm's `resample_abs_pos_embed`, so that timm and we agree.
+    """
+    dim = pos_embed.shape[-1]
+    grid = pos_embed.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)  # [1, D, r, c]
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True, align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)  # [1, r'*c', D]
+
+
+class ViT(nn.Module):
+    """Vision Transformer whose every intermediate tensor can be captured by name."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.distill_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, dim)) if cfg.num_register_tokens else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_embed_len, dim))
+        self.norm_pre = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.pre_norm else nn.Identity()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
+        self.fc_norm = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.fc_norm else nn.Identity()
+        self.head = nn.Linear(dim, cfg.num_classes) if cfg.num_classes else None
+        self.head_dist = nn.Linear(dim, cfg.num_classes) if cfg.distill_head else None
+        self.hook_embed = HookPoint()  # [batch, patches, d_model], patch projection before position
+        self.hook_pos_embed = HookPoint()  # [1, pos or patches, d_model]
+        self.hook_points: dict[str, HookPoint] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self.hook_points[name] = module
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Truncated-normal init (std 0.02) as in timm/big_vision, for training from scratch."""
+        for param in (self.pos_embed, self.cls_token, self.dist_token, self.reg_token):
+            if param is not None:
+                nn.init.trunc_normal_(param, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias) if module.bias is not None else None
+        for block in self.blocks:
+            for scale in (block.ls1, block.ls2):
+                if isinstance(scale, LayerScale):
+                    nn.init.constant_(scale.gamma, 1e-5)
+
+    # ---- capture -------------------------------------------------------------------------------
+    @contextmanager
+    def hooks(self, fwd_hooks: Mapping[str, HookFn]) -> Iterator[None]:
+        """Attach `fn(tensor, name)` to the named capture points for the duration of the block.
+
+        A hook that returns a tensor replaces the value (interventions such as head ablation).
+        Hooks are removed on exit, also when the block raises.
+        """
+        unknown = [name for name in fwd_hooks if name not in self.hook_points]
+        if unknown:
+            raise VitCoreError(f"unknown capture point {unknown[0]!r}; valid names are {self.hook_names()}.")
+        handles = []
+        try:
+            for name, fn in fwd_hooks.items():
+                handles.append(
+                    self.hook_points[name].register_forward_hook(
+                        lambda module, _inputs, output, fn=fn: fn(output, module.name)
+                    )
+                )
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def hook_names(self) -> str:
+        """The capture points, block indices folded: 'hook_embed, ..., blocks.{0..11}.attn.hook_pattern'."""
+        folded = []
+        for name in self.hook_points:
+            parts = name.split(".")
+            if parts[0] == "blocks":
+                parts[1] = f"{{0..{self.cfg.depth - 1}}}"
+            folded.append(".".join(parts))
+        return ", ".join(dict.fromkeys(folded))
+
+    def set_fused_attention(self, fused: bool) -> None:
+        """Use `F.scaled_dot_product_attention` when nothing captures the pattern (default True)."""
+        for block in self.blocks:
+            block.attn.fused = fused
+
+    # ---- forward -------------------------------------------------------------------------------
+    def prefix_tokens(self, batch: int) -> list[torch.Tensor]:
+        tokens = [self.cls_token, self.dist_token, self.reg_token]
+        return [t.expand(batch, -1, -1) for t in tokens if t is not None]  # each [B, n, D]
+
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embedding for a patch grid, interpolated when it differs from the checkpoint's."""
+        if grid == self.cfg.grid:
+            return self.pos_embed  # [1, E, D]
+        n_prefix = self.cfg.num_prefix_tokens if self.cfg.pos_embed_prefix else 0
+        prefix, patches = self.pos_embed[:, :n_prefix], self.pos_embed[:, n_prefix:]
+        return torch.cat([prefix, resample_pos_embed(patches, grid, self.cfg.grid)], dim=1)
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels `[B, C, H, W]` -> token sequence `[B, P + rows*cols, D]` fed to the first block."""
+        patch = self.cfg.patch_size
+        height, width = pixels.shape[-2:]
+        if height % patch or width % patch:
+            raise VitCoreError(f"input of {height}x{width} pixels is not a multiple of the {patch}-pixel patch size.")
+        x = self.patch_embed(pixels)  # [B, D, rows, cols]
+        grid = (x.shape[-2], x.shape[-1])
+        x = self.hook_embed(x.flatten(2).transpose(1, 2))  # [B, rows*cols, D]
+        pos = self.hook_pos_embed(self.position_embedding(grid))  # [1, E, D]
+        prefix = self.prefix_tokens(x.shape[0])
+        if self.cfg.pos_embed_prefix:
+            x = torch.cat([*prefix, x], dim=1) + pos  # [B, N, D]
+        else:
+            x = torch.cat([*prefix, x + pos], dim=1)  # [B, N, D]
+        return self.norm_pre(x)
+
+    def forward_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Residual stream after the last block, `[B, N, D]` (before the final norm)."""
+        x = self.embed(pixels)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final norm + pooling + fc_norm: `[..., N, D]` -> `[..., D]` (DeiT: `[..., 2, D]`)."""
+        tokens = self.norm(tokens)
+        if self.cfg.distill_head:
+            return tokens[..., :2, :]  # class and distillation tokens, each with its own head
+        if self.cfg.global_pool == "token":
+            return tokens[..., 0, :]
+        _, patches = split_tokens(tokens, self.cfg.num_prefix_tokens)
+        return self.fc_norm(patches.mean(dim=-2))
+
+    def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own readout on a residual stream `[..., N, D]` -> logits `[..., C]`.
+
+        Applied to the stream after any block this is the logit lens (nostalgebraist 2020).
+        Without a head it returns the pooled features `[..., D]`, as timm does with num_classes=0.
+        """
+        pooled = self.pool(tokens)
+        if self.head is None:
+            return pooled
+        if self.head_dist is not None:
+            # DeiT at inference: the average of the class-token and distillation-token heads.
+            return (self.head(pooled[..., 0, :]) + self.head_dist(pooled[..., 1, :])) / 2
+        return self.head(pooled)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels `[B, C, H, W]` -> logits `[B, classes]` (pooled features without a head)."""
+        return self.head_logits(self.forward_tokens(pixels))
