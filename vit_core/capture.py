@@ -102,69 +102,75 @@ def capture_batch(
     if pixels.ndim != 4:
         raise VitCoreError(f"expected a batch of images [B, C, H, W], got a tensor of shape {list(pixels.shape)}.")
 
-    stored: dict[str, torch.Tensor] = {}
+    # Each captured tensor is copied into one [slots, ...] buffer as it goes by, so the per-layer
+    # intermediates are freed and recycled: retaining them all costs more in fresh memory than the copy.
+    buffers: dict[str, torch.Tensor] = {}
+    patterns: list[torch.Tensor] = []  # kept alive only when gradients are wanted
 
-    def keep(tensor: torch.Tensor, name: str) -> None:
-        stored[name] = tensor
+    def record(kind: str, slot: int, slots: int):
+        def hook(tensor: torch.Tensor, _name: str) -> None:
+            if kind not in buffers:
+                buffers[kind] = tensor.new_empty((slots, *tensor.shape))  # [slots, B, ...]
+            buffers[kind][slot].copy_(tensor.detach())
+            if kind == "attentions" and want_grad:
+                patterns.append(tensor)
 
-    names = ["blocks.0.hook_resid_pre"]
-    for i in range(cfg.depth):
-        names += [f"blocks.{i}.attn.hook_pattern", f"blocks.{i}.hook_resid_post"]
-        names += [f"blocks.{i}.attn.hook_scores"] if scores else []
-        names += [f"blocks.{i}.attn.hook_q", f"blocks.{i}.attn.hook_k"] if qk else []
-
-    def stack(kind: str) -> torch.Tensor:
-        return torch.stack([stored[f"blocks.{i}.{kind}"] for i in range(cfg.depth)], dim=1)  # [B, L, ...]
+        return hook
 
     want_grad = target is not None
+    depth = cfg.depth
+    hooks = {"blocks.0.hook_resid_pre": record("tokens", 0, depth + 1)}
+    for i in range(depth):
+        hooks[f"blocks.{i}.attn.hook_pattern"] = record("attentions", i, depth)
+        hooks[f"blocks.{i}.hook_resid_post"] = record("tokens", i + 1, depth + 1)
+        if scores:
+            hooks[f"blocks.{i}.attn.hook_scores"] = record("scores", i, depth)
+        if qk:
+            hooks[f"blocks.{i}.attn.hook_q"] = record("queries", i, depth)
+            hooks[f"blocks.{i}.attn.hook_k"] = record("keys", i, depth)
+
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
-    with grad_mode, _autocast(device, autocast), model.hooks(dict.fromkeys(names, keep)):
+    targets: list[int] | None = None
+    grads = None
+    with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
         logits = model.head_logits(final) if model.head is not None else None  # [B, C]
-        targets: list[int] | None = None
-        grads = None
         if want_grad:
             if logits is None:
                 raise VitCoreError("attention gradients need a class target, but this model has no head.")
             targets = _resolve_targets(target, logits)
             chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
-            patterns = [stored[f"blocks.{i}.attn.hook_pattern"] for i in range(cfg.depth)]
-            grads = torch.stack(torch.autograd.grad(chosen.sum(), patterns), dim=1)  # [B, L, H, N, N]
+            grads = torch.stack(torch.autograd.grad(chosen.sum(), patterns), dim=0)  # [L, B, H, N, N]
     with torch.inference_mode(), _autocast(device, autocast):
-        resid = torch.stack(
-            [stored["blocks.0.hook_resid_pre"]] + [stored[f"blocks.{i}.hook_resid_post"] for i in range(cfg.depth)],
-            dim=1,
-        )  # [B, L+1, N, D]
-        layer_logits = model.head_logits(resid[:, 1:]) if logits is not None else None  # [B, L, C]
-        attentions = _numpy(stack("attn.hook_pattern"))  # [B, L, H, N, N]
-        tokens = _numpy(resid)
+        tokens = buffers["tokens"]  # [L+1, B, N, D]
+        layer_logits = model.head_logits(tokens[1:]) if logits is not None else None  # [L, B, C]
+        arrays = {kind: _numpy(buffer) for kind, buffer in buffers.items()}  # each [slots, B, ...]
         logits_np = _numpy(logits) if logits is not None else None
         probs_np = _numpy(logits.float().softmax(-1)) if logits is not None else None
         layer_np = _numpy(layer_logits) if layer_logits is not None else None
-        scores_np = _numpy(stack("attn.hook_scores")) if scores else None
-        q_np = _numpy(stack("attn.hook_q")) if qk else None
-        k_np = _numpy(stack("attn.hook_k")) if qk else None
         grads_np = _numpy(grads) if grads is not None else None
     grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
 
-    def pick(array: np.ndarray | None, b: int) -> np.ndarray | None:
-        return None if array is None else array[b]
+    def per_image(array: np.ndarray | None, b: int, batch_first: bool = False) -> np.ndarray | None:
+        if array is None:
+            return None
+        return array[b] if batch_first else array[:, b]
 
     return [
         Capture(
             input=_numpy(pixels[b]),
-            attentions=attentions[b],
-            tokens=tokens[b],
-            logits=pick(logits_np, b),
-            probs=pick(probs_np, b),
-            layer_logits=pick(layer_np, b),
+            attentions=arrays["attentions"][:, b],
+            tokens=arrays["tokens"][:, b],
+            logits=per_image(logits_np, b, batch_first=True),
+            probs=per_image(probs_np, b, batch_first=True),
+            layer_logits=per_image(layer_np, b),
             num_prefix_tokens=cfg.num_prefix_tokens,
             grid=grid,
             patch_size=cfg.patch_size,
-            scores=pick(scores_np, b),
-            queries=pick(q_np, b),
-            keys=pick(k_np, b),
-            attention_grads=pick(grads_np, b),
+            scores=per_image(arrays.get("scores"), b),
+            queries=per_image(arrays.get("queries"), b),
+            keys=per_image(arrays.get("keys"), b),
+            attention_grads=per_image(grads_np, b),
             target=None if targets is None else targets[b],
         )
         for b in range(pixels.shape[0])

@@ -3,3 +3,7 @@
 
 class VitCoreError(Exception):
     """A problem with the user's input (image, model name, weights), worded as one clear sentence."""
+
+
+class WeightsUnavailable(VitCoreError):
+    """Pretrained weights are neither cached locally nor downloadable right now."""

@@ -264,14 +264,16 @@ class ViT(nn.Module):
         return x
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final norm + pooling + fc_norm: `[..., N, D]` -> `[..., D]` (DeiT: `[..., 2, D]`)."""
-        tokens = self.norm(tokens)
+        """Final norm + pooling + fc_norm: `[..., N, D]` -> `[..., D]` (DeiT: `[..., 2, D]`).
+
+        LayerNorm acts per token, so only the tokens that are read get normalised.
+        """
         if self.cfg.distill_head:
-            return tokens[..., :2, :]  # class and distillation tokens, each with its own head
+            return self.norm(tokens[..., :2, :])  # class and distillation tokens, each with its own head
         if self.cfg.global_pool == "token":
-            return tokens[..., 0, :]
+            return self.norm(tokens[..., 0, :])
         _, patches = split_tokens(tokens, self.cfg.num_prefix_tokens)
-        return self.fc_norm(patches.mean(dim=-2))
+        return self.fc_norm(self.norm(patches).mean(dim=-2))
 
     def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """The model's own readout on a residual stream `[..., N, D]` -> logits `[..., C]`.

@@ -105,3 +105,39 @@ def data_config_from_timm(model: nn.Module) -> dict[str, Any]:
     from timm.data import resolve_data_config
 
     return resolve_data_config({}, model=model)
+
+
+def timm_model_for_config(cfg: ViTConfig) -> nn.Module:
+    """The timm model with exactly our architecture; its state_dict keys equal ours."""
+    from functools import partial
+
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    if cfg.distill_token and not cfg.distill_head:
+        raise VitCoreError("timm has no distillation token without a distillation head.")
+    model_class = VisionTransformerDistilled if cfg.distill_token else VisionTransformer
+    model = model_class(
+        img_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_chans,
+        num_classes=cfg.num_classes,
+        global_pool=cfg.global_pool,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_dim / cfg.embed_dim,
+        qkv_bias=cfg.qkv_bias,
+        init_values=1e-5 if cfg.layer_scale else None,
+        class_token=cfg.class_token,
+        reg_tokens=cfg.num_register_tokens,
+        no_embed_class=not cfg.pos_embed_prefix,
+        pre_norm=cfg.pre_norm,
+        final_norm=cfg.final_norm or cfg.fc_norm,
+        fc_norm=cfg.fc_norm,
+        act_layer=partial(nn.GELU, approximate="tanh" if cfg.act == "gelu_tanh" else "none"),
+        norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),
+    )
+    if model.blocks[0].mlp.fc1.out_features != cfg.mlp_dim:
+        raise VitCoreError(f"timm cannot express an MLP width of {cfg.mlp_dim} for embed_dim {cfg.embed_dim}.")
+    return model

@@ -1,0 +1,71 @@
+"""Speed of our model against the source library's own plain inference, measured in the same run.
+
+Three timings per round, interleaved so that drift on a shared machine hits all of them alike:
+`reference` (timm with fused attention / transformers with SDPA / torchvision), `fast` (ours, nothing
+captured) and `capture` (ours, every attention map, every token and the logit lens).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from vit_core.capture import capture_batch, predict
+from vit_core.zoo import LoadedModel
+
+
+def _time_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _reference_forward(reference: torch.nn.Module) -> Callable[[torch.Tensor], object]:
+    if type(reference).__module__.startswith("transformers"):
+        return lambda pixels: reference(pixel_values=pixels)
+    return reference
+
+
+def benchmark(loaded: LoadedModel, batch: int = 1, repeats: int = 10, warmup: int = 2) -> dict:
+    """Median milliseconds for reference / fast / capture and their ratios, as a JSON-ready dict."""
+    channels, height, width = loaded.data_config.input_size
+    pixels = torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(0))
+    device = loaded.device
+    reference = loaded.make_reference().to(device)
+    run_reference = _reference_forward(reference)
+    model = loaded.model
+
+    def ref() -> None:
+        with torch.inference_mode():
+            run_reference(pixels.to(device))
+
+    runs = {
+        "reference": ref,
+        "fast": lambda: predict(model, pixels),
+        "capture": lambda: capture_batch(model, pixels),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(warmup + repeats):
+        for name, fn in runs.items():
+            elapsed = _time_ms(fn)
+            if round_index >= warmup:
+                times[name].append(elapsed)
+    median = {name: round(statistics.median(values), 2) for name, values in times.items()}
+    return {
+        "model": loaded.name,
+        "weights": loaded.weights,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "input_size": [channels, height, width],
+        "repeats": repeats,
+        "median_ms": median,
+        "ratio": {
+            "fast/reference": round(median["fast"] / median["reference"], 3),
+            "capture/reference": round(median["capture"] / median["reference"], 3),
+        },
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,127 @@
+"""`python -m vit_core`: list models, capture one image to .npz, benchmark.
+
+Bad input (a missing or unreadable image, an unknown model, mismatched weights) prints one sentence
+on stderr and exits with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vit_core.errors import VitCoreError, WeightsUnavailable
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except VitCoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vit_core", description="Look inside Vision Transformers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    models = commands.add_parser("models", help="the catalog of recommended models, marking what works offline")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(handler=cmd_models)
+
+    run = commands.add_parser("run", help="run one image and write everything captured to an .npz file")
+    run.add_argument("image", help="path to an image file")
+    _model_arguments(run)
+    run.add_argument("--out", required=True, help="output .npz path")
+    run.set_defaults(handler=cmd_run)
+
+    bench = commands.add_parser("bench", help="median latency: reference library vs ours (fast and capture)")
+    _model_arguments(bench)
+    bench.add_argument("--batch", type=int, default=1)
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    bench.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="bundled", help="bundled, timm:NAME, hf:REPO_OR_DIR, torchvision:NAME")
+    parser.add_argument("--weights", help="a state_dict file in the source's own format (.safetensors, .pth)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: cuda when available)")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from vit_core.zoo import CATALOG, available_offline
+
+    rows = [{"name": e.name, "offline": available_offline(e.name), "description": e.description} for e in CATALOG]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'model':<{width}}  offline  description")
+    for row in rows:
+        print(f"{row['name']:<{width}}  {'yes' if row['offline'] else 'no ':<7}  {row['description']}")
+    print(
+        "\nAlso: any timm ViT/DeiT name, hf:<repo or save_pretrained dir>, torchvision:vit_*, a vit_core .safetensors."
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vit_core.capture import capture
+    from vit_core.images import load_image
+    from vit_core.zoo import load_model
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise VitCoreError(f"--out must end in .npz, got {out.name!r}.")
+    image = load_image(args.image)
+    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    result = capture(loaded.model, loaded.preprocess(image))
+    arrays: dict[str, np.ndarray] = {
+        "input": result.input,
+        "attentions": result.attentions,
+        "tokens": result.tokens,
+        "num_prefix_tokens": np.array(result.num_prefix_tokens),
+        "grid": np.array(result.grid),
+        "patch_size": np.array(result.patch_size),
+    }
+    if result.logits is not None:
+        arrays.update(logits=result.logits, probs=result.probs, layer_logits=result.layer_logits)
+    if loaded.labels is not None:
+        arrays["labels"] = np.array(loaded.labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    if result.logits is not None:
+        top = int(np.argmax(result.logits))
+        label = loaded.labels[top] if loaded.labels else str(top)
+        print(f"{out}: top-1 {label} ({result.probs[top]:.1%})")
+    else:
+        print(f"{out}: {result.num_layers} layers x {result.num_heads} heads captured (the model has no head)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from vit_core.bench import benchmark
+    from vit_core.zoo import load_model
+
+    if args.batch < 1 or args.repeats < 1 or args.threads < 1:
+        raise VitCoreError("--batch, --repeats and --threads must be positive.")
+    torch.set_num_threads(args.threads)
+    try:
+        loaded = load_model(args.model, weights=args.weights, device=args.device)
+    except WeightsUnavailable:
+        # Speed does not depend on the values of the weights: measure the same architecture.
+        loaded = load_model(args.model, device=args.device, random_weights=True)
+    print(json.dumps(benchmark(loaded, batch=args.batch, repeats=args.repeats), indent=2))
+    return 0

@@ -1,0 +1,116 @@
+"""Where pretrained weights come from: the local caches first, the network only when it answers.
+
+No hub on this machine, in CI or in many classrooms: every lookup checks the cache, honours
+`HF_HUB_OFFLINE=1`, and probes the host with a short timeout before any download, so a load that
+cannot succeed fails in seconds with a sentence instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from vit_core.errors import VitCoreError, WeightsUnavailable
+
+PROBE_TIMEOUT_S = 3.0
+_probe_cache: dict[str, tuple[float, bool]] = {}
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S, ttl: float = 60.0) -> bool:
+    """True when a TCP connection to `url`'s host opens within `timeout` (DNS included)."""
+    if offline():
+        return False
+    host = urlparse(url).hostname or url
+    port = urlparse(url).port or 443
+    cached = _probe_cache.get(host)
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1]
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
+    thread.start()
+    thread.join(timeout)
+    answer = bool(result and result[0])
+    _probe_cache[host] = (time.monotonic(), answer)
+    return answer
+
+
+def hf_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def hf_cached_file(repo_id: str, filenames: list[str]) -> Path | None:
+    """The first of `filenames` present in the local Hugging Face cache for `repo_id`."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def hf_file(repo_id: str, filenames: list[str], what: str, required: bool = True) -> Path | None:
+    """The first of `filenames` for `repo_id`: from the cache, else downloaded if the hub answers."""
+    cached = hf_cached_file(repo_id, filenames)
+    if cached is not None:
+        return cached
+    if not reachable(hf_endpoint()):
+        if not required:
+            return None
+        raise WeightsUnavailable(
+            f"no local copy of {what} was found and the Hugging Face hub cannot be reached "
+            f"({'HF_HUB_OFFLINE=1' if offline() else 'no network'}); use --model bundled or a local --weights file."
+        )
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, filename))
+        except EntryNotFoundError:
+            continue
+        except RepositoryNotFoundError as error:
+            raise VitCoreError(f"{what}: the Hugging Face repository {repo_id!r} does not exist.") from error
+        except (HfHubHTTPError, OSError) as error:
+            raise VitCoreError(f"{what} could not be downloaded from the Hugging Face hub ({error}).") from error
+    if required:
+        raise VitCoreError(f"{what}: the repository {repo_id!r} has none of {filenames}.")
+    return None
+
+
+def torch_hub_file(url: str, what: str) -> Path:
+    """A file from torch's hub cache (`$TORCH_HOME/hub/checkpoints`), downloaded if the host answers."""
+    import torch
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    if target.is_file():
+        return target
+    if not reachable(url):
+        raise WeightsUnavailable(
+            f"no local copy of {what} was found in {target.parent} and {urlparse(url).hostname} cannot be "
+            "reached; use --model bundled or a local --weights file."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    except OSError as error:
+        raise VitCoreError(f"{what} could not be downloaded ({error}).") from error
+    return target
