@@ -35,6 +35,7 @@ class Capture:
     num_prefix_tokens: int  # class, distillation and register tokens before the patches
     grid: tuple[int, int]  # patches (rows, cols)
     patch_size: int
+    has_class_token: bool = True  # False: registers only, or no prefix at all (pool by mean)
     scores: np.ndarray | None = None  # [layer, head, query, key], QK^T/sqrt(d_k) before softmax
     queries: np.ndarray | None = None  # [layer, head, pos, d_head]
     keys: np.ndarray | None = None  # [layer, head, pos, d_head]
@@ -97,8 +98,9 @@ def capture_batch(
     gradient of that class's logit with respect to every layer's attention weights.
     """
     cfg = model.cfg
-    device = next(model.parameters()).device
-    pixels = pixels.to(device, torch.float32)
+    weight = next(model.parameters())
+    device = weight.device
+    pixels = pixels.to(device, weight.dtype)
     if pixels.ndim != 4:
         raise VitCoreError(f"expected a batch of images [B, C, H, W], got a tensor of shape {list(pixels.shape)}.")
 
@@ -167,6 +169,7 @@ def capture_batch(
             num_prefix_tokens=cfg.num_prefix_tokens,
             grid=grid,
             patch_size=cfg.patch_size,
+            has_class_token=cfg.class_token,
             scores=per_image(arrays.get("scores"), b),
             queries=per_image(arrays.get("queries"), b),
             keys=per_image(arrays.get("keys"), b),

@@ -34,6 +34,8 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
             raise VitCoreError(
                 f"{label} is not an image file that can be read (use PNG, JPEG, WebP, GIF, BMP or TIFF)."
             ) from error
+        except (OSError, ValueError, SyntaxError) as error:
+            raise VitCoreError(f"{label} is truncated or corrupt and cannot be decoded.") from error
     _check_size(image, label)
     try:
         image.seek(0)  # animated GIF/WebP/APNG: the first frame

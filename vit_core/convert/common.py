@@ -53,14 +53,15 @@ def rename(
 def check_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig, source: str) -> StateDict:
     """Fail on the first key that is unknown, missing or of the wrong shape, naming both shapes."""
     expected = expected_shapes(cfg)
-    for key, value in state_dict.items():
-        if key not in expected:
-            raise VitCoreError(f"the {source} weights hold {key!r}, which this architecture does not have.")
-        if tuple(value.shape) != expected[key]:
+    for key, shape in expected.items():  # the model's own order: embeddings, blocks, head
+        if key in state_dict and tuple(state_dict[key].shape) != shape:
             raise VitCoreError(
                 f"the {source} weights do not match the architecture: {key!r} has shape "
-                f"{list(value.shape)} in the weights but {list(expected[key])} in the model."
+                f"{list(state_dict[key].shape)} in the weights but {list(shape)} in the model."
             )
+    for key in state_dict:
+        if key not in expected:
+            raise VitCoreError(f"the {source} weights hold {key!r}, which this architecture does not have.")
     missing = [key for key in expected if key not in state_dict]
     if missing:
         raise VitCoreError(

@@ -1,0 +1,16 @@
+"""Entry point, locally (`make run`) and on Hugging Face Spaces: `demo` is importable without launching."""
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.ui import build_demo  # noqa: E402
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.queue(default_concurrency_limit=2).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size="20mb",
+    )

@@ -1,0 +1,1 @@
+"""The Gradio explorer: rendering (`app.render`, no gradio) and wiring (`app.ui`)."""

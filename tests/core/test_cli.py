@@ -1,0 +1,117 @@
+"""The CLI contract: `models`, `run IMAGE --out OUT.npz`, `bench --json`, exit 2 on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from gradio.media import get_image
+from safetensors.torch import save_file
+
+from tests.reference import perturb
+from vit_core import capture
+from vit_core.images import load_image
+from vit_core.zoo import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "vit_core", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> str:
+    model = perturb(timm.create_model("vit_tiny_patch16_224", pretrained=False))
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def test_models_lists_the_catalog_with_offline_status():
+    result = cli("models", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    names = {row["name"] for row in rows}
+    assert {"bundled", "hf:google/vit-base-patch16-224", "torchvision:vit_b_16"} <= names
+    assert all(isinstance(row["offline"], bool) for row in rows)
+
+
+def test_run_writes_the_contracted_npz(tmp_path, tiny_weights):
+    out = tmp_path / "cap.npz"
+    image = get_image("lion.jpg")
+    result = cli("run", image, "--model", "timm:vit_tiny_patch16_224", "--weights", tiny_weights, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    data = np.load(out)
+    assert data["input"].shape == (3, 224, 224) and data["input"].dtype == np.float32
+    assert data["attentions"].shape == (12, 3, 197, 197) and data["attentions"].dtype == np.float32
+    assert np.allclose(data["attentions"].sum(-1), 1.0, atol=1e-5)
+    assert data["tokens"].shape == (13, 197, 192)
+    assert data["logits"].shape == (1000,) and data["layer_logits"].shape == (12, 1000)
+    assert int(data["num_prefix_tokens"]) == 1 and data["grid"].tolist() == [14, 14]
+    assert len(data["labels"]) == 1000
+    # the same numbers as the library gives in-process
+    loaded = load_model("timm:vit_tiny_patch16_224", weights=tiny_weights)
+    expected = capture(loaded.model, loaded.preprocess(load_image(image)))
+    assert np.abs(data["logits"] - expected.logits).max() < 1e-4
+
+
+def test_run_on_a_model_without_head_omits_layer_logits(tmp_path):
+    from vit_core import ViT, ViTConfig
+    from vit_core.config import DataConfig
+    from vit_core.weights import save_vit
+
+    model_path = tmp_path / "backbone.safetensors"
+    cfg = ViTConfig(image_size=(32, 32), patch_size=16, embed_dim=16, depth=1, num_heads=2, mlp_dim=32, num_classes=0)
+    save_vit(model_path, ViT(cfg), DataConfig(input_size=(3, 32, 32)), None)
+    out = tmp_path / "b.npz"
+    result = cli("run", get_image("bus.png"), "--model", str(model_path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "layer_logits" not in np.load(out) and "logits" not in np.load(out)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["run", "missing.jpg", "--out", "x.npz"], "missing.jpg does not exist"),
+        (["run", "pyproject.toml", "--model", "timm:vit_tiny_patch16_224", "--out", "x.npz"], "is not an image file"),
+        (["run", "{lion}", "--model", "timm:no_such_vit", "--out", "x.npz"], "unknown timm model"),
+        (
+            ["run", "{lion}", "--model", "timm:vit_small_patch16_224", "--weights", "{tiny}", "--out", "x.npz"],
+            r"in the weights but \[1, 1, 384\] in the model",
+        ),
+        (["bench", "--model", "whatever"], "unknown model 'whatever'"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(args, match, tiny_weights, tmp_path):
+    args = [a.format(lion=get_image("lion.jpg"), tiny=tiny_weights) for a in args]
+    args = [str(tmp_path / a) if a == "x.npz" else a for a in args]
+    result = cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert __import__("re").search(match, lines[0]), lines[0]
+
+
+def test_bench_prints_json_with_reference_fast_capture(tiny_weights):
+    result = cli("bench", "--model", "timm:vit_tiny_patch16_224", "--weights", tiny_weights, "--repeats", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["median_ms"]) == {"reference", "fast", "capture"}
+    assert set(report["ratio"]) == {"fast/reference", "capture/reference"}
+    assert all(v > 0 for v in report["median_ms"].values())
+    assert report["weights"] == tiny_weights and report["threads"] == 2
+
+
+def test_bench_falls_back_to_random_weights_when_none_are_cached():
+    result = cli("bench", "--model", "timm:vit_tiny_patch16_224", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["weights"] == "random"
+    torch.manual_seed(0)

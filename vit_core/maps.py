@@ -1,0 +1,53 @@
+"""Raw attention maps on the patch grid, read straight off a capture.
+
+The query is the class token, or the mean over all tokens for a model without one, or any chosen
+patch ("where does this patch look?"). Prefix tokens (class, distillation, registers) are split off
+with `split_tokens`, never by assuming one class token at position 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from vit_core.capture import Capture
+from vit_core.config import split_tokens
+from vit_core.errors import VitCoreError
+
+HeadChoice = int | Literal["mean", "max"]
+
+
+def select_heads(attentions: np.ndarray, head: HeadChoice) -> np.ndarray:
+    """`[head, query, key]` -> `[query, key]`: one head, the head mean or the head max."""
+    if head == "mean":
+        return attentions.mean(axis=0)
+    if head == "max":
+        return attentions.max(axis=0)
+    if not isinstance(head, int | np.integer) or not 0 <= head < attentions.shape[0]:
+        raise VitCoreError(
+            f"head {head!r} is out of range; this model has heads 0..{attentions.shape[0] - 1}, mean, max."
+        )
+    return attentions[head]
+
+
+def attention_map(
+    capture: Capture, layer: int, head: HeadChoice = "mean", query_patch: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Attention from the query to every patch at `layer`, as a `[rows, cols]` grid (not renormalised)."""
+    if not 0 <= layer < capture.num_layers:
+        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{capture.num_layers - 1}.")
+    weights = select_heads(capture.attentions[layer], head)  # [query, key]
+    rows, cols = capture.grid
+    prefix = capture.num_prefix_tokens
+    if query_patch is not None:
+        row, col = query_patch
+        if not (0 <= row < rows and 0 <= col < cols):
+            raise VitCoreError(f"patch ({row}, {col}) is outside the {rows}x{cols} patch grid.")
+        query = weights[prefix + row * cols + col]  # [key]
+    elif capture.has_class_token:
+        query = weights[0]
+    else:
+        query = weights.mean(axis=0)  # no class token: the mean over all queries
+    _, patches = split_tokens(query[:, None], prefix)
+    return patches[:, 0].reshape(rows, cols)
