@@ -7,6 +7,7 @@ captured) and `capture` (ours, every attention map, every token and the logit le
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +30,9 @@ def _reference_forward(reference: torch.nn.Module) -> Callable[[torch.Tensor], o
     return reference
 
 
-def benchmark(loaded: LoadedModel, batch: int = 1, repeats: int = 10, warmup: int = 2) -> dict:
+def benchmark(
+    loaded: LoadedModel, batch: int = 1, repeats: int = 10, warmup: int = 2, autocast: torch.dtype | None = None
+) -> dict:
     """Median milliseconds for reference / fast / capture and their ratios, as a JSON-ready dict."""
     channels, height, width = loaded.data_config.input_size
     pixels = torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(0))
@@ -38,14 +41,16 @@ def benchmark(loaded: LoadedModel, batch: int = 1, repeats: int = 10, warmup: in
     run_reference = _reference_forward(reference)
     model = loaded.model
 
+    precision = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+
     def ref() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), precision:
             run_reference(pixels.to(device))
 
     runs = {
         "reference": ref,
-        "fast": lambda: predict(model, pixels),
-        "capture": lambda: capture_batch(model, pixels),
+        "fast": lambda: predict(model, pixels, autocast=autocast),
+        "capture": lambda: capture_batch(model, pixels, autocast=autocast),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(warmup + repeats):
@@ -62,6 +67,7 @@ def benchmark(loaded: LoadedModel, batch: int = 1, repeats: int = 10, warmup: in
         "batch": batch,
         "input_size": [channels, height, width],
         "repeats": repeats,
+        "autocast": str(autocast).replace("torch.", "") if autocast else "float32",
         "median_ms": median,
         "ratio": {
             "fast/reference": round(median["fast"] / median["reference"], 3),

@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bench.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
     bench.set_defaults(handler=cmd_bench)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy and map localization on seeded ShapeScenes")
+    _model_arguments(evaluate)
+    evaluate.add_argument("--n", type=int, default=2000, help="number of scenes (default 2000)")
+    evaluate.add_argument("--seed", type=int, default=20_000, help="scene seed; training used seed 0")
+    evaluate.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    scenes = commands.add_parser("scenes", help="write example ShapeScenes (image + mask PNGs)")
+    scenes.add_argument("--out", default="assets/scenes")
+    scenes.add_argument("--n", type=int, default=30)
+    scenes.add_argument("--seed", type=int, default=30_000)
+    scenes.set_defaults(handler=cmd_scenes)
     return parser
 
 
@@ -56,6 +69,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="bundled", help="bundled, timm:NAME, hf:REPO_OR_DIR, torchvision:NAME")
     parser.add_argument("--weights", help="a state_dict file in the source's own format (.safetensors, .pth)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: cuda when available)")
+    parser.add_argument(
+        "--autocast", choices=["bf16", "fp16"], default=None, help="mixed precision; results are float32 anyway"
+    )
+
+
+def _autocast_dtype(args: argparse.Namespace):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.autocast]
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -85,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise VitCoreError(f"--out must end in .npz, got {out.name!r}.")
     image = load_image(args.image)
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    result = capture(loaded.model, loaded.preprocess(image))
+    result = capture(loaded.model, loaded.preprocess(image), autocast=_autocast_dtype(args))
     arrays: dict[str, np.ndarray] = {
         "input": result.input,
         "attentions": result.attentions,
@@ -123,5 +145,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except WeightsUnavailable:
         # Speed does not depend on the values of the weights: measure the same architecture.
         loaded = load_model(args.model, device=args.device, random_weights=True)
-    print(json.dumps(benchmark(loaded, batch=args.batch, repeats=args.repeats), indent=2))
+    report = benchmark(loaded, batch=args.batch, repeats=args.repeats, autocast=_autocast_dtype(args))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vit_core.evaluate import evaluate
+    from vit_core.zoo import load_model
+
+    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    print(json.dumps(evaluate(loaded, n=args.n, seed=args.seed), indent=2))
+    return 0
+
+
+def cmd_scenes(args: argparse.Namespace) -> int:
+    from vit_core.scenes import export_examples
+
+    if args.n < 1:
+        raise VitCoreError("--n must be at least 1.")
+    written = export_examples(args.out, args.n, args.seed)
+    print(f"wrote {len(written)} scenes and masks to {args.out}")
     return 0

@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw
 CLASSES = ("circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "arrow")
 SIZE = 96
 SUPERSAMPLE = 2  # draw at 2x and downsample: anti-aliased edges
-AREA_RANGE = (0.05, 0.30)  # fraction of the image the target covers
+AREA_RANGE = (0.06, 0.26)  # fraction of the image the target covers, the same range for every class
+MAX_RADIUS = 0.47  # of the image side; every class reaches AREA_RANGE[1] within it (checked in the tests)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _outline(label: str) -> list[tuple[np.ndarray, int]]:
         sides = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}[label]
         return [(_regular(sides, 1.0, -np.pi / 2), 255)]
     if label == "star":
-        outer, inner = _regular(5, 1.0, -np.pi / 2), _regular(5, 0.42, -np.pi / 2 + np.pi / 5)
+        outer, inner = _regular(5, 1.0, -np.pi / 2), _regular(5, 0.5, -np.pi / 2 + np.pi / 5)
         return [(np.stack([outer, inner], axis=1).reshape(-1, 2), 255)]
     if label == "cross":
         w = 0.33
@@ -68,7 +69,7 @@ def _outline(label: str) -> list[tuple[np.ndarray, int]]:
     if label == "crescent":
         return [(_regular(64, 1.0), 255), (_regular(64, 0.85) + np.array([0.45, -0.1]), 0)]
     if label == "arrow":
-        points = [(-1, -0.22), (0.15, -0.22), (0.15, -0.6), (1, 0), (0.15, 0.6), (0.15, 0.22), (-1, 0.22)]
+        points = [(-1, -0.3), (0.15, -0.3), (0.15, -0.75), (1, 0), (0.15, 0.75), (0.15, 0.3), (-1, 0.3)]
         return [(np.array(points, dtype=float), 255)]
     raise ValueError(label)
 
@@ -121,13 +122,13 @@ def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, amo
     def colour() -> tuple[int, int, int]:
         return _colour(rng, rng.uniform(0.1, max_luma), (0.0, 1.0))
 
-    for _ in range(rng.poisson(3 * amount)):  # strokes
+    for _ in range(1 + rng.poisson(2 * amount)):  # strokes: at least one in every scene
         points = [tuple(rng.uniform(0, size, 2)) for _ in range(rng.integers(2, 4))]
         draw.line(points, fill=colour(), width=max(1, int(rng.uniform(1, 3) * scale)))
     for _ in range(rng.poisson(2.5 * amount)):  # blobs
         centre, radii = rng.uniform(0, size, 2), rng.uniform(2, 8, 2) * scale
         draw.ellipse([*(centre - radii), *(centre + radii)], fill=colour())
-    for _ in range(rng.poisson(3 * amount)):  # fragments: small irregular polygons
+    for _ in range(1 + rng.poisson(2 * amount)):  # fragments (small irregular polygons): at least one
         centre, radius = rng.uniform(0, size, 2), rng.uniform(2.5, 6) * scale
         angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 6)))
         radii = radius * rng.uniform(0.5, 1.0, len(angles))
@@ -140,15 +141,16 @@ def render_scene(rng: np.random.Generator, size: int = SIZE, difficulty: float =
     big = size * SUPERSAMPLE
     label = int(rng.integers(len(CLASSES)))
     name = CLASSES[label]
-    area = rng.uniform(AREA_RANGE[0] + 0.01, AREA_RANGE[1] - 0.02) * big * big
-    radius = min(math.sqrt(area / _unit_area(name)), 0.45 * big)  # thin shapes: fit inside the image
+    # Size is matched by area, so the number of target pixels says nothing about the label.
+    area = rng.uniform(*AREA_RANGE) * big * big
+    radius = math.sqrt(area / _unit_area(name))
     centre = rng.uniform(radius * 1.05, big - radius * 1.05, 2)
     angle = rng.uniform(0, 2 * np.pi)
 
-    background_luma = 0.45 + 0.1 * (1 - difficulty)
-    canvas = _background(rng, big, max_luma=background_luma - 0.1 * (1 - difficulty))
+    easy = 1.0 - difficulty
+    canvas = _background(rng, big, max_luma=0.45 - 0.2 * easy)  # easier: darker backgrounds
     _clutter(rng, ImageDraw.Draw(canvas), big, amount=0.25 + 0.75 * difficulty, max_luma=0.55 + 0.1 * difficulty)
-    target_luma = rng.uniform(0.62 + 0.15 * (1 - difficulty), 0.97)
+    target_luma = rng.uniform(0.62 + 0.15 * easy, 0.97)  # always brighter than the background
     mask = _draw_mask(name, centre, radius, angle, big)
     canvas.paste(_colour(rng, target_luma, (0.2, 1.0)), mask=mask)
 
@@ -165,3 +167,18 @@ def scene(seed: int, index: int, size: int = SIZE, difficulty: float = 1.0) -> S
 def scene_batch(seed: int, start: int, count: int, size: int = SIZE, difficulty: float = 1.0) -> list[Scene]:
     """Scenes `start .. start+count-1` of stream `seed` (training streams, fixed evaluation splits)."""
     return [scene(seed, i, size, difficulty) for i in range(start, start + count)]
+
+
+def export_examples(out_dir: str, count: int = 30, seed: int = 30_000) -> list[str]:
+    """Write `count` full-difficulty scenes and their masks as PNGs: `NN_<class>.png`, `NN_<class>_mask.png`."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, item in enumerate(scene_batch(seed, 0, count)):
+        stem = out / f"{index:02d}_{CLASSES[item.label]}"
+        Image.fromarray(item.image).save(f"{stem}.png", optimize=True)
+        Image.fromarray(item.mask.astype(np.uint8) * 255).save(f"{stem}_mask.png", optimize=True)
+        written.append(f"{stem}.png")
+    return written

@@ -54,7 +54,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def difficulty_at(step: int, curriculum_steps: int) -> float:
-    return min(1.0, 0.3 + 0.7 * step / max(1, curriculum_steps))
+    return min(1.0, step / max(1, curriculum_steps))
 
 
 class SceneStream(IterableDataset):
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--min-lr", type=float, default=1e-5)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--curriculum", type=float, default=0.4, help="fraction of steps to reach full difficulty")
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             "images_seen": args.steps * args.batch,
             "optimizer": f"AdamW lr {args.lr} (warmup {args.warmup}, cosine to {args.min_lr}), "
             f"weight decay {args.weight_decay}, label smoothing {args.label_smoothing}, grad clip 1.0",
-            "curriculum": f"difficulty 0.3 -> 1.0 over the first {curriculum_steps} steps",
+            "curriculum": f"difficulty 0 -> 1 over the first {curriculum_steps} steps",
             "duration_s": round(elapsed_before + time.monotonic() - started, 1),
             "hardware": f"CPU, {args.threads} threads",
         },

@@ -24,8 +24,10 @@ FORMAT_KEY = "vit_core"
 def read_state_dict(path: str | Path) -> StateDict:
     """A state dict from `.safetensors`, or from a torch file with `weights_only=True` (no pickle code)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise VitCoreError(f"weights file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise VitCoreError(f"weights file {str(path)!r} is not a regular file.")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
