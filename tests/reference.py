@@ -94,3 +94,15 @@ def load_converted(cfg, state_dict) -> ViT:
     model = ViT(cfg)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def assert_parity(reference_model, config_from, convert, reference, size: int, batch: int, tol: float = 1e-4) -> None:
+    """Perturb, convert, run both on one random batch; logits, attention and hidden states within `tol`."""
+    reference_model = perturb(reference_model)
+    cfg = config_from(reference_model)
+    ours = load_converted(cfg, convert(reference_model.state_dict(), cfg))
+    pixels = torch.randn(batch, 3, size, size)
+    from vit_core import capture_batch
+
+    diff = max_differences(capture_batch(ours, pixels), reference(reference_model, pixels))
+    assert max(diff.values()) <= tol, diff

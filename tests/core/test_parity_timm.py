@@ -5,7 +5,8 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tests.reference import load_converted, max_differences, perturb, timm_reference
+from tests.reference import assert_parity as shared_assert_parity
+from tests.reference import load_converted, perturb, timm_reference
 from vit_core import capture_batch
 from vit_core.convert import config_from_timm, convert_timm
 
@@ -13,12 +14,7 @@ TOL = 1e-4
 
 
 def assert_parity(reference_model, size: int, batch: int = 2) -> None:
-    reference_model = perturb(reference_model)
-    cfg = config_from_timm(reference_model)
-    ours = load_converted(cfg, convert_timm(reference_model.state_dict(), cfg))
-    pixels = torch.randn(batch, 3, size, size)
-    diff = max_differences(capture_batch(ours, pixels), timm_reference(reference_model, pixels))
-    assert max(diff.values()) <= TOL, diff
+    shared_assert_parity(reference_model, config_from_timm, convert_timm, timm_reference, size, batch, TOL)
 
 
 @pytest.mark.parametrize("patch", [8, 14, 16, 32])

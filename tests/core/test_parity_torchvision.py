@@ -1,22 +1,18 @@
 """Parity with torchvision's VisionTransformer; reference attention via need_weights=True per head."""
 
-import torch
 import torchvision
 
-from tests.reference import load_converted, max_differences, perturb, torchvision_reference
-from vit_core import capture_batch
+from tests.reference import assert_parity as shared_assert_parity
+from tests.reference import torchvision_reference
 from vit_core.convert import config_from_torchvision, convert_torchvision
 
 TOL = 1e-4
 
 
 def assert_parity(reference_model, size: int, batch: int) -> None:
-    reference_model = perturb(reference_model)
-    cfg = config_from_torchvision(reference_model)
-    ours = load_converted(cfg, convert_torchvision(reference_model.state_dict(), cfg))
-    pixels = torch.randn(batch, 3, size, size)
-    diff = max_differences(capture_batch(ours, pixels), torchvision_reference(reference_model, pixels))
-    assert max(diff.values()) <= TOL, diff
+    shared_assert_parity(
+        reference_model, config_from_torchvision, convert_torchvision, torchvision_reference, size, batch
+    )
 
 
 def test_vit_b_16_full_size():
