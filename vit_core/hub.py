@@ -8,46 +8,61 @@ cannot succeed fails in seconds with a sentence instead of hanging.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 from vit_core.errors import VitCoreError, WeightsUnavailable
 
 PROBE_TIMEOUT_S = 3.0
-_probe_cache: dict[str, tuple[float, bool]] = {}
+_probes: dict[str, tuple[float, threading.Thread, list[bool]]] = {}  # "scheme://host:port" -> probe
 
 
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def reachable(url: str, timeout: float = PROBE_TIMEOUT_S, ttl: float = 60.0) -> bool:
-    """True when a TCP connection to `url`'s host opens within `timeout` (DNS included)."""
-    if offline():
-        return False
-    host = urlparse(url).hostname or url
-    port = urlparse(url).port or 443
-    cached = _probe_cache.get(host)
-    if cached and time.monotonic() - cached[0] < ttl:
-        return cached[1]
-    result: list[bool] = []
+def _probe_key(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.netloc}"
+
+
+def start_probe(url: str, timeout: float = PROBE_TIMEOUT_S, ttl: float = 60.0) -> None:
+    """Begin checking in the background whether `url`'s server answers, so the wait overlaps other work."""
+    key = _probe_key(url)
+    entry = _probes.get(key)
+    if offline() or (entry and time.monotonic() - entry[0] < ttl):
+        return
+    answers: list[bool] = []
 
     def probe() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
+            urllib.request.urlopen(urllib.request.Request(key, method="HEAD"), timeout=timeout).close()
+            answers.append(True)
+        except urllib.error.HTTPError:
+            answers.append(True)  # the server answered, if only to refuse
+        except (OSError, ValueError):
+            answers.append(False)
 
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution ignores socket timeouts
     thread.start()
-    thread.join(timeout)
-    answer = bool(result and result[0])
-    _probe_cache[host] = (time.monotonic(), answer)
-    return answer
+    _probes[key] = (time.monotonic(), thread, answers)
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when `url`'s server answers an HTTP HEAD within `timeout` of the probe's start.
+
+    Any HTTP status counts as an answer; refused, silent or unresolvable hosts do not.
+    """
+    if offline():
+        return False
+    start_probe(url, timeout)
+    started, thread, answers = _probes[_probe_key(url)]
+    thread.join(max(0.0, timeout - (time.monotonic() - started)))
+    return bool(answers and answers[0])
 
 
 def hf_endpoint() -> str:
@@ -72,7 +87,7 @@ def hf_file(repo_id: str, filenames: list[str], what: str, required: bool = True
     cached = hf_cached_file(repo_id, filenames)
     if cached is not None:
         return cached
-    if not reachable(hf_endpoint()):
+    if offline() or not reachable(hf_endpoint()):
         if not required:
             return None
         raise WeightsUnavailable(
@@ -84,13 +99,14 @@ def hf_file(repo_id: str, filenames: list[str], what: str, required: bool = True
 
     for filename in filenames:
         try:
-            return Path(hf_hub_download(repo_id, filename))
+            return Path(hf_hub_download(repo_id, filename, etag_timeout=PROBE_TIMEOUT_S))
         except EntryNotFoundError:
             continue
         except RepositoryNotFoundError as error:
             raise VitCoreError(f"{what}: the Hugging Face repository {repo_id!r} does not exist.") from error
-        except (HfHubHTTPError, OSError) as error:
-            raise VitCoreError(f"{what} could not be downloaded from the Hugging Face hub ({error}).") from error
+        except (HfHubHTTPError, OSError, RuntimeError, ValueError) as error:
+            reason = type(error).__name__
+            raise WeightsUnavailable(f"{what} could not be downloaded from the Hugging Face hub ({reason}).") from error
     if required:
         raise VitCoreError(f"{what}: the repository {repo_id!r} has none of {filenames}.")
     return None

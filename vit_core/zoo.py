@@ -32,7 +32,7 @@ from vit_core.convert import (
     convert_torchvision,
 )
 from vit_core.errors import VitCoreError
-from vit_core.hub import hf_cached_file, hf_file, torch_hub_file
+from vit_core.hub import hf_cached_file, hf_endpoint, hf_file, start_probe, torch_hub_file
 from vit_core.model import ViT
 from vit_core.weights import load_vit, read_state_dict
 
@@ -75,6 +75,8 @@ def load_model(
     """
     target = resolve_device(device)
     kind, _, ref = name.partition(":")
+    if weights is None and not random_weights and kind in ("timm", "hf", "torchvision"):
+        _probe_source_early(kind, ref)
     if name == "bundled" or name.endswith(".safetensors"):
         if weights is not None:
             raise VitCoreError("--weights applies to timm:, hf: and torchvision: models, not to vit_core files.")
@@ -90,6 +92,16 @@ def load_model(
     loaded.name = name
     loaded.model.to(target).eval()
     return loaded
+
+
+def _probe_source_early(kind: str, ref: str) -> None:
+    """Start the reachability probe now, so its wait overlaps building the architecture."""
+    if kind == "torchvision" and ref in TORCHVISION_VITS:
+        import torchvision
+
+        start_probe(torchvision.models.get_model_weights(ref).DEFAULT.url)
+    elif kind in ("timm", "hf") and not Path(ref).is_dir():
+        start_probe(hf_endpoint())
 
 
 def timm_transform(data_config: DataConfig) -> Callable[[Image.Image], torch.Tensor]:
