@@ -10,6 +10,7 @@ from PIL import Image
 
 from vit_core.capture import Capture
 from vit_core.config import DataConfig
+from vit_core.explain import normalise
 
 
 @cache
@@ -27,12 +28,6 @@ def input_view(capture: Capture, data_config: DataConfig) -> Image.Image:
     std = np.array(data_config.std, dtype=np.float32)[:, None, None]
     pixels = (capture.input * std + mean).clip(0, 1)  # [3, H, W]
     return Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB")
-
-
-def normalise(grid_map: np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1]; a constant map becomes all zeros."""
-    low, high = float(grid_map.min()), float(grid_map.max())
-    return (grid_map - low) / (high - low) if high > low else np.zeros_like(grid_map)
 
 
 def overlay(

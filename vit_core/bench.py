@@ -1,8 +1,9 @@
 """Speed of our model against the source library's own plain inference, measured in the same run.
 
-Three timings per round, interleaved so that drift on a shared machine hits all of them alike:
+Four timings per round, interleaved so that drift on a shared machine hits all of them alike:
 `reference` (timm with fused attention / transformers with SDPA / torchvision), `fast` (ours, nothing
-captured) and `capture` (ours, every attention map, every token and the logit lens).
+captured), `capture` (ours, every attention map, every token and the logit lens) and `explain_all`
+(capture + one backward pass + every map and analysis the explorer shows).
 """
 
 from __future__ import annotations
@@ -14,8 +15,23 @@ from collections.abc import Callable
 
 import torch
 
+from vit_core.analysis import attention_entropy, mean_attention_distance, token_norms, token_pca_rgb
 from vit_core.capture import capture_batch, predict
+from vit_core.explain import METHODS, NOT_IMPLEMENTED, explain
 from vit_core.zoo import LoadedModel
+
+
+def explain_all(model, pixels: torch.Tensor, autocast: torch.dtype | None = None) -> None:
+    """Everything the explorer shows for one image: capture + one backward + every map and analysis."""
+    results = capture_batch(model, pixels, target="top", autocast=autocast)
+    for result in results:
+        for method in METHODS:
+            if method not in NOT_IMPLEMENTED:
+                explain(result, method)
+        mean_attention_distance(result)
+        attention_entropy(result)
+        token_pca_rgb(result, result.num_layers)
+        token_norms(result, result.num_layers)
 
 
 def _time_ms(fn: Callable[[], object]) -> float:
@@ -51,6 +67,7 @@ def benchmark(
         "reference": ref,
         "fast": lambda: predict(model, pixels, autocast=autocast),
         "capture": lambda: capture_batch(model, pixels, autocast=autocast),
+        "explain_all": lambda: explain_all(model, pixels, autocast),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(warmup + repeats):
@@ -72,6 +89,7 @@ def benchmark(
         "ratio": {
             "fast/reference": round(median["fast"] / median["reference"], 3),
             "capture/reference": round(median["capture"] / median["reference"], 3),
+            "explain_all/reference": round(median["explain_all"] / median["reference"], 3),
         },
         "torch": torch.__version__,
     }

@@ -40,6 +40,7 @@ class Capture:
     queries: np.ndarray | None = None  # [layer, head, pos, d_head]
     keys: np.ndarray | None = None  # [layer, head, pos, d_head]
     attention_grads: np.ndarray | None = None  # [layer, head, query, key], d logit[target] / d attention
+    token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
     target: int | None = None  # the class whose logit attention_grads differentiates
 
     @property
@@ -108,14 +109,17 @@ def capture_batch(
     # intermediates are freed and recycled: retaining them all costs more in fresh memory than the copy.
     buffers: dict[str, torch.Tensor] = {}
     patterns: list[torch.Tensor] = []  # kept alive only when gradients are wanted
+    last_input: list[torch.Tensor] = []  # tokens entering the last block, for Grad-CAM
 
     def record(kind: str, slot: int, slots: int):
         def hook(tensor: torch.Tensor, _name: str) -> None:
             if kind not in buffers:
                 buffers[kind] = tensor.new_empty((slots, *tensor.shape))  # [slots, B, ...]
             buffers[kind][slot].copy_(tensor.detach())
-            if kind == "attentions" and want_grad:
+            if want_grad and kind == "attentions":
                 patterns.append(tensor)
+            if want_grad and kind == "tokens" and slot == slots - 2:
+                last_input.append(tensor)
 
         return hook
 
@@ -133,7 +137,7 @@ def capture_batch(
 
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
     targets: list[int] | None = None
-    grads = None
+    grads = token_grads = None
     with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
         logits = model.head_logits(final) if model.head is not None else None  # [B, C]
@@ -142,7 +146,8 @@ def capture_batch(
                 raise VitCoreError("attention gradients need a class target, but this model has no head.")
             targets = _resolve_targets(target, logits)
             chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
-            grads = torch.stack(torch.autograd.grad(chosen.sum(), patterns), dim=0)  # [L, B, H, N, N]
+            *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
+            grads = torch.stack(pattern_grads, dim=0)  # [L, B, H, N, N]
     with torch.inference_mode(), _autocast(device, autocast):
         tokens = buffers["tokens"]  # [L+1, B, N, D]
         layer_logits = model.head_logits(tokens[1:]) if logits is not None else None  # [L, B, C]
@@ -151,6 +156,7 @@ def capture_batch(
         probs_np = _numpy(logits.float().softmax(-1)) if logits is not None else None
         layer_np = _numpy(layer_logits) if layer_logits is not None else None
         grads_np = _numpy(grads) if grads is not None else None
+        token_grads_np = _numpy(token_grads) if grads is not None else None  # [B, N, D]
     grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
 
     def per_image(array: np.ndarray | None, b: int, batch_first: bool = False) -> np.ndarray | None:
@@ -174,6 +180,7 @@ def capture_batch(
             queries=per_image(arrays.get("queries"), b),
             keys=per_image(arrays.get("keys"), b),
             attention_grads=per_image(grads_np, b),
+            token_grads=per_image(token_grads_np, b, batch_first=True),
             target=None if targets is None else targets[b],
         )
         for b in range(pixels.shape[0])

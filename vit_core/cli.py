@@ -57,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    explain = commands.add_parser("explain", help="one explanation map as .npy (patch grid) or .png (overlay)")
+    explain.add_argument("image", help="path to an image file")
+    _model_arguments(explain)
+    explain.add_argument("--method", required=True, help="attention, rollout, grad_rollout, chefer, gradcam, ...")
+    explain.add_argument("--layer", type=int, default=None, help="attention: layer index (default: the last)")
+    explain.add_argument("--head", default="mean", help="attention: a head index, mean or max")
+    explain.add_argument("--query-patch", default=None, help="attention: ROW,COL of the query patch")
+    explain.add_argument("--target", default=None, help="class index or label (default: the top prediction)")
+    explain.add_argument("--head-fusion", default="mean", help="rollout: mean, max or min")
+    explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: lowest fraction dropped per row")
+    explain.add_argument("--start-layer", type=int, default=0, help="rollout/relevance: first layer used")
+    explain.add_argument("--out", required=True, help="OUT.npy (float32 map in [0, 1]) or OUT.png (overlay)")
+    explain.set_defaults(handler=cmd_explain)
+
     scenes = commands.add_parser("scenes", help="write example ShapeScenes (image + mask PNGs)")
     scenes.add_argument("--out", default="assets/scenes")
     scenes.add_argument("--n", type=int, default=30)
@@ -166,4 +180,79 @@ def cmd_scenes(args: argparse.Namespace) -> int:
         raise VitCoreError("--n must be at least 1.")
     written = export_examples(args.out, args.n, args.seed)
     print(f"wrote {len(written)} scenes and masks to {args.out}")
+    return 0
+
+
+def _parse_head(text: str):
+    if text in ("mean", "max"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise VitCoreError(f"--head must be a head index, mean or max, got {text!r}.") from None
+
+
+def _parse_patch(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        row, col = (int(part) for part in text.split(","))
+    except ValueError:
+        raise VitCoreError(f"--query-patch must be ROW,COL, got {text!r}.") from None
+    return row, col
+
+
+def _parse_target(text: str | None, labels: list[str] | None, classes: int) -> int | None:
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        target = int(text)
+    elif labels and text in labels:
+        target = labels.index(text)
+    else:
+        raise VitCoreError(f"unknown target class {text!r}; give a class index 0..{classes - 1} or an exact label.")
+    if not 0 <= target < classes:
+        raise VitCoreError(f"target class {target} is out of range; this model has classes 0..{classes - 1}.")
+    return target
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from vit_core.capture import capture
+    from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, ExplainOptions, explain, normalise
+    from vit_core.images import load_image
+    from vit_core.zoo import load_model
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise VitCoreError(f"--out must end in .npy or .png, got {out.name!r}.")
+    if args.method not in METHODS:
+        raise VitCoreError(f"unknown method {args.method!r}; use one of {', '.join(METHODS)}.")
+    if args.method in NOT_IMPLEMENTED:
+        raise VitCoreError(NOT_IMPLEMENTED[args.method] + ".")
+    options = ExplainOptions(
+        layer=args.layer,
+        head=_parse_head(args.head),
+        query_patch=_parse_patch(args.query_patch),
+        head_fusion=args.head_fusion,
+        discard_ratio=args.discard_ratio,
+        start_layer=args.start_layer,
+    )
+    image = load_image(args.image)
+    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    target = None
+    if args.method in CLASS_SPECIFIC:
+        if loaded.model.head is None:
+            raise VitCoreError(f"{args.method} is class-specific, but this model has no classification head.")
+        target = _parse_target(args.target, loaded.labels, loaded.cfg.num_classes)
+        target = "top" if target is None else target
+    result = capture(loaded.model, loaded.preprocess(image), target=target, autocast=_autocast_dtype(args))
+    grid_map = normalise(explain(result, args.method, options))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, grid_map)
+    else:
+        from app.render import input_view, overlay  # rendering lives in the app layer (plotly colormaps)
+
+        overlay(input_view(result, loaded.data_config), grid_map).save(out)
+    print(f"{out}: {args.method} map on the {result.grid[0]}x{result.grid[1]} patch grid")
     return 0

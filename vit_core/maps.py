@@ -51,3 +51,22 @@ def attention_map(
         query = weights.mean(axis=0)  # no class token: the mean over all queries
     _, patches = split_tokens(query[:, None], prefix)
     return patches[:, 0].reshape(rows, cols)
+
+
+def mass_threshold(grid_map: np.ndarray, fraction: float = 0.6) -> np.ndarray:
+    """DINO's visualisation (Caron et al. 2021): keep the top patches that hold `fraction` of the mass.
+
+    Returns a boolean `[rows, cols]` mask; the map is clipped at 0 and normalised to sum 1 first.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise VitCoreError(f"mass fraction {fraction} must be in (0, 1].")
+    values = np.clip(grid_map.astype(np.float64).ravel(), 0, None)
+    total = values.sum()
+    if total <= 0:
+        return np.zeros(grid_map.shape, dtype=bool)
+    order = np.argsort(values)[::-1]  # largest first
+    cumulative = np.cumsum(values[order]) / total
+    keep = np.zeros(values.size, dtype=bool)
+    # the smallest prefix whose mass reaches the fraction (the patch that crosses it is kept)
+    keep[order[: int(np.searchsorted(cumulative, fraction - 1e-12)) + 1]] = True
+    return keep.reshape(grid_map.shape)

@@ -104,8 +104,8 @@ def test_bench_prints_json_with_reference_fast_capture(tiny_weights):
     result = cli("bench", "--model", "timm:vit_tiny_patch16_224", "--weights", tiny_weights, "--repeats", "2", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report["median_ms"]) == {"reference", "fast", "capture"}
-    assert set(report["ratio"]) == {"fast/reference", "capture/reference"}
+    assert set(report["median_ms"]) == {"reference", "fast", "capture", "explain_all"}
+    assert set(report["ratio"]) == {"fast/reference", "capture/reference", "explain_all/reference"}
     assert all(v > 0 for v in report["median_ms"].values())
     assert report["weights"] == tiny_weights and report["threads"] == 2
 
@@ -115,3 +115,80 @@ def test_bench_falls_back_to_random_weights_when_none_are_cached():
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["weights"] == "random"
     torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("method", ["attention", "rollout", "grad_rollout", "chefer", "gradcam"])
+def test_explain_writes_a_normalised_patch_grid_map(method, tmp_path, tiny_weights):
+    out = tmp_path / f"{method}.npy"
+    result = cli(
+        "explain",
+        get_image("cheetah1.jpg"),
+        "--model",
+        "timm:vit_tiny_patch16_224",
+        "--weights",
+        tiny_weights,
+        "--method",
+        method,
+        "--target",
+        "3",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    grid_map = np.load(out)
+    assert grid_map.shape == (14, 14) and grid_map.dtype == np.float32
+    assert grid_map.min() == 0.0 and grid_map.max() == 1.0
+
+
+def test_explain_png_overlay_and_attention_options(tmp_path, tiny_weights):
+    out = tmp_path / "query.png"
+    result = cli(
+        "explain",
+        get_image("lion.jpg"),
+        "--model",
+        "timm:vit_tiny_patch16_224",
+        "--weights",
+        tiny_weights,
+        "--method",
+        "attention",
+        "--layer",
+        "2",
+        "--head",
+        "1",
+        "--query-patch",
+        "3,4",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == (224, 224)
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--method", "attention", "--layer", "40"], "layer 40 is out of range"),
+        (["--method", "attention", "--head", "9"], "head 9 is out of range"),
+        (["--method", "attention", "--query-patch", "14,0"], "outside the 14x14 patch grid"),
+        (["--method", "chefer", "--target", "5000"], "target class 5000 is out of range"),
+        (["--method", "chefer", "--target", "not a label"], "unknown target class"),
+        (["--method", "transformer_attribution"], "not implemented yet"),
+    ],
+)
+def test_explain_bad_options_are_one_sentence_and_exit_2(extra, match, tmp_path, tiny_weights):
+    result = cli(
+        "explain",
+        get_image("lion.jpg"),
+        "--model",
+        "timm:vit_tiny_patch16_224",
+        "--weights",
+        tiny_weights,
+        *extra,
+        "--out",
+        str(tmp_path / "x.npy"),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and match in result.stderr, result.stderr

@@ -52,7 +52,7 @@ def test_untrained_model_scores_near_chance(tmp_path):
     save_vit(path, ViT(model_config()), data_config(), list(CLASSES))
     report = evaluate(load_model(str(path)), n=60, seed=5)
     assert report["accuracy"] < 0.4
-    assert set(report["localization"]) == {"attention", "rollout"}
+    assert set(report["localization"]) == {"attention", "rollout", "grad_rollout", "chefer", "gradcam"}
     assert 0.0 < report["random_pointing"] < 0.6
 
 

@@ -1,0 +1,142 @@
+"""Analyses: mean attention distance, entropy, token views, model views, ablation, faithfulness."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.reference import perturb
+from vit_core import Capture, ViT, ViTConfig, VitCoreError, capture
+from vit_core.analysis import (
+    ablate_heads,
+    attention_entropy,
+    class_probability_by_layer,
+    head_importance,
+    layer_predictions,
+    mean_attention_distance,
+    patch_distances,
+    patch_embedding_components,
+    patch_similarity,
+    position_similarity,
+    token_norms,
+    token_pca_rgb,
+)
+from vit_core.faithfulness import deletion_insertion
+from vit_core.maps import attention_map, mass_threshold
+
+TINY = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64, num_classes=6)
+
+
+def with_attention(attentions: np.ndarray, grid, prefix=1, patch_size=16) -> Capture:
+    layers, _, n, _ = attentions.shape
+    return Capture(
+        input=np.zeros((3, 1, 1), np.float32),
+        attentions=attentions,
+        tokens=np.zeros((layers + 1, n, 2)),
+        logits=None,
+        probs=None,
+        layer_logits=None,
+        num_prefix_tokens=prefix,
+        grid=grid,
+        patch_size=patch_size,
+    )
+
+
+def test_self_attention_has_distance_zero():
+    n = 1 + 9
+    assert np.allclose(mean_attention_distance(with_attention(np.broadcast_to(np.eye(n), (2, 3, n, n)), (3, 3))), 0)
+
+
+def test_uniform_attention_matches_the_closed_form_average_distance():
+    # 1 x 2 grid of 16-pixel patches, uniform over the CLS and both patches: each patch query gives
+    # weight 1/2 to itself (0 px) and 1/2 to the other (16 px) after renormalising over patches -> 8 px.
+    uniform = np.full((1, 1, 3, 3), 1 / 3)
+    assert mean_attention_distance(with_attention(uniform, (1, 2))) == pytest.approx(np.array([[8.0]]))
+    # 3 x 3 grid: the closed form is the mean of all pairwise centre distances.
+    uniform = np.full((1, 1, 10, 10), 0.1)
+    expected = patch_distances((3, 3), 16).mean()
+    assert mean_attention_distance(with_attention(uniform, (3, 3)))[0, 0] == pytest.approx(expected)
+
+
+def test_entropy_hand_computed():
+    n = 4
+    assert attention_entropy(with_attention(np.full((1, 1, n, n), 1 / n), (1, 3)))[0, 0] == pytest.approx(np.log(n))
+    assert attention_entropy(with_attention(np.broadcast_to(np.eye(n), (1, 1, n, n)), (1, 3)))[0, 0] == 0.0
+
+
+def test_mass_threshold_keeps_the_smallest_set_holding_the_fraction():
+    grid = np.array([[0.5, 0.3], [0.15, 0.05]])
+    assert mass_threshold(grid, 0.5).tolist() == [[True, False], [False, False]]
+    assert mass_threshold(grid, 0.6).tolist() == [[True, True], [False, False]]
+    assert mass_threshold(grid, 1.0).all()
+
+
+def test_attention_map_for_a_chosen_query_patch():
+    model = perturb(ViT(TINY), std=0.2)
+    result = capture(model, torch.randn(3, 32, 32))
+    row = attention_map(result, 1, head=2, query_patch=(1, 3))
+    assert np.allclose(row.ravel(), result.attentions[1, 2, 1 + 1 * 4 + 3, 1:])
+    with pytest.raises(VitCoreError, match="outside the 4x4 patch grid"):
+        attention_map(result, 1, query_patch=(4, 0))
+    with pytest.raises(VitCoreError, match="head 7 is out of range"):
+        attention_map(result, 1, head=7)
+
+
+def test_layer_predictions_and_class_probability():
+    result = capture(perturb(ViT(TINY), std=0.2), torch.randn(3, 32, 32))
+    predictions = layer_predictions(result, k=3)
+    assert predictions.top_indices.shape == (3, 3)
+    assert predictions.top_indices[-1, 0] == int(np.argmax(result.logits))
+    assert np.allclose(predictions.probs[-1], result.probs, atol=1e-6)
+    assert class_probability_by_layer(result, 2).shape == (3,)
+
+
+def test_token_views():
+    result = capture(perturb(ViT(TINY), std=0.2), torch.randn(3, 32, 32))
+    rgb = token_pca_rgb(result, 2)
+    assert rgb.shape == (4, 4, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    similarity = patch_similarity(result, 2, (0, 1))
+    assert similarity[0, 1] == pytest.approx(1.0, abs=1e-6) and similarity.max() <= 1 + 1e-6
+    norms = token_norms(result, 3)
+    assert norms.norms.shape == (17,) and not norms.outliers[1:].all()
+
+
+def test_token_norm_outliers_are_flagged():
+    tokens = np.ones((2, 11, 4))
+    tokens[1, 5] *= 50  # one high-norm patch token
+    fake = with_attention(np.full((1, 1, 11, 11), 1 / 11), (2, 5))
+    fake = Capture(**{**fake.__dict__, "tokens": tokens})
+    assert np.flatnonzero(token_norms(fake, 1).outliers).tolist() == [5]
+
+
+def test_model_views():
+    model = perturb(ViT(TINY), std=0.2)
+    similarity = position_similarity(model)
+    assert similarity.shape == (4, 4, 4, 4) and similarity[2, 1, 2, 1] == pytest.approx(1.0, abs=1e-6)
+    components, variance = patch_embedding_components(model, 5)
+    assert components.shape == (5, 3, 8, 8) and np.all(np.diff(variance) <= 1e-7)
+
+
+def test_head_ablation_and_importance_agree():
+    model = perturb(ViT(TINY), std=0.3)
+    pixels = torch.randn(3, 32, 32)
+    importance = head_importance(model, pixels, layer=1, target=4)
+    for head in range(TINY.num_heads):
+        base, ablated = ablate_heads(model, pixels, [(1, head)], target=4)
+        assert importance[head] == pytest.approx(base - ablated, abs=1e-5)
+    with pytest.raises(VitCoreError, match="does not exist"):
+        ablate_heads(model, pixels, [(9, 0)], target=0)
+
+
+def test_deletion_and_insertion_curves():
+    model = perturb(ViT(TINY), std=0.3)
+    pixels = torch.randn(3, 32, 32)
+    grid_map = np.arange(16, dtype=float).reshape(4, 4)
+    deletion, insertion = deletion_insertion(model, pixels, grid_map, target=1, steps=4)
+    probs = torch.softmax(model(pixels[None]), -1)[0, 1].item()
+    assert deletion.probs[0] == pytest.approx(probs, abs=1e-5)  # nothing deleted yet
+    assert insertion.probs[-1] == pytest.approx(probs, abs=1e-5)  # everything restored
+    # the step-2 deletion image is the input with the 8 top patches (the bottom half) set to 0
+    half = pixels.clone()
+    half[:, 16:, :] = 0
+    assert deletion.probs[2] == pytest.approx(torch.softmax(model(half[None]), -1)[0, 1].item(), abs=1e-5)
+    assert deletion.auc == pytest.approx(np.trapezoid(deletion.probs, np.linspace(0, 1, 5)))

@@ -1,0 +1,219 @@
+"""Analyses of a capture and of a model: the logit lens, head statistics, token and model views.
+
+- per-layer predictions: the logit lens (nostalgebraist 2020) read off `Capture.layer_logits`;
+- mean attention distance (Dosovitskiy et al. 2021, Fig. 7/11) and attention entropy per head;
+- PCA of patch tokens to RGB, token norms with high-norm outliers (Darcet et al. 2024), cosine
+  similarity of one patch to all others;
+- position-embedding similarity and principal components of the patch-embedding filters (Fig. 7);
+- head ablation: zero heads' outputs and measure the target probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vit_core.capture import Capture
+from vit_core.config import split_tokens
+from vit_core.errors import VitCoreError
+from vit_core.model import ViT
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class LayerPredictions:
+    probs: np.ndarray  # [layer, classes], softmax of the logit lens
+    top_indices: np.ndarray  # [layer, k], best first
+    top_probs: np.ndarray  # [layer, k]
+
+
+def layer_predictions(capture: Capture, k: int = 5) -> LayerPredictions:
+    """Top-k classes after every block, from the model's own final norm and head."""
+    if capture.layer_logits is None:
+        raise VitCoreError("this model has no classification head, so there are no per-layer predictions.")
+    probs = _softmax(capture.layer_logits.astype(np.float64))
+    k = min(k, probs.shape[-1])
+    top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return LayerPredictions(probs.astype(np.float32), top, np.take_along_axis(probs, top, -1).astype(np.float32))
+
+
+def class_probability_by_layer(capture: Capture, target: int) -> np.ndarray:
+    """`[layer]`: the probability of `target` after each block."""
+    probs = layer_predictions(capture, k=1).probs
+    if not 0 <= target < probs.shape[-1]:
+        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{probs.shape[-1] - 1}.")
+    return probs[:, target]
+
+
+def patch_distances(grid: tuple[int, int], patch_size: int) -> np.ndarray:
+    """Euclidean distances in pixels between patch centres, `[patches, patches]`."""
+    rows, cols = np.divmod(np.arange(grid[0] * grid[1]), grid[1])
+    centres = np.stack([rows, cols], axis=1).astype(np.float64) * patch_size
+    return np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=-1)
+
+
+def mean_attention_distance(capture: Capture) -> np.ndarray:
+    """`[layer, head]` in pixels: attention-weighted query-key patch distance, averaged over patch queries.
+
+    Attention from patches to patches only, renormalised over the patch keys (prefix tokens have no
+    position), as in the ViT paper's Fig. 7 (right) and Fig. 11.
+    """
+    prefix = capture.num_prefix_tokens
+    patch_to_patch = capture.attentions[:, :, prefix:, prefix:].astype(np.float64)  # [L, H, P, P]
+    patch_to_patch = patch_to_patch / np.clip(patch_to_patch.sum(-1, keepdims=True), 1e-12, None)
+    distances = patch_distances(capture.grid, capture.patch_size)  # [P, P]
+    return (patch_to_patch * distances).sum(-1).mean(-1).astype(np.float32)
+
+
+def attention_entropy(capture: Capture) -> np.ndarray:
+    """`[layer, head]` in nats: the entropy of each query's attention row, averaged over all queries."""
+    attentions = capture.attentions.astype(np.float64)
+    logs = np.log(np.where(attentions > 0, attentions, 1.0))
+    return (-(attentions * logs).sum(-1)).mean(-1).astype(np.float32)
+
+
+def _patch_tokens(capture: Capture, layer: int) -> np.ndarray:
+    if not 0 <= layer <= capture.num_layers:
+        raise VitCoreError(f"token layer {layer} is out of range; use 0 (embeddings) to {capture.num_layers}.")
+    _, patches = split_tokens(capture.tokens[layer], capture.num_prefix_tokens)
+    return patches.astype(np.float64)  # [P, D]
+
+
+def token_pca_rgb(capture: Capture, layer: int) -> np.ndarray:
+    """The first three principal components of the patch tokens at `layer` as RGB, `[rows, cols, 3]` in [0, 1].
+
+    `layer` 0 is the embedding, `layer` i the output of block i (as in `Capture.tokens`).
+    """
+    tokens = _patch_tokens(capture, layer)
+    centred = tokens - tokens.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)  # rows of `components`: principal axes
+    projected = centred @ components[:3].T  # [P, <=3]
+    if projected.shape[1] < 3:
+        projected = np.pad(projected, ((0, 0), (0, 3 - projected.shape[1])))
+    low, high = projected.min(axis=0), projected.max(axis=0)
+    rgb = (projected - low) / np.where(high > low, high - low, 1.0)
+    return rgb.reshape(*capture.grid, 3).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TokenNorms:
+    norms: np.ndarray  # [pos], L2 norm of every token (prefix tokens first)
+    outliers: np.ndarray  # [pos] bool: high-norm tokens
+    threshold: float
+
+
+def token_norms(capture: Capture, layer: int) -> TokenNorms:
+    """Token norms at `layer`; outliers lie above Q3 + 3·IQR of the patch-token norms.
+
+    Darcet et al. 2024 ("Vision Transformers Need Registers") find a few patch tokens with norms far
+    above the rest in large models: a robust fence flags them without a model-specific constant.
+    """
+    if not 0 <= layer <= capture.num_layers:
+        raise VitCoreError(f"token layer {layer} is out of range; use 0 (embeddings) to {capture.num_layers}.")
+    norms = np.linalg.norm(capture.tokens[layer].astype(np.float64), axis=-1)
+    _, patch_norms = split_tokens(norms[:, None], capture.num_prefix_tokens)
+    q1, q3 = np.percentile(patch_norms[:, 0], [25, 75])
+    threshold = float(q3 + 3 * (q3 - q1))
+    return TokenNorms(norms.astype(np.float32), norms > threshold, threshold)
+
+
+def _cosine_to(vectors: np.ndarray, index: int) -> np.ndarray:
+    unit = vectors / np.clip(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12, None)
+    return unit @ unit[index]
+
+
+def patch_similarity(capture: Capture, layer: int, patch: tuple[int, int]) -> np.ndarray:
+    """Cosine similarity of the patch token at (row, col) to every patch token at `layer`, `[rows, cols]`."""
+    rows, cols = capture.grid
+    row, col = patch
+    if not (0 <= row < rows and 0 <= col < cols):
+        raise VitCoreError(f"patch ({row}, {col}) is outside the {rows}x{cols} patch grid.")
+    return _cosine_to(_patch_tokens(capture, layer), row * cols + col).reshape(rows, cols).astype(np.float32)
+
+
+def position_similarity(model: ViT) -> np.ndarray:
+    """`[rows, cols, rows, cols]`: cosine similarity of each patch's position embedding to all others."""
+    cfg = model.cfg
+    embedding = model.pos_embed.detach().float().cpu().numpy()[0].astype(np.float64)  # [E, D]
+    prefix = cfg.num_prefix_tokens if cfg.pos_embed_prefix else 0
+    patches = embedding[prefix:]
+    unit = patches / np.clip(np.linalg.norm(patches, axis=-1, keepdims=True), 1e-12, None)
+    rows, cols = cfg.grid
+    return (unit @ unit.T).reshape(rows, cols, rows, cols).astype(np.float32)
+
+
+def patch_embedding_components(model: ViT, count: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components of the patch-embedding filters (ViT paper, Fig. 7 left).
+
+    Returns (components `[count, channels, P, P]`, explained variance ratio `[count]`).
+    """
+    weight = model.patch_embed.proj.weight.detach().float().cpu().numpy().astype(np.float64)  # [D, C, P, P]
+    flat = weight.reshape(weight.shape[0], -1)
+    centred = flat - flat.mean(axis=0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    count = min(count, components.shape[0])
+    variance = singular**2 / np.sum(singular**2)
+    return components[:count].reshape(count, *weight.shape[1:]).astype(np.float32), variance[:count].astype(np.float32)
+
+
+def ablate_heads(
+    model: ViT, pixels: torch.Tensor, heads: Iterable[tuple[int, int]], target: int
+) -> tuple[float, float]:
+    """(probability of `target` with all heads, with the given (layer, head) pairs zeroed).
+
+    A head is ablated by zeroing its output (`hook_z`) before the output projection.
+    """
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if not (0 <= layer < model.cfg.depth and 0 <= head < model.cfg.num_heads):
+            raise VitCoreError(
+                f"head ({layer}, {head}) does not exist in a {model.cfg.depth}x{model.cfg.num_heads} model."
+            )
+        by_layer.setdefault(layer, []).append(head)
+
+    def zero(selected: list[int]):
+        def hook(z: torch.Tensor, _name: str) -> torch.Tensor:
+            z = z.clone()
+            z[:, selected] = 0
+            return z
+
+        return hook
+
+    pixels = pixels.unsqueeze(0) if pixels.ndim == 3 else pixels
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        base = model(pixels.to(device)).softmax(-1)[0, target].item()
+        with model.hooks({f"blocks.{layer}.attn.hook_z": zero(h) for layer, h in by_layer.items()}):
+            ablated = model(pixels.to(device)).softmax(-1)[0, target].item()
+    return base, ablated
+
+
+def head_importance(model: ViT, pixels: torch.Tensor, layer: int, target: int) -> np.ndarray:
+    """`[head]`: drop in the target probability when each head of `layer` alone is zeroed.
+
+    One batched forward pass: copy h of the image has head h zeroed; the last copy is intact.
+    """
+    heads = model.cfg.num_heads
+    if not 0 <= layer < model.cfg.depth:
+        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{model.cfg.depth - 1}.")
+    pixels = pixels.unsqueeze(0) if pixels.ndim == 3 else pixels
+    batch = pixels.expand(heads + 1, *pixels.shape[1:])
+
+    def zero_one_head_per_copy(z: torch.Tensor, _name: str) -> torch.Tensor:
+        z = z.clone()  # [heads + 1, H, N, Dh]
+        index = torch.arange(heads, device=z.device)
+        z[index, index] = 0
+        return z
+
+    device = next(model.parameters()).device
+    with torch.inference_mode(), model.hooks({f"blocks.{layer}.attn.hook_z": zero_one_head_per_copy}):
+        probs = model(batch.to(device)).softmax(-1)[:, target].float().cpu().numpy()
+    return (probs[-1] - probs[:-1]).astype(np.float32)
