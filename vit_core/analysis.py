@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ from vit_core.capture import Capture
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
+
+
+def _view(array: np.ndarray) -> torch.Tensor:
+    """A zero-copy tensor over a capture's array; captures may be read-only and are never written."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -67,17 +75,16 @@ def mean_attention_distance(capture: Capture) -> np.ndarray:
     position), as in the ViT paper's Fig. 7 (right) and Fig. 11.
     """
     prefix = capture.num_prefix_tokens
-    patch_to_patch = capture.attentions[:, :, prefix:, prefix:].astype(np.float64)  # [L, H, P, P]
-    patch_to_patch = patch_to_patch / np.clip(patch_to_patch.sum(-1, keepdims=True), 1e-12, None)
-    distances = patch_distances(capture.grid, capture.patch_size)  # [P, P]
-    return (patch_to_patch * distances).sum(-1).mean(-1).astype(np.float32)
+    patch_to_patch = _view(capture.attentions[:, :, prefix:, prefix:])  # [L, H, P, P]
+    distances = torch.from_numpy(patch_distances(capture.grid, capture.patch_size)).float()  # [P, P]
+    weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [L, H, P]
+    return weighted.mean(-1).numpy().astype(np.float32)
 
 
 def attention_entropy(capture: Capture) -> np.ndarray:
     """`[layer, head]` in nats: the entropy of each query's attention row, averaged over all queries."""
-    attentions = capture.attentions.astype(np.float64)
-    logs = np.log(np.where(attentions > 0, attentions, 1.0))
-    return (-(attentions * logs).sum(-1)).mean(-1).astype(np.float32)
+    attentions = _view(capture.attentions)
+    return torch.special.entr(attentions).sum(-1).mean(-1).numpy().astype(np.float32)  # entr(p) = -p log p
 
 
 def _patch_tokens(capture: Capture, layer: int) -> np.ndarray:
@@ -92,10 +99,14 @@ def token_pca_rgb(capture: Capture, layer: int) -> np.ndarray:
 
     `layer` 0 is the embedding, `layer` i the output of block i (as in `Capture.tokens`).
     """
-    tokens = _patch_tokens(capture, layer)
-    centred = tokens - tokens.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)  # rows of `components`: principal axes
-    projected = centred @ components[:3].T  # [P, <=3]
+    tokens = torch.from_numpy(_patch_tokens(capture, layer))  # [P, D]
+    centred = tokens - tokens.mean(dim=0)
+    # The principal projections are the Gram matrix's top eigenvectors scaled by sqrt(eigenvalue):
+    # a P x P problem instead of an SVD of P x D.
+    eigenvalues, eigenvectors = torch.linalg.eigh(centred @ centred.T)  # ascending
+    top = eigenvectors[:, -3:].flip(-1) * eigenvalues[-3:].flip(-1).clamp_min(0).sqrt()  # [P, <=3]
+    signs = torch.sign(top.gather(0, top.abs().argmax(0, keepdim=True)))  # largest projection positive
+    projected = (top * torch.where(signs == 0, 1.0, signs)).numpy()
     if projected.shape[1] < 3:
         projected = np.pad(projected, ((0, 0), (0, 3 - projected.shape[1])))
     low, high = projected.min(axis=0), projected.max(axis=0)
@@ -156,9 +167,9 @@ def patch_embedding_components(model: ViT, count: int = 28) -> tuple[np.ndarray,
     Returns (components `[count, channels, P, P]`, explained variance ratio `[count]`).
     """
     weight = model.patch_embed.proj.weight.detach().float().cpu().numpy().astype(np.float64)  # [D, C, P, P]
-    flat = weight.reshape(weight.shape[0], -1)
-    centred = flat - flat.mean(axis=0)
-    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    flat = torch.from_numpy(weight.reshape(weight.shape[0], -1))
+    centred = flat - flat.mean(dim=0)
+    singular, components = (t.numpy() for t in torch.linalg.svd(centred, full_matrices=False)[1:])
     count = min(count, components.shape[0])
     variance = singular**2 / np.sum(singular**2)
     return components[:count].reshape(count, *weight.shape[1:]).astype(np.float32), variance[:count].astype(np.float32)

@@ -9,11 +9,12 @@ wrong layer, its issue #6).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from vit_core.capture import Capture
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
-from vit_core.rollout import discard_lowest
+from vit_core.rollout import chain_with_residual, discard_lowest
 
 
 def _require_gradients(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
@@ -36,18 +37,16 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
     rollout's (A + I) / 2 with rows renormalised, multiplied from `start_layer` to the last layer.
     """
     attentions, grads = _require_gradients(capture)
-    layers, _, tokens, _ = attentions.shape
+    layers = attentions.shape[0]
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    identity = np.eye(tokens)
-    joint = identity
-    for layer in range(start_layer, layers):
-        weighted = np.clip((grads[layer] * attentions[layer]).mean(axis=0), 0, None)  # [N, N]
-        weighted = discard_lowest(weighted, discard_ratio, capture.num_prefix_tokens)
-        weighted = (weighted + identity) / 2
-        weighted = weighted / weighted.sum(axis=-1, keepdims=True)
-        joint = weighted @ joint
-    return _query_row(joint, capture)
+    weighted = [
+        discard_lowest(
+            np.clip((grads[layer] * attentions[layer]).mean(axis=0), 0, None), discard_ratio, capture.num_prefix_tokens
+        )
+        for layer in range(start_layer, layers)
+    ]
+    return _query_row(chain_with_residual(weighted), capture)
 
 
 def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
@@ -60,11 +59,11 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     layers, _, tokens, _ = attentions.shape
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    relevance = np.eye(tokens)
+    relevance = torch.eye(tokens, dtype=torch.float64)
     for layer in range(start_layer, layers):
-        cam = np.clip(grads[layer] * attentions[layer], 0, None).mean(axis=0)  # [N, N]
+        cam = torch.from_numpy(np.clip(grads[layer] * attentions[layer], 0, None).mean(axis=0))  # [N, N]
         relevance = relevance + cam @ relevance
-    return _query_row(relevance, capture)
+    return _query_row(relevance.numpy(), capture)
 
 
 def gradcam(capture: Capture) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 
 from vit_core.capture import Capture
 from vit_core.config import split_tokens
@@ -58,15 +59,26 @@ def rollout_matrix(
     layers, _, tokens, _ = attentions.shape
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    identity = np.eye(tokens, dtype=np.float64)
+    fused = [
+        discard_lowest(fuse_heads(attentions[layer].astype(np.float64), head_fusion), discard_ratio, num_prefix_tokens)
+        for layer in range(start_layer, layers)
+    ]
+    return chain_with_residual(fused)
+
+
+def chain_with_residual(per_layer: list[np.ndarray]) -> np.ndarray:
+    """Π over layers (last on the left) of rows-renormalised (A + I) / 2, each A `[N, N]`.
+
+    The products run in torch: numpy's BLAS threads can stall for orders of magnitude on a busy CPU.
+    """
+    tokens = per_layer[0].shape[-1]
+    identity = torch.eye(tokens, dtype=torch.float64)
     joint = identity
-    for layer in range(start_layer, layers):
-        attention = fuse_heads(attentions[layer].astype(np.float64), head_fusion)  # [N, N]
-        attention = discard_lowest(attention, discard_ratio, num_prefix_tokens)
-        attention = (attention + identity) / 2
-        attention = attention / attention.sum(axis=-1, keepdims=True)
+    for attention in per_layer:
+        attention = (torch.from_numpy(attention) + identity) / 2
+        attention = attention / attention.sum(dim=-1, keepdim=True)
         joint = attention @ joint
-    return joint
+    return joint.numpy()
 
 
 def rollout(

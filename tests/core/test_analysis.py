@@ -140,3 +140,17 @@ def test_deletion_and_insertion_curves():
     half[:, 16:, :] = 0
     assert deletion.probs[2] == pytest.approx(torch.softmax(model(half[None]), -1)[0, 1].item(), abs=1e-5)
     assert deletion.auc == pytest.approx(np.trapezoid(deletion.probs, np.linspace(0, 1, 5)))
+
+
+def test_token_pca_matches_a_plain_svd_up_to_sign():
+    result = capture(perturb(ViT(TINY), std=0.2), torch.randn(3, 32, 32))
+    tokens = result.tokens[2, 1:].astype(np.float64)
+    centred = tokens - tokens.mean(0)
+    u, singular, _ = np.linalg.svd(centred, full_matrices=False)
+    expected = u[:, :3] * singular[:3]
+    expected = (expected - expected.min(0)) / (expected.max(0) - expected.min(0))
+    ours = token_pca_rgb(result, 2).reshape(-1, 3)
+    for k in range(3):
+        assert np.allclose(ours[:, k], expected[:, k], atol=1e-4) or np.allclose(
+            ours[:, k], 1 - expected[:, k], atol=1e-4
+        )
