@@ -60,6 +60,7 @@ def card_section(card: dict) -> str:
     arch, training, evaluation = card["architecture"], card["training"], card["evaluation"]
     prep = card["preprocessing"]
     rollout = evaluation["localization"]["rollout"]
+    grid = arch["image_size"][0] // arch["patch_size"]
     return "\n".join(
         [
             "| | |",
@@ -67,7 +68,7 @@ def card_section(card: dict) -> str:
             f"| classes | {', '.join(card['classes'])} |",
             f"| preprocessing | {prep['input_size'][1]}×{prep['input_size'][2]} input, resize short side + centre crop "
             f"({prep['interpolation']}), mean {tuple(prep['mean'])}, std {tuple(prep['std'])} |",
-            f"| architecture | ViT, class token, patch {arch['patch_size']} ({arch['image_size'][0] // arch['patch_size']}²"
+            f"| architecture | ViT, class token, patch {arch['patch_size']} ({grid}²"
             f" patches), {arch['depth']} layers, {arch['num_heads']} heads, width {arch['embed_dim']}, MLP "
             f"{arch['mlp_dim']}; {card['parameters']:,} parameters |",
             f"| training | `{training['command'].strip()}`, seed {training['seed']}, {training['steps']} steps × "

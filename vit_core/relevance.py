@@ -40,13 +40,9 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
     layers = attentions.shape[0]
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    weighted = [
-        discard_lowest(
-            np.clip((grads[layer] * attentions[layer]).mean(axis=0), 0, None), discard_ratio, capture.num_prefix_tokens
-        )
-        for layer in range(start_layer, layers)
-    ]
-    return _query_row(chain_with_residual(weighted), capture)
+    weighted = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).mean(dim=1)
+    weighted = discard_lowest(weighted.clamp_min(0), discard_ratio, capture.num_prefix_tokens)  # [L', N, N]
+    return _query_row(chain_with_residual(weighted).numpy(), capture)
 
 
 def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
@@ -59,9 +55,9 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     layers, _, tokens, _ = attentions.shape
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
+    cams = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).clamp_min(0)
     relevance = torch.eye(tokens, dtype=torch.float64)
-    for layer in range(start_layer, layers):
-        cam = torch.from_numpy(np.clip(grads[layer] * attentions[layer], 0, None).mean(axis=0))  # [N, N]
+    for cam in cams.mean(dim=1):  # [N, N] per layer
         relevance = relevance + cam @ relevance
     return _query_row(relevance.numpy(), capture)
 

@@ -23,29 +23,40 @@ from vit_core.errors import VitCoreError
 HeadFusion = Literal["mean", "max", "min"]
 
 
-def fuse_heads(attentions: np.ndarray, head_fusion: HeadFusion = "mean") -> np.ndarray:
-    """`[head, query, key]` -> `[query, key]`. Mean keeps rows summing to 1; max/min are renormalised later."""
+def fuse_heads(attentions: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
+    """`[..., head, query, key]` -> `[..., query, key]`. Rows of max/min fusions are renormalised later."""
     if head_fusion == "mean":
-        return attentions.mean(axis=0)
+        return attentions.mean(dim=-3)
     if head_fusion == "max":
-        return attentions.max(axis=0)
+        return attentions.amax(dim=-3)
     if head_fusion == "min":
-        return attentions.min(axis=0)
+        return attentions.amin(dim=-3)
     raise VitCoreError(f"unknown head fusion {head_fusion!r}; use mean, max or min.")
 
 
-def discard_lowest(attention: np.ndarray, ratio: float, num_prefix_tokens: int) -> np.ndarray:
-    """Zero the lowest `ratio` of each row's patch columns; prefix-token columns are always kept."""
+def discard_lowest(attention: torch.Tensor, ratio: float, num_prefix_tokens: int) -> torch.Tensor:
+    """Zero the lowest `ratio` of each row's patch columns `[..., query, key]`; prefix columns are kept."""
     if not 0.0 <= ratio < 1.0:
         raise VitCoreError(f"discard ratio {ratio} must be in [0, 1).")
-    patches = attention[:, num_prefix_tokens:]  # [query, patches]
-    drop = int(patches.shape[1] * ratio)
+    patches = attention[..., num_prefix_tokens:]  # [..., query, patches]
+    drop = int(patches.shape[-1] * ratio)
     if drop == 0:
         return attention
-    lowest = np.argpartition(patches, drop - 1, axis=1)[:, :drop]  # [query, drop]
-    kept = patches.copy()
-    np.put_along_axis(kept, lowest, 0.0, axis=1)
-    return np.concatenate([attention[:, :num_prefix_tokens], kept], axis=1)
+    lowest = patches.topk(drop, dim=-1, largest=False).indices
+    kept = patches.scatter(-1, lowest, 0.0)
+    return torch.cat([attention[..., :num_prefix_tokens], kept], dim=-1)
+
+
+def chain_with_residual(per_layer: torch.Tensor) -> torch.Tensor:
+    """Π over layers (last on the left) of row-renormalised (A + I) / 2, for `[layer, N, N]` float64."""
+    tokens = per_layer.shape[-1]
+    identity = torch.eye(tokens, dtype=per_layer.dtype)
+    with_residual = (per_layer + identity) / 2
+    with_residual = with_residual / with_residual.sum(dim=-1, keepdim=True)
+    joint = identity
+    for attention in with_residual:
+        joint = attention @ joint
+    return joint
 
 
 def rollout_matrix(
@@ -55,30 +66,16 @@ def rollout_matrix(
     discard_ratio: float = 0.0,
     start_layer: int = 0,
 ) -> np.ndarray:
-    """The joint attention `[N, N]` from the input of `start_layer` to the output of the last layer."""
-    layers, _, tokens, _ = attentions.shape
+    """The joint attention `[N, N]` from the input of `start_layer` to the output of the last layer.
+
+    Runs in torch: numpy's BLAS threads can stall for orders of magnitude on a busy 2-core CPU.
+    """
+    layers = attentions.shape[0]
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    fused = [
-        discard_lowest(fuse_heads(attentions[layer].astype(np.float64), head_fusion), discard_ratio, num_prefix_tokens)
-        for layer in range(start_layer, layers)
-    ]
-    return chain_with_residual(fused)
-
-
-def chain_with_residual(per_layer: list[np.ndarray]) -> np.ndarray:
-    """Π over layers (last on the left) of rows-renormalised (A + I) / 2, each A `[N, N]`.
-
-    The products run in torch: numpy's BLAS threads can stall for orders of magnitude on a busy CPU.
-    """
-    tokens = per_layer[0].shape[-1]
-    identity = torch.eye(tokens, dtype=torch.float64)
-    joint = identity
-    for attention in per_layer:
-        attention = (torch.from_numpy(attention) + identity) / 2
-        attention = attention / attention.sum(dim=-1, keepdim=True)
-        joint = attention @ joint
-    return joint.numpy()
+    stack = torch.from_numpy(np.ascontiguousarray(attentions[start_layer:]))  # [L', H, N, N], no copy
+    fused = fuse_heads(stack, head_fusion).double()  # [L', N, N]; the product runs in float64
+    return chain_with_residual(discard_lowest(fused, discard_ratio, num_prefix_tokens)).numpy()
 
 
 def rollout(

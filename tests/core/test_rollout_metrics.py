@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from vit_core import Capture, VitCoreError
 from vit_core.metrics import localization, patch_coverage
@@ -68,12 +69,12 @@ def test_matches_the_loop_reimplementation_and_rows_sum_to_one(fusion, ratio):
     raw = rng.random((3, 4, 7, 7)) ** 3
     attentions = raw / raw.sum(-1, keepdims=True)
     ours = rollout_matrix(attentions, num_prefix_tokens=2, head_fusion=fusion, discard_ratio=ratio, start_layer=1)
-    assert np.allclose(ours, reference_rollout(attentions, 2, fusion, ratio, 1), atol=1e-12)
+    assert np.allclose(ours, reference_rollout(attentions, 2, fusion, ratio, 1), atol=1e-6)
     assert np.allclose(ours.sum(-1), 1.0)
 
 
 def test_discard_never_touches_prefix_columns():
-    row = np.array([[0.001, 0.002, 0.5, 0.3, 0.197]])
+    row = torch.tensor([[0.001, 0.002, 0.5, 0.3, 0.197]], dtype=torch.float64)
     kept = discard_lowest(row, 0.34, num_prefix_tokens=2)
     assert kept[0, :2].tolist() == [0.001, 0.002] and kept[0, 4] == 0.0 and kept[0, 2] == 0.5
 
