@@ -292,3 +292,11 @@ class ViT(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels `[B, C, H, W]` -> logits `[B, classes]` (pooled features without a head)."""
         return self.head_logits(self.forward_tokens(pixels))
+
+
+def vit_from_state_dict(cfg: ViTConfig, state_dict: Mapping[str, torch.Tensor]) -> ViT:
+    """Build on the meta device and adopt `state_dict`'s tensors: no time spent on a random init."""
+    with torch.device("meta"):
+        model = ViT(cfg)
+    model.load_state_dict(state_dict, assign=True)  # requires_grad stays as the module declares it
+    return model.eval()

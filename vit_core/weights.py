@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from vit_core.config import DataConfig, ViTConfig
 from vit_core.errors import VitCoreError
-from vit_core.model import ViT
+from vit_core.model import ViT, vit_from_state_dict
 
 StateDict = dict[str, torch.Tensor]
 FORMAT_KEY = "vit_core"
@@ -76,6 +76,5 @@ def load_vit(path: str | Path) -> tuple[ViT, DataConfig, list[str] | None]:
     cfg = ViTConfig.from_dict(meta["config"])
     from vit_core.convert.common import check_state_dict
 
-    model = ViT(cfg)
-    model.load_state_dict(check_state_dict(read_state_dict(path), cfg, "vit_core"))
-    return model.eval(), DataConfig.from_dict(meta["data_config"]), meta.get("labels")
+    model = vit_from_state_dict(cfg, check_state_dict(read_state_dict(path), cfg, "vit_core"))
+    return model, DataConfig.from_dict(meta["data_config"]), meta.get("labels")

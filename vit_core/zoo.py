@@ -33,7 +33,7 @@ from vit_core.convert import (
 )
 from vit_core.errors import VitCoreError
 from vit_core.hub import hf_cached_file, hf_endpoint, hf_file, start_probe, torch_hub_file
-from vit_core.model import ViT
+from vit_core.model import ViT, vit_from_state_dict
 from vit_core.weights import load_vit, read_state_dict
 
 BUNDLED_PATH = Path(__file__).resolve().parent.parent / "assets" / "bundled" / "model.safetensors"
@@ -154,8 +154,7 @@ def _load_timm(ref: str, weights: str | Path | None, random_weights: bool) -> Lo
             raise VitCoreError(f"timm:{ref} has no weights on the Hugging Face hub; pass --weights FILE.")
         path = hf_file(hub_id, WEIGHT_FILES, f"the weights of timm:{ref}")
         state, origin = read_state_dict(path), str(path)
-    model = ViT(cfg)
-    model.load_state_dict(convert_timm(state, cfg))
+    model = vit_from_state_dict(cfg, convert_timm(state, cfg))
     data_config = DataConfig.from_dict(resolve_data_config({}, model=source))
     labels = _timm_labels(source, cfg.num_classes)
     del source, state
@@ -253,8 +252,7 @@ def _load_hf(ref: str, weights: str | Path | None, random_weights: bool) -> Load
         origin = str(weights or weight_path)
         state = read_state_dict(origin)
     cfg = config_from_hf(hf_config, state)
-    model = ViT(cfg)
-    model.load_state_dict(convert_hf(state, cfg))
+    model = vit_from_state_dict(cfg, convert_hf(state, cfg))
     data_config = _hf_data_config(processor_path, cfg)
     labels = [hf_config.id2label[i] for i in range(cfg.num_classes)] if cfg.num_classes else None
     del state
@@ -293,8 +291,7 @@ def _load_torchvision(ref: str, weights: str | Path | None, random_weights: bool
     else:
         origin = str(torch_hub_file(default.url, f"the weights of torchvision:{ref} ({default})"))
     state = source.state_dict() if origin == "random" else read_state_dict(origin)
-    model = ViT(cfg)
-    model.load_state_dict(convert_torchvision(state, cfg))
+    model = vit_from_state_dict(cfg, convert_torchvision(state, cfg))
     transform = default.transforms()
     data_config = DataConfig(
         input_size=(3, transform.crop_size[0], transform.crop_size[0]),
