@@ -95,8 +95,9 @@ def capture_batch(
 ) -> list[Capture]:
     """Run `pixels` `[B, C, H, W]` through `model` once and return one `Capture` per image.
 
-    `target` (a class index, one per image, or "top" for each image's top prediction) adds the
-    gradient of that class's logit with respect to every layer's attention weights.
+    `target` (a class index, one per image, or "top" for each image's top prediction) adds, from one
+    backward pass, the gradient of that class's logit with respect to every layer's attention weights
+    and to the tokens entering the last block (Grad-CAM).
     """
     cfg = model.cfg
     weight = next(model.parameters())
@@ -105,6 +106,7 @@ def capture_batch(
     if pixels.ndim != 4:
         raise VitCoreError(f"expected a batch of images [B, C, H, W], got a tensor of shape {list(pixels.shape)}.")
 
+    want_grad = target is not None
     # Each captured tensor is copied into one [slots, ...] buffer as it goes by, so the per-layer
     # intermediates are freed and recycled: retaining them all costs more in fresh memory than the copy.
     buffers: dict[str, torch.Tensor] = {}
@@ -123,7 +125,6 @@ def capture_batch(
 
         return hook
 
-    want_grad = target is not None
     depth = cfg.depth
     hooks = {"blocks.0.hook_resid_pre": record("tokens", 0, depth + 1)}
     for i in range(depth):

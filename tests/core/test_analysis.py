@@ -154,3 +154,13 @@ def test_token_pca_matches_a_plain_svd_up_to_sign():
         assert np.allclose(ours[:, k], expected[:, k], atol=1e-4) or np.allclose(
             ours[:, k], 1 - expected[:, k], atol=1e-4
         )
+
+
+def test_class_token_attention_hand_computed():
+    attentions = np.zeros((1, 2, 3, 3))
+    attentions[0, 0, 0] = [0.2, 0.3, 0.5]
+    attentions[0, 1, 0] = [0.4, 0.5, 0.1]
+    result = with_attention(attentions, (1, 2))
+    assert attention_map(result, 0, "mean") == pytest.approx(np.array([[0.4, 0.3]]))
+    assert attention_map(result, 0, "max") == pytest.approx(np.array([[0.5, 0.5]]))
+    assert attention_map(result, 0, 1) == pytest.approx(np.array([[0.5, 0.1]]))

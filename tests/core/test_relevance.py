@@ -106,3 +106,49 @@ def test_class_specific_maps_need_gradients():
     result = capture(perturb(ViT(TINY)), torch.randn(3, 32, 32))
     with pytest.raises(VitCoreError, match="need a capture made with a target class"):
         chefer(result)
+
+
+def loop_grad_rollout(attentions, grads, prefix):
+    layers, heads, n, _ = attentions.shape
+    joint = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
+    for layer in range(layers):
+        fused = [
+            [
+                max(sum(grads[layer, h, i, j] * attentions[layer, h, i, j] for h in range(heads)) / heads, 0.0)
+                for j in range(n)
+            ]
+            for i in range(n)
+        ]
+        for i in range(n):
+            fused[i] = [fused[i][j] / 2 + (0.5 if i == j else 0.0) for j in range(n)]
+            total = sum(fused[i])
+            fused[i] = [v / total for v in fused[i]]
+        joint = [[sum(fused[i][k] * joint[k][j] for k in range(n)) for j in range(n)] for i in range(n)]
+    return np.array(joint[0][prefix:])
+
+
+def test_grad_rollout_matches_loops_on_a_real_capture():
+    model = perturb(ViT(TINY), std=0.2)
+    result = capture(model, torch.randn(3, 32, 32), target=1)
+    expected = loop_grad_rollout(result.attentions.astype(float), result.attention_grads.astype(float), 1)
+    assert np.allclose(grad_rollout(result), expected.reshape(4, 4), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(class_token=False, num_register_tokens=2, global_pool="avg", final_norm=False, fc_norm=True),
+        dict(distill_token=True, distill_head=True),
+        dict(num_register_tokens=4),
+    ],
+)
+def test_every_method_handles_prefix_tokens_and_missing_class_token(variant):
+    from vit_core.explain import METHODS, NOT_IMPLEMENTED, explain
+
+    cfg = ViTConfig(**{**TINY.__dict__, **variant})
+    result = capture(perturb(ViT(cfg), std=0.2), torch.randn(3, 32, 32), target=0)
+    for method in METHODS:
+        if method in NOT_IMPLEMENTED:
+            continue
+        grid_map = explain(result, method)
+        assert grid_map.shape == (4, 4) and np.isfinite(grid_map).all(), method
