@@ -13,6 +13,7 @@ image processor's config, torchvision's `weights.transforms()`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ def load_model(
     """
     target = resolve_device(device)
     kind, _, ref = name.partition(":")
-    if weights is None and not random_weights and kind in ("timm", "hf", "torchvision"):
+    if weights is None and not random_weights and kind in ("timm", "hf", "torchvision") and not available_offline(name):
         _probe_source_early(kind, ref)
     if name == "bundled" or name.endswith(".safetensors"):
         if weights is not None:
@@ -193,12 +194,17 @@ def _hf_files(ref: str, weights: str | Path | None, random_weights: bool) -> tup
             raise VitCoreError(f"{ref!r} holds no model.safetensors or pytorch_model.bin.")
         processor = local / "preprocessor_config.json"
         return config, (found[0] if found else None), (processor if processor.is_file() else None)
-    if ref.startswith((".", "/")) or ref.count("/") > 1:
+    if not _looks_like_repo_id(ref):
         raise VitCoreError(f"{ref!r} is neither a local directory nor a Hugging Face repository id.")
     config = hf_file(ref, ["config.json"], f"the config of hf:{ref}")
     weight_file = None if (weights is not None or random_weights) else hf_file(ref, WEIGHT_FILES, f"hf:{ref}")
     processor = hf_file(ref, ["preprocessor_config.json"], f"the preprocessing of hf:{ref}", required=False)
     return config, weight_file, processor
+
+
+def _looks_like_repo_id(ref: str) -> bool:
+    """`name` or `namespace/name`, as the hub spells repository ids (a path is not one)."""
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", ref)) and not ref.startswith((".", "-")) and ".." not in ref
 
 
 def _hf_config(path: Path):
@@ -343,6 +349,8 @@ def available_offline(name: str) -> bool:
     if kind == "hf":
         if Path(ref).is_dir():
             return True
+        if not _looks_like_repo_id(ref):
+            return False
         return hf_cached_file(ref, ["config.json"]) is not None and hf_cached_file(ref, WEIGHT_FILES) is not None
     if kind == "torchvision" and ref in TORCHVISION_VITS:
         import torchvision
