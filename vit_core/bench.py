@@ -1,9 +1,10 @@
 """Speed of our model against the source library's own plain inference, measured in the same run.
 
-Four timings per round, interleaved so that drift on a shared machine hits all of them alike:
+Five timings per round, interleaved so that drift on a shared machine hits all of them alike:
 `reference` (timm with fused attention / transformers with SDPA / torchvision), `fast` (ours, nothing
-captured), `capture` (ours, every attention map, every token and the logit lens) and `explain_all`
-(capture + one backward pass + every map and analysis the explorer shows).
+captured), `capture` (ours, every attention map, every token and the logit lens), `explain_all`
+(capture + one backward pass + every map and analysis the explorer shows) and `analyses` (the
+class-agnostic maps and analyses of one image from an existing capture, no model run).
 """
 
 from __future__ import annotations
@@ -15,23 +16,41 @@ from collections.abc import Callable
 
 import torch
 
-from vit_core.analysis import attention_entropy, mean_attention_distance, token_norms, token_pca_rgb
-from vit_core.capture import capture_batch, predict
-from vit_core.explain import METHODS, NOT_IMPLEMENTED, explain
+from vit_core.analysis import (
+    attention_entropy,
+    layer_predictions,
+    mean_attention_distance,
+    patch_similarity,
+    token_norms,
+    token_pca_rgb,
+)
+from vit_core.capture import Capture, capture_batch, predict
+from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, explain
+from vit_core.maps import mass_threshold
 from vit_core.zoo import LoadedModel
+
+
+def class_agnostic(result: Capture) -> None:
+    """Every map and analysis that needs no gradient, from one capture (no model run)."""
+    for method in METHODS:
+        if method not in NOT_IMPLEMENTED and method not in CLASS_SPECIFIC:
+            explain(result, method)
+    mass_threshold(explain(result, "attention"))
+    if result.layer_logits is not None:
+        layer_predictions(result)
+    mean_attention_distance(result)
+    attention_entropy(result)
+    token_pca_rgb(result, result.num_layers)
+    token_norms(result, result.num_layers)
+    patch_similarity(result, result.num_layers, (0, 0))
 
 
 def explain_all(model, pixels: torch.Tensor, autocast: torch.dtype | None = None) -> None:
     """Everything the explorer shows for one image: capture + one backward + every map and analysis."""
-    results = capture_batch(model, pixels, target="top", autocast=autocast)
-    for result in results:
-        for method in METHODS:
-            if method not in NOT_IMPLEMENTED:
-                explain(result, method)
-        mean_attention_distance(result)
-        attention_entropy(result)
-        token_pca_rgb(result, result.num_layers)
-        token_norms(result, result.num_layers)
+    for result in capture_batch(model, pixels, target="top", autocast=autocast):
+        class_agnostic(result)
+        for method in CLASS_SPECIFIC - set(NOT_IMPLEMENTED):
+            explain(result, method)
 
 
 def _time_ms(fn: Callable[[], object]) -> float:
@@ -63,11 +82,13 @@ def benchmark(
         with torch.inference_mode(), precision:
             run_reference(pixels.to(device))
 
+    captured = capture_batch(model, pixels[:1], autocast=autocast)[0]
     runs = {
         "reference": ref,
         "fast": lambda: predict(model, pixels, autocast=autocast),
         "capture": lambda: capture_batch(model, pixels, autocast=autocast),
         "explain_all": lambda: explain_all(model, pixels, autocast),
+        "analyses": lambda: class_agnostic(captured),  # one image's class-agnostic maps and analyses
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(warmup + repeats):
@@ -90,6 +111,7 @@ def benchmark(
             "fast/reference": round(median["fast"] / median["reference"], 3),
             "capture/reference": round(median["capture"] / median["reference"], 3),
             "explain_all/reference": round(median["explain_all"] / median["reference"], 3),
+            "analyses/fast": round(median["analyses"] * batch / median["fast"], 3),
         },
         "torch": torch.__version__,
     }

@@ -104,8 +104,8 @@ def test_bench_prints_json_with_reference_fast_capture(tiny_weights):
     result = cli("bench", "--model", "timm:vit_tiny_patch16_224", "--weights", tiny_weights, "--repeats", "2", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report["median_ms"]) == {"reference", "fast", "capture", "explain_all"}
-    assert set(report["ratio"]) == {"fast/reference", "capture/reference", "explain_all/reference"}
+    assert set(report["median_ms"]) == {"reference", "fast", "capture", "explain_all", "analyses"}
+    assert set(report["ratio"]) == {"fast/reference", "capture/reference", "explain_all/reference", "analyses/fast"}
     assert all(v > 0 for v in report["median_ms"].values())
     assert report["weights"] == tiny_weights and report["threads"] == 2
 
