@@ -1,4 +1,4 @@
-"""`python -m vit_core`: list models, capture one image to .npz, benchmark.
+"""`python -m vit_core`: models, run (capture to .npz), explain (one map), bench, evaluate, scenes.
 
 Bad input (a missing or unreadable image, an unknown model, mismatched weights) prints one sentence
 on stderr and exits with code 2, never a traceback.
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output .npz path")
     run.set_defaults(handler=cmd_run)
 
-    bench = commands.add_parser("bench", help="median latency: reference library vs ours (fast and capture)")
+    bench = commands.add_parser("bench", help="median latency: reference library vs ours (fast, capture, explain_all)")
     _model_arguments(bench)
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--repeats", type=int, default=10)
