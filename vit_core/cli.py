@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(evaluate)
     evaluate.add_argument("--n", type=int, default=2000, help="number of scenes (default 2000)")
     evaluate.add_argument("--seed", type=int, default=20_000, help="scene seed; training used seed 0")
+    evaluate.add_argument("--faithfulness", type=int, default=0, help="deletion/insertion AUC on the first N scenes")
     evaluate.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -169,7 +170,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vit_core.zoo import load_model
 
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    print(json.dumps(evaluate(loaded, n=args.n, seed=args.seed), indent=2))
+    report = evaluate(loaded, n=args.n, seed=args.seed, faithfulness_n=max(0, args.faithfulness))
+    print(json.dumps(report, indent=2))
     return 0
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 from vit_core.capture import capture_batch
 from vit_core.errors import VitCoreError
 from vit_core.explain import METHODS, NOT_IMPLEMENTED, explain
+from vit_core.faithfulness import curves_for_maps
 from vit_core.metrics import Localization, localization, mean_localization, patch_coverage
 from vit_core.scenes import CLASSES, scene_batch
 from vit_core.zoo import LoadedModel
@@ -16,8 +17,9 @@ from vit_core.zoo import LoadedModel
 SCORED = [method for method in METHODS if method not in NOT_IMPLEMENTED]
 
 
-def evaluate(loaded: LoadedModel, n: int = 2000, seed: int = 20_000, batch: int = 100) -> dict:
-    """Top-1 accuracy and, per method (default options), pointing game / IoU / mass inside the mask.
+def evaluate(loaded: LoadedModel, n: int = 2000, seed: int = 20_000, batch: int = 100, faithfulness_n: int = 0) -> dict:
+    """Top-1 accuracy and, per method (default options), pointing game / IoU / mass inside the mask,
+    plus deletion and insertion AUC (Petsiuk et al. 2018) on the first `faithfulness_n` scenes.
 
     Class-specific maps explain the true class; one forward and one backward pass per batch serve all.
     """
@@ -31,16 +33,29 @@ def evaluate(loaded: LoadedModel, n: int = 2000, seed: int = 20_000, batch: int 
     correct = 0
     scores: dict[str, list[Localization]] = {name: [] for name in SCORED}
     random_hits = []
+    auc: dict[str, dict[str, list[float]]] = {name: {"deletion": [], "insertion": []} for name in SCORED}
+    seen = 0
     for start in range(0, n, batch):
         scenes = scene_batch(seed, start, min(batch, n - start))
         pixels = torch.stack([loaded.preprocess(Image.fromarray(s.image)) for s in scenes])
         captures = capture_batch(loaded.model, pixels, target=[s.label for s in scenes])
-        for scene, result in zip(scenes, captures, strict=True):
+        for scene, result, image in zip(scenes, captures, pixels, strict=True):
             correct += int(np.argmax(result.logits) == scene.label)
-            for name in SCORED:
-                scores[name].append(localization(explain(result, name), scene.mask))
+            maps = {name: explain(result, name) for name in SCORED}
+            for name, grid_map in maps.items():
+                scores[name].append(localization(grid_map, scene.mask))
+            if seen < faithfulness_n:
+                curves = curves_for_maps(loaded.model, image, list(maps.values()), scene.label)
+                for name, (deletion, insertion) in zip(maps, curves, strict=True):
+                    auc[name]["deletion"].append(deletion.auc)
+                    auc[name]["insertion"].append(insertion.auc)
+            seen += 1
             random_hits.append(float((patch_coverage(scene.mask, result.grid) > 0).mean()))
     report = {name: mean_localization(values) for name, values in scores.items()}
+    for name, curves in auc.items():
+        if curves["deletion"]:
+            report[name]["deletion_auc"] = float(np.mean(curves["deletion"]))
+            report[name]["insertion_auc"] = float(np.mean(curves["insertion"]))
     return {
         "model": loaded.name,
         "n": n,
@@ -48,4 +63,5 @@ def evaluate(loaded: LoadedModel, n: int = 2000, seed: int = 20_000, batch: int 
         "accuracy": correct / n,
         "localization": report,
         "random_pointing": float(np.mean(random_hits)),  # a uniformly random patch's hit rate
+        "faithfulness_n": min(n, faithfulness_n),
     }

@@ -38,21 +38,12 @@ def _patch_masks(grid_map: np.ndarray, steps: int, patch_size: int) -> torch.Ten
     return masks.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3)
 
 
-def _curve(model: ViT, images: torch.Tensor, target: int, fractions: np.ndarray, batch: int) -> Curve:
-    probs = torch.cat(
-        [predict(model, images[i : i + batch]).softmax(-1)[:, target] for i in range(0, len(images), batch)]
-    )
-    values = probs.float().cpu().numpy()
-    return Curve(fractions=fractions, probs=values, auc=float(np.trapezoid(values, fractions)))
-
-
 def deletion_insertion(
     model: ViT,
     pixels: torch.Tensor,
     grid_map: np.ndarray,
     target: int,
     steps: int = 16,
-    batch: int = 17,
     blur_sigma: float = 5.0,
 ) -> tuple[Curve, Curve]:
     """(deletion, insertion) curves for one image `[C, H, W]` and its `[rows, cols]` map.
@@ -60,21 +51,46 @@ def deletion_insertion(
     Deletion's baseline is 0 in the normalised input (the dataset mean colour); insertion starts from
     a Gaussian blur of the image (sigma in pixels), as in RISE.
     """
+    return curves_for_maps(model, pixels, [grid_map], target, steps, blur_sigma)[0]
+
+
+def curves_for_maps(
+    model: ViT,
+    pixels: torch.Tensor,
+    grid_maps: list[np.ndarray],
+    target: int,
+    steps: int = 16,
+    blur_sigma: float = 5.0,
+    batch: int = 128,
+) -> list[tuple[Curve, Curve]]:
+    """`deletion_insertion` for several maps of one image, all steps of all maps in shared batches."""
     if not 2 <= steps <= 256:
         raise VitCoreError(f"steps must be between 2 and 256, got {steps}.")
     patch = model.cfg.patch_size
-    height, width = pixels.shape[-2:]
-    if grid_map.shape != (height // patch, width // patch):
-        raise VitCoreError(
-            f"the map's grid {grid_map.shape} does not match the image's {height // patch}x{width // patch} patches."
-        )
+    grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
+    for grid_map in grid_maps:
+        if grid_map.shape != grid:
+            raise VitCoreError(
+                f"the map's grid {grid_map.shape} does not match the image's {grid[0]}x{grid[1]} patches."
+            )
     if model.head is None or not 0 <= target < model.cfg.num_classes:
         raise VitCoreError(f"target class {target} is out of range for this model.")
     pixels = pixels.float().cpu()
-    masks = _patch_masks(grid_map.astype(np.float64), steps, patch)  # [S+1, 1, H, W]
-    fractions = np.linspace(0.0, 1.0, steps + 1)
     kernel = int(2 * round(3 * blur_sigma) + 1)
     blurred = gaussian_blur(pixels[None], [kernel, kernel], [blur_sigma, blur_sigma])[0]
-    deleted = pixels[None] * (1 - masks)  # top patches -> baseline 0
-    inserted = blurred[None] * (1 - masks) + pixels[None] * masks  # top patches restored on the blur
-    return _curve(model, deleted, target, fractions, batch), _curve(model, inserted, target, fractions, batch)
+    images = []
+    for grid_map in grid_maps:
+        masks = _patch_masks(grid_map.astype(np.float64), steps, patch)  # [S+1, 1, H, W]
+        images.append(pixels[None] * (1 - masks))  # deletion: top patches -> baseline 0
+        images.append(blurred[None] * (1 - masks) + pixels[None] * masks)  # insertion: restored on the blur
+    stacked = torch.cat(images)  # [2 * maps * (S+1), C, H, W]
+    probs = torch.cat(
+        [predict(model, stacked[i : i + batch]).softmax(-1)[:, target] for i in range(0, len(stacked), batch)]
+    )
+    probs = probs.float().cpu().numpy().reshape(len(grid_maps), 2, steps + 1)
+    fractions = np.linspace(0.0, 1.0, steps + 1)
+
+    def curve(values: np.ndarray) -> Curve:
+        return Curve(fractions=fractions, probs=values, auc=float(np.trapezoid(values, fractions)))
+
+    return [(curve(per_map[0]), curve(per_map[1])) for per_map in probs]

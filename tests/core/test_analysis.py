@@ -20,7 +20,7 @@ from vit_core.analysis import (
     token_norms,
     token_pca_rgb,
 )
-from vit_core.faithfulness import deletion_insertion
+from vit_core.faithfulness import curves_for_maps, deletion_insertion
 from vit_core.maps import attention_map, mass_threshold
 
 TINY = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64, num_classes=6)
@@ -140,6 +140,12 @@ def test_deletion_and_insertion_curves():
     half[:, 16:, :] = 0
     assert deletion.probs[2] == pytest.approx(torch.softmax(model(half[None]), -1)[0, 1].item(), abs=1e-5)
     assert deletion.auc == pytest.approx(np.trapezoid(deletion.probs, np.linspace(0, 1, 5)))
+    # several maps at once give the same curves as one at a time
+    other = np.flip(grid_map).copy()
+    together = curves_for_maps(model, pixels, [grid_map, other], target=1, steps=4)
+    alone = deletion_insertion(model, pixels, other, target=1, steps=4)
+    assert np.allclose(together[0][0].probs, deletion.probs, atol=1e-6)
+    assert np.allclose(together[1][1].probs, alone[1].probs, atol=1e-6)
 
 
 def test_token_pca_matches_a_plain_svd_up_to_sign():

@@ -50,9 +50,10 @@ def test_a_model_without_the_shapescenes_classes_is_refused(tmp_path):
 def test_untrained_model_scores_near_chance(tmp_path):
     path = tmp_path / "untrained.safetensors"
     save_vit(path, ViT(model_config()), data_config(), list(CLASSES))
-    report = evaluate(load_model(str(path)), n=60, seed=5)
+    report = evaluate(load_model(str(path)), n=60, seed=5, faithfulness_n=2)
     assert report["accuracy"] < 0.4
     assert set(report["localization"]) == {"attention", "rollout", "grad_rollout", "chefer", "gradcam"}
+    assert all(0 <= scores["deletion_auc"] <= 1 for scores in report["localization"].values())
     assert 0.0 < report["random_pointing"] < 0.6
 
 
