@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -57,6 +58,16 @@ def draw(state, layer: int):
     return overlay(view, attention_map(result, int(layer) - 1, "mean"))
 
 
+SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
+
+
+def example_images() -> list[list[str]]:
+    """Gradio's own photos and the first bundled scenes (their masks stay out of the gallery)."""
+    photos = [gr.media.get_image(name) for name in ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")]
+    scenes = sorted(str(p) for p in SCENES.glob("*.png") if not p.stem.endswith("_mask"))[:8]
+    return [[path] for path in photos + scenes]
+
+
 def build_demo() -> gr.Blocks:
     choices = [(f"{e.name}{'' if available_offline(e.name) else ' (needs download)'}", e.name) for e in CATALOG]
     with gr.Blocks(title="ViT attention explorer") as demo:
@@ -72,5 +83,5 @@ def build_demo() -> gr.Blocks:
         state = gr.State()
         run.click(analyze, [image, model], [state, predictions, attention, layer], api_name="analyze")
         layer.change(draw, [state, layer], attention, api_visibility="private")
-        gr.Examples([[gr.media.get_image(n)] for n in ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")], [image])
+        gr.Examples(example_images(), [image], label="Examples: real photos and ShapeScenes (the bundled model's task)")
     return demo

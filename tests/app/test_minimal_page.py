@@ -42,3 +42,10 @@ def test_bad_inputs_become_one_sentence_gradio_errors(model_file, tmp_path):
 
 def test_the_demo_builds_without_launching():
     assert isinstance(ui.build_demo(), gr.Blocks)
+
+
+def test_examples_hold_real_photos_and_bundled_scenes():
+    examples = [row[0] for row in ui.example_images()]
+    assert any(path.endswith("cheetah1.jpg") for path in examples)
+    scenes = [path for path in examples if "assets/scenes" in path]
+    assert len(scenes) >= 6 and not any(path.endswith("_mask.png") for path in scenes)
