@@ -12,15 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from vit_core.evaluate import evaluate
-from vit_core.zoo import load_model
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python scripts/update_readme_tables.py` from anywhere
+
+from vit_core.evaluate import evaluate  # noqa: E402
+from vit_core.zoo import load_model  # noqa: E402
+
 README = ROOT / "README.md"
 CARD = ROOT / "assets" / "bundled" / "model_card.json"
 START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
@@ -54,7 +57,8 @@ def table(report: dict, command: str, seconds: float) -> str:
     lines += [
         "",
         f"Produced by `{command}` ({seconds:.0f} s on 2 CPU threads); the raw JSON comes from "
-        f"`python -m vit_core evaluate --model bundled --n {report['n']} --seed {report['seed']} --json`.",
+        f"`python -m vit_core evaluate --model bundled --n {report['n']} --seed {report['seed']} "
+        f"--faithfulness {report['faithfulness_n']} --json`.",
     ]
     return "\n".join(lines)
 

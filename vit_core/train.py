@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def accuracy(model: ViT, seed: int, count: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2600)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--min-lr", type=float, default=1e-5)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "preprocessing": data_config().to_dict(),
         "training": {
-            "command": "python -m vit_core.train " + " ".join(argv or []),
+            "command": " ".join(["python -m vit_core.train", *(sys.argv[1:] if argv is None else argv)]),
             "seed": args.seed,
             "steps": args.steps,
             "batch": args.batch,
