@@ -75,18 +75,22 @@ def mean_attention_distance(capture: Capture) -> np.ndarray:
     position), as in the ViT paper's Fig. 7 (right) and Fig. 11.
     """
     prefix = capture.num_prefix_tokens
-    patch_to_patch = _view(capture.attentions[:, :, prefix:, prefix:])  # [L, H, P, P]
     distances = torch.from_numpy(patch_distances(capture.grid, capture.patch_size)).float()  # [P, P]
-    weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [L, H, P]
-    return weighted.mean(-1).numpy().astype(np.float32)
+    per_layer = []
+    for layer in _view(capture.attentions):  # [H, N, N], one layer at a time to stay in cache
+        patch_to_patch = layer[:, prefix:, prefix:]  # [H, P, P]
+        weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [H, P]
+        per_layer.append(weighted.mean(-1))
+    return torch.stack(per_layer).numpy().astype(np.float32)
 
 
 def attention_entropy(capture: Capture) -> np.ndarray:
     """`[layer, head]` in nats: the entropy of each query's attention row, averaged over all queries."""
     attentions = _view(capture.attentions)
-    # p·log p with p clamped at the smallest normal float: 0·log 0 = 0, and twice as fast as special.entr
-    logs = attentions.clamp_min(torch.finfo(attentions.dtype).tiny).log()
-    return (-(attentions * logs).sum(-1)).mean(-1).numpy().astype(np.float32)
+    tiny = torch.finfo(attentions.dtype).tiny  # clamp: 0·log 0 = 0; p·log p is twice as fast as special.entr
+    # Layer by layer, so the temporaries stay in cache and their memory is recycled.
+    per_layer = [-(layer * layer.clamp_min(tiny).log()).sum(-1).mean(-1) for layer in attentions]  # each [H]
+    return torch.stack(per_layer).numpy().astype(np.float32)
 
 
 def _patch_tokens(capture: Capture, layer: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from vit_core.capture import Capture
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
-from vit_core.rollout import chain_with_residual, discard_lowest
+from vit_core.rollout import discard_lowest, query_vector, rollout_row
 
 
 def _require_gradients(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
@@ -23,10 +23,9 @@ def _require_gradients(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
     return capture.attentions.astype(np.float64), capture.attention_grads.astype(np.float64)
 
 
-def _query_row(matrix: np.ndarray, capture: Capture) -> np.ndarray:
-    """The class token's row of `[N, N]` (or the mean row without one), as a `[rows, cols]` patch map."""
-    row = matrix[0] if capture.has_class_token else matrix.mean(axis=0)
-    _, patches = split_tokens(row[:, None], capture.num_prefix_tokens)
+def _patch_map(row: torch.Tensor, capture: Capture) -> np.ndarray:
+    """A `[N]` row over all tokens -> the `[rows, cols]` map over the patches."""
+    _, patches = split_tokens(row.numpy()[:, None], capture.num_prefix_tokens)
     return patches[:, 0].reshape(capture.grid).astype(np.float32)
 
 
@@ -42,7 +41,7 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
     weighted = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).mean(dim=1)
     weighted = discard_lowest(weighted.clamp_min(0), discard_ratio, capture.num_prefix_tokens)  # [L', N, N]
-    return _query_row(chain_with_residual(weighted).numpy(), capture)
+    return _patch_map(rollout_row(weighted, query_vector(attentions.shape[-1], capture.has_class_token)), capture)
 
 
 def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
@@ -56,10 +55,11 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
     cams = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).clamp_min(0)
-    relevance = torch.eye(tokens, dtype=torch.float64)
-    for cam in cams.mean(dim=1):  # [N, N] per layer
-        relevance = relevance + cam @ relevance
-    return _query_row(relevance.numpy(), capture)
+    # The query's row of R = Π (I + Ā_l), last layer on the left: r <- r + r · Ā_l, from the last layer down.
+    row = query_vector(tokens, capture.has_class_token)
+    for cam in cams.mean(dim=1).flip(0):  # [N, N] per layer
+        row = row + row @ cam
+    return _patch_map(row, capture)
 
 
 def gradcam(capture: Capture) -> np.ndarray:

@@ -59,6 +59,19 @@ def chain_with_residual(per_layer: torch.Tensor) -> torch.Tensor:
     return joint
 
 
+def rollout_row(per_layer: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """`query`ᵀ · Π (A + I)/2 (rows renormalised, last layer on the left) without forming the product.
+
+    One vector-matrix product per layer (O(L·N²)) instead of the full N x N chain (O(L·N³)).
+    """
+    identity = torch.eye(per_layer.shape[-1], dtype=per_layer.dtype)
+    row = query.to(per_layer.dtype)
+    for attention in per_layer.flip(0):  # the last layer is the leftmost factor
+        attention = (attention + identity) / 2
+        row = row @ (attention / attention.sum(dim=-1, keepdim=True))
+    return row
+
+
 def rollout_matrix(
     attentions: np.ndarray,
     num_prefix_tokens: int,
@@ -89,7 +102,18 @@ def rollout(
     Defaults (mean fusion, no discard, from layer 0) are the paper's; vit-explain's demo uses max
     fusion with discard 0.9, which sharpens the map.
     """
-    joint = rollout_matrix(capture.attentions, capture.num_prefix_tokens, head_fusion, discard_ratio, start_layer)
-    row = joint[0] if capture.has_class_token else joint.mean(axis=0)  # [N]
+    layers, _, tokens, _ = capture.attentions.shape
+    if not 0 <= start_layer < layers:
+        raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
+    stack = torch.from_numpy(np.ascontiguousarray(capture.attentions[start_layer:]))  # [L', H, N, N]
+    fused = discard_lowest(fuse_heads(stack, head_fusion).double(), discard_ratio, capture.num_prefix_tokens)
+    row = rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy()  # [N]
     _, patches = split_tokens(row[:, None], capture.num_prefix_tokens)
     return patches[:, 0].reshape(capture.grid).astype(np.float32)
+
+
+def query_vector(tokens: int, has_class_token: bool) -> torch.Tensor:
+    """The class token's one-hot row selector, or the mean over all rows for a model without one."""
+    if has_class_token:
+        return torch.nn.functional.one_hot(torch.tensor(0), tokens).double()
+    return torch.full((tokens,), 1.0 / tokens, dtype=torch.float64)
