@@ -106,3 +106,35 @@ def assert_parity(reference_model, config_from, convert, reference, size: int, b
 
     diff = max_differences(capture_batch(ours, pixels), reference(reference_model, pixels))
     assert max(diff.values()) <= tol, diff
+
+
+def synthetic_capture(
+    attentions: np.ndarray,
+    grid: tuple[int, int] = (1, 2),
+    *,
+    prefix: int = 1,
+    patch_size: int = 1,
+    has_class_token: bool = True,
+    grads: np.ndarray | None = None,
+    tokens: np.ndarray | None = None,
+    token_grads: np.ndarray | None = None,
+) -> Capture:
+    """A hand-made capture for hand-computed cases: attentions `[L, H, N, N]`, optional gradients."""
+    layers, _, n, _ = attentions.shape
+    if grads is not None and token_grads is None:
+        token_grads = np.zeros((n, 2))
+    return Capture(
+        input=np.zeros((3, 1, 1), np.float32),
+        attentions=attentions,
+        tokens=np.zeros((layers + 1, n, 2)) if tokens is None else tokens,
+        logits=None,
+        probs=None,
+        layer_logits=None,
+        num_prefix_tokens=prefix,
+        grid=grid,
+        patch_size=patch_size,
+        has_class_token=has_class_token,
+        attention_grads=grads,
+        token_grads=token_grads,
+        target=None if grads is None else 0,
+    )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reference import perturb
+from tests.reference import perturb, synthetic_capture
 from vit_core import Capture, ViT, ViTConfig, VitCoreError, capture
 from vit_core.analysis import (
     ablate_heads,
@@ -26,41 +26,28 @@ from vit_core.maps import attention_map, mass_threshold
 TINY = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64, num_classes=6)
 
 
-def with_attention(attentions: np.ndarray, grid, prefix=1, patch_size=16) -> Capture:
-    layers, _, n, _ = attentions.shape
-    return Capture(
-        input=np.zeros((3, 1, 1), np.float32),
-        attentions=attentions,
-        tokens=np.zeros((layers + 1, n, 2)),
-        logits=None,
-        probs=None,
-        layer_logits=None,
-        num_prefix_tokens=prefix,
-        grid=grid,
-        patch_size=patch_size,
-    )
-
-
 def test_self_attention_has_distance_zero():
     n = 1 + 9
-    assert np.allclose(mean_attention_distance(with_attention(np.broadcast_to(np.eye(n), (2, 3, n, n)), (3, 3))), 0)
+    assert np.allclose(mean_attention_distance(synthetic_capture(np.broadcast_to(np.eye(n), (2, 3, n, n)), (3, 3))), 0)
 
 
 def test_uniform_attention_matches_the_closed_form_average_distance():
     # 1 x 2 grid of 16-pixel patches, uniform over the CLS and both patches: each patch query gives
     # weight 1/2 to itself (0 px) and 1/2 to the other (16 px) after renormalising over patches -> 8 px.
     uniform = np.full((1, 1, 3, 3), 1 / 3)
-    assert mean_attention_distance(with_attention(uniform, (1, 2))) == pytest.approx(np.array([[8.0]]))
+    assert mean_attention_distance(synthetic_capture(uniform, (1, 2), patch_size=16)) == pytest.approx(
+        np.array([[8.0]])
+    )
     # 3 x 3 grid: the closed form is the mean of all pairwise centre distances.
     uniform = np.full((1, 1, 10, 10), 0.1)
     expected = patch_distances((3, 3), 16).mean()
-    assert mean_attention_distance(with_attention(uniform, (3, 3)))[0, 0] == pytest.approx(expected)
+    assert mean_attention_distance(synthetic_capture(uniform, (3, 3), patch_size=16))[0, 0] == pytest.approx(expected)
 
 
 def test_entropy_hand_computed():
     n = 4
-    assert attention_entropy(with_attention(np.full((1, 1, n, n), 1 / n), (1, 3)))[0, 0] == pytest.approx(np.log(n))
-    assert attention_entropy(with_attention(np.broadcast_to(np.eye(n), (1, 1, n, n)), (1, 3)))[0, 0] == 0.0
+    assert attention_entropy(synthetic_capture(np.full((1, 1, n, n), 1 / n), (1, 3)))[0, 0] == pytest.approx(np.log(n))
+    assert attention_entropy(synthetic_capture(np.broadcast_to(np.eye(n), (1, 1, n, n)), (1, 3)))[0, 0] == 0.0
 
 
 def test_mass_threshold_keeps_the_smallest_set_holding_the_fraction():
@@ -103,7 +90,7 @@ def test_token_views():
 def test_token_norm_outliers_are_flagged():
     tokens = np.ones((2, 11, 4))
     tokens[1, 5] *= 50  # one high-norm patch token
-    fake = with_attention(np.full((1, 1, 11, 11), 1 / 11), (2, 5))
+    fake = synthetic_capture(np.full((1, 1, 11, 11), 1 / 11), (2, 5))
     fake = Capture(**{**fake.__dict__, "tokens": tokens})
     assert np.flatnonzero(token_norms(fake, 1).outliers).tolist() == [5]
 
@@ -166,7 +153,7 @@ def test_class_token_attention_hand_computed():
     attentions = np.zeros((1, 2, 3, 3))
     attentions[0, 0, 0] = [0.2, 0.3, 0.5]
     attentions[0, 1, 0] = [0.4, 0.5, 0.1]
-    result = with_attention(attentions, (1, 2))
+    result = synthetic_capture(attentions, (1, 2))
     assert attention_map(result, 0, "mean") == pytest.approx(np.array([[0.4, 0.3]]))
     assert attention_map(result, 0, "max") == pytest.approx(np.array([[0.5, 0.5]]))
     assert attention_map(result, 0, 1) == pytest.approx(np.array([[0.5, 0.1]]))

@@ -4,45 +4,25 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reference import perturb
-from vit_core import Capture, ViT, ViTConfig, VitCoreError, capture
+from tests.reference import perturb, synthetic_capture
+from vit_core import ViT, ViTConfig, VitCoreError, capture
 from vit_core.relevance import chefer, grad_rollout, gradcam
 
 TINY = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64, num_classes=6)
-
-
-def synthetic(attentions, grads, tokens=None, token_grads=None, prefix=1, grid=(1, 2)) -> Capture:
-    layers, _, n, _ = attentions.shape
-    tokens = np.zeros((layers + 1, n, 2)) if tokens is None else tokens
-    token_grads = np.zeros((n, 2)) if token_grads is None else token_grads
-    return Capture(
-        input=np.zeros((3, 2, 2), np.float32),
-        attentions=attentions,
-        tokens=tokens,
-        logits=None,
-        probs=None,
-        layer_logits=None,
-        num_prefix_tokens=prefix,
-        grid=grid,
-        patch_size=1,
-        attention_grads=grads,
-        token_grads=token_grads,
-        target=0,
-    )
 
 
 def test_chefer_hand_computed_one_layer():
     a = np.array([[[0.2, 0.3, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])[None]  # 1 layer, 1 head
     g = np.array([[[1.0, 2.0, -1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])[None]
     # cam = relu(g * a) = [[.2, .6, 0], 0, 0]; R = I + cam @ I -> row 0 = [1.2, .6, 0]
-    assert chefer(synthetic(a, g)) == pytest.approx(np.array([[0.6, 0.0]]))
+    assert chefer(synthetic_capture(a, grads=g)) == pytest.approx(np.array([[0.6, 0.0]]))
 
 
 def test_grad_rollout_hand_computed_one_layer():
     a = np.array([[[0.2, 0.3, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])[None]
     g = np.ones_like(a)
     # weighted = a; (a + I)/2 row 0 = [.6, .15, .25] (already sums to 1)
-    assert grad_rollout(synthetic(a, g)) == pytest.approx(np.array([[0.15, 0.25]]))
+    assert grad_rollout(synthetic_capture(a, grads=g)) == pytest.approx(np.array([[0.15, 0.25]]))
 
 
 def test_gradcam_hand_computed():
@@ -51,7 +31,9 @@ def test_gradcam_hand_computed():
     token_grads = np.array([[5.0, 5.0], [1.0, 0.0], [1.0, 2.0]])  # prefix grads are ignored
     eye = np.broadcast_to(np.eye(3), (1, 1, 3, 3))
     # w = mean over patches = [1, 1]; cam = relu([1+2, 3-1]) = [3, 2]
-    assert gradcam(synthetic(eye, np.zeros_like(eye), tokens, token_grads)) == pytest.approx(np.array([[3.0, 2.0]]))
+    assert gradcam(
+        synthetic_capture(eye, grads=np.zeros_like(eye), tokens=tokens, token_grads=token_grads)
+    ) == pytest.approx(np.array([[3.0, 2.0]]))
 
 
 def loop_chefer(attentions, grads, prefix):

@@ -4,25 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from vit_core import Capture, VitCoreError
+from tests.reference import synthetic_capture
+from vit_core import VitCoreError
 from vit_core.metrics import localization, patch_coverage
 from vit_core.rollout import discard_lowest, rollout, rollout_matrix
-
-
-def make_capture(attentions: np.ndarray, prefix: int = 1, grid=(1, 2), has_class_token=True) -> Capture:
-    layers, heads, tokens, _ = attentions.shape
-    return Capture(
-        input=np.zeros((3, 2, 2), np.float32),
-        attentions=attentions.astype(np.float32),
-        tokens=np.zeros((layers + 1, tokens, 4), np.float32),
-        logits=None,
-        probs=None,
-        layer_logits=None,
-        num_prefix_tokens=prefix,
-        grid=grid,
-        patch_size=1,
-        has_class_token=has_class_token,
-    )
 
 
 def test_hand_computed_two_layers_three_tokens():
@@ -32,12 +17,12 @@ def test_hand_computed_two_layers_three_tokens():
     # r2 @ r1, row 0 = .5*[.75,.125,.125] + .5*[0,1,0] = [.375, .5625, .0625]
     joint = rollout_matrix(np.stack([a1[None], a2[None]]), num_prefix_tokens=1)
     assert joint[0] == pytest.approx([0.375, 0.5625, 0.0625], abs=1e-12)
-    assert rollout(make_capture(np.stack([a1[None], a2[None]]))) == pytest.approx(np.array([[0.5625, 0.0625]]))
+    assert rollout(synthetic_capture(np.stack([a1[None], a2[None]]))) == pytest.approx(np.array([[0.5625, 0.0625]]))
 
 
 def test_identity_attention_gives_a_uniform_map():
     eye = np.broadcast_to(np.eye(5), (3, 2, 5, 5))
-    assert np.allclose(rollout(make_capture(eye, grid=(2, 2))), 0.0)
+    assert np.allclose(rollout(synthetic_capture(eye, grid=(2, 2))), 0.0)
 
 
 def reference_rollout(attentions, prefix, fusion, ratio, start):
@@ -82,7 +67,7 @@ def test_discard_never_touches_prefix_columns():
 def test_model_without_class_token_uses_the_mean_query():
     a = np.array([[[0.5, 0.5], [1.0, 0.0]]])[None]  # 1 layer, 1 head, 2 patch tokens, no prefix
     # (A+I)/2 = [[.75,.25],[.5,.5]]; mean over rows = [.625, .375]
-    assert rollout(make_capture(a, prefix=0, grid=(1, 2), has_class_token=False)) == pytest.approx(
+    assert rollout(synthetic_capture(a, prefix=0, grid=(1, 2), has_class_token=False)) == pytest.approx(
         np.array([[0.625, 0.375]])
     )
 
@@ -90,11 +75,11 @@ def test_model_without_class_token_uses_the_mean_query():
 def test_bad_knobs_are_one_sentence():
     eye = np.broadcast_to(np.eye(3), (2, 1, 3, 3))
     with pytest.raises(VitCoreError, match="unknown head fusion"):
-        rollout(make_capture(eye), head_fusion="median")
+        rollout(synthetic_capture(eye), head_fusion="median")
     with pytest.raises(VitCoreError, match="start layer 5 is out of range"):
-        rollout(make_capture(eye), start_layer=5)
+        rollout(synthetic_capture(eye), start_layer=5)
     with pytest.raises(VitCoreError, match="discard ratio"):
-        rollout(make_capture(eye), discard_ratio=1.0)
+        rollout(synthetic_capture(eye), discard_ratio=1.0)
 
 
 def test_localization_hand_computed():
