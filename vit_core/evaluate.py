@@ -34,22 +34,20 @@ def evaluate(loaded: LoadedModel, n: int = 2000, seed: int = 20_000, batch: int 
     scores: dict[str, list[Localization]] = {name: [] for name in SCORED}
     random_hits = []
     auc: dict[str, dict[str, list[float]]] = {name: {"deletion": [], "insertion": []} for name in SCORED}
-    seen = 0
     for start in range(0, n, batch):
         scenes = scene_batch(seed, start, min(batch, n - start))
         pixels = torch.stack([loaded.preprocess(Image.fromarray(s.image)) for s in scenes])
         captures = capture_batch(loaded.model, pixels, target=[s.label for s in scenes])
-        for scene, result, image in zip(scenes, captures, pixels, strict=True):
+        for offset, (scene, result, image) in enumerate(zip(scenes, captures, pixels, strict=True)):
             correct += int(np.argmax(result.logits) == scene.label)
             maps = {name: explain(result, name) for name in SCORED}
             for name, grid_map in maps.items():
                 scores[name].append(localization(grid_map, scene.mask))
-            if seen < faithfulness_n:
+            if start + offset < faithfulness_n:
                 curves = curves_for_maps(loaded.model, image, list(maps.values()), scene.label)
                 for name, (deletion, insertion) in zip(maps, curves, strict=True):
                     auc[name]["deletion"].append(deletion.auc)
                     auc[name]["insertion"].append(insertion.auc)
-            seen += 1
             random_hits.append(float((patch_coverage(scene.mask, result.grid) > 0).mean()))
     report = {name: mean_localization(values) for name, values in scores.items()}
     for name, curves in auc.items():

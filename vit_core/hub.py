@@ -87,7 +87,7 @@ def hf_file(repo_id: str, filenames: list[str], what: str, required: bool = True
     cached = hf_cached_file(repo_id, filenames)
     if cached is not None:
         return cached
-    if offline() or not reachable(hf_endpoint()):
+    if not reachable(hf_endpoint()):  # False at once when HF_HUB_OFFLINE is set
         if not required:
             return None
         raise WeightsUnavailable(

@@ -31,6 +31,12 @@ def select_heads(attentions: np.ndarray, head: HeadChoice) -> np.ndarray:
     return attentions[head]
 
 
+def patch_map(row: np.ndarray, capture: Capture) -> np.ndarray:
+    """A row over all tokens `[N]` -> the `[rows, cols]` float32 map over the patch tokens."""
+    _, patches = split_tokens(row[:, None], capture.num_prefix_tokens)
+    return patches[:, 0].reshape(capture.grid).astype(np.float32)
+
+
 def attention_map(
     capture: Capture, layer: int, head: HeadChoice = "mean", query_patch: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -39,18 +45,16 @@ def attention_map(
         raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{capture.num_layers - 1}.")
     weights = select_heads(capture.attentions[layer], head)  # [query, key]
     rows, cols = capture.grid
-    prefix = capture.num_prefix_tokens
     if query_patch is not None:
         row, col = query_patch
         if not (0 <= row < rows and 0 <= col < cols):
             raise VitCoreError(f"patch ({row}, {col}) is outside the {rows}x{cols} patch grid.")
-        query = weights[prefix + row * cols + col]  # [key]
+        query = weights[capture.num_prefix_tokens + row * cols + col]  # [key]
     elif capture.has_class_token:
         query = weights[0]
     else:
         query = weights.mean(axis=0)  # no class token: the mean over all queries
-    _, patches = split_tokens(query[:, None], prefix)
-    return patches[:, 0].reshape(rows, cols)
+    return patch_map(query, capture)
 
 
 def mass_threshold(grid_map: np.ndarray, fraction: float = 0.6) -> np.ndarray:

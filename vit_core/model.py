@@ -181,7 +181,8 @@ class ViT(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias) if module.bias is not None else None
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         for block in self.blocks:
             for scale in (block.ls1, block.ls2):
                 if isinstance(scale, LayerScale):

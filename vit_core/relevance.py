@@ -14,6 +14,7 @@ import torch
 from vit_core.capture import Capture
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
+from vit_core.maps import patch_map
 from vit_core.rollout import discard_lowest, query_vector, rollout_row
 
 
@@ -21,12 +22,6 @@ def _require_gradients(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
     if capture.attention_grads is None or capture.token_grads is None:
         raise VitCoreError("class-specific maps need a capture made with a target class (capture(..., target=c)).")
     return capture.attentions.astype(np.float64), capture.attention_grads.astype(np.float64)
-
-
-def _patch_map(row: torch.Tensor, capture: Capture) -> np.ndarray:
-    """A `[N]` row over all tokens -> the `[rows, cols]` map over the patches."""
-    _, patches = split_tokens(row.numpy()[:, None], capture.num_prefix_tokens)
-    return patches[:, 0].reshape(capture.grid).astype(np.float32)
 
 
 def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int = 0) -> np.ndarray:
@@ -41,7 +36,9 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
     weighted = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).mean(dim=1)
     weighted = discard_lowest(weighted.clamp_min(0), discard_ratio, capture.num_prefix_tokens)  # [L', N, N]
-    return _patch_map(rollout_row(weighted, query_vector(attentions.shape[-1], capture.has_class_token)), capture)
+    return patch_map(
+        rollout_row(weighted, query_vector(attentions.shape[-1], capture.has_class_token)).numpy(), capture
+    )
 
 
 def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
@@ -59,7 +56,7 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     row = query_vector(tokens, capture.has_class_token)
     for cam in cams.mean(dim=1).flip(0):  # [N, N] per layer
         row = row + row @ cam
-    return _patch_map(row, capture)
+    return patch_map(row.numpy(), capture)
 
 
 def gradcam(capture: Capture) -> np.ndarray:

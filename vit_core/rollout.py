@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from vit_core.capture import Capture
-from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
+from vit_core.maps import patch_map
 
 HeadFusion = Literal["mean", "max", "min"]
 
@@ -47,14 +47,16 @@ def discard_lowest(attention: torch.Tensor, ratio: float, num_prefix_tokens: int
     return torch.cat([attention[..., :num_prefix_tokens], kept], dim=-1)
 
 
+def with_residual(per_layer: torch.Tensor) -> torch.Tensor:
+    """(A + I) / 2 with rows renormalised (keepdim), for every layer of `[layer, N, N]`."""
+    mixed = (per_layer + torch.eye(per_layer.shape[-1], dtype=per_layer.dtype)) / 2
+    return mixed / mixed.sum(dim=-1, keepdim=True)
+
+
 def chain_with_residual(per_layer: torch.Tensor) -> torch.Tensor:
-    """Π over layers (last on the left) of row-renormalised (A + I) / 2, for `[layer, N, N]` float64."""
-    tokens = per_layer.shape[-1]
-    identity = torch.eye(tokens, dtype=per_layer.dtype)
-    with_residual = (per_layer + identity) / 2
-    with_residual = with_residual / with_residual.sum(dim=-1, keepdim=True)
-    joint = identity
-    for attention in with_residual:
+    """Π over layers (last on the left) of `with_residual(A)`, for `[layer, N, N]` float64."""
+    joint = torch.eye(per_layer.shape[-1], dtype=per_layer.dtype)
+    for attention in with_residual(per_layer):
         joint = attention @ joint
     return joint
 
@@ -64,11 +66,9 @@ def rollout_row(per_layer: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 
     One vector-matrix product per layer (O(L·N²)) instead of the full N x N chain (O(L·N³)).
     """
-    identity = torch.eye(per_layer.shape[-1], dtype=per_layer.dtype)
     row = query.to(per_layer.dtype)
-    for attention in per_layer.flip(0):  # the last layer is the leftmost factor
-        attention = (attention + identity) / 2
-        row = row @ (attention / attention.sum(dim=-1, keepdim=True))
+    for attention in with_residual(per_layer).flip(0):  # the last layer is the leftmost factor
+        row = row @ attention
     return row
 
 
@@ -107,9 +107,7 @@ def rollout(
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
     stack = torch.from_numpy(np.ascontiguousarray(capture.attentions[start_layer:]))  # [L', H, N, N]
     fused = discard_lowest(fuse_heads(stack, head_fusion).double(), discard_ratio, capture.num_prefix_tokens)
-    row = rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy()  # [N]
-    _, patches = split_tokens(row[:, None], capture.num_prefix_tokens)
-    return patches[:, 0].reshape(capture.grid).astype(np.float32)
+    return patch_map(rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy(), capture)
 
 
 def query_vector(tokens: int, has_class_token: bool) -> torch.Tensor:

@@ -117,16 +117,17 @@ def test_bench_falls_back_to_random_weights_when_none_are_cached():
     torch.manual_seed(0)
 
 
+def explain_cli(weights: str, image: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m vit_core explain` on the tiny timm model with its local weights."""
+    return cli("explain", get_image(image), "--model", "timm:vit_tiny_patch16_224", "--weights", weights, *args)
+
+
 @pytest.mark.parametrize("method", ["attention", "rollout", "grad_rollout", "chefer", "gradcam"])
 def test_explain_writes_a_normalised_patch_grid_map(method, tmp_path, tiny_weights):
     out = tmp_path / f"{method}.npy"
-    result = cli(
-        "explain",
-        get_image("cheetah1.jpg"),
-        "--model",
-        "timm:vit_tiny_patch16_224",
-        "--weights",
+    result = explain_cli(
         tiny_weights,
+        "cheetah1.jpg",
         "--method",
         method,
         "--target",
@@ -142,13 +143,9 @@ def test_explain_writes_a_normalised_patch_grid_map(method, tmp_path, tiny_weigh
 
 def test_explain_png_overlay_and_attention_options(tmp_path, tiny_weights):
     out = tmp_path / "query.png"
-    result = cli(
-        "explain",
-        get_image("lion.jpg"),
-        "--model",
-        "timm:vit_tiny_patch16_224",
-        "--weights",
+    result = explain_cli(
         tiny_weights,
+        "lion.jpg",
         "--method",
         "attention",
         "--layer",
@@ -179,13 +176,9 @@ def test_explain_png_overlay_and_attention_options(tmp_path, tiny_weights):
     ],
 )
 def test_explain_bad_options_are_one_sentence_and_exit_2(extra, match, tmp_path, tiny_weights):
-    result = cli(
-        "explain",
-        get_image("lion.jpg"),
-        "--model",
-        "timm:vit_tiny_patch16_224",
-        "--weights",
+    result = explain_cli(
         tiny_weights,
+        "lion.jpg",
         *extra,
         "--out",
         str(tmp_path / "x.npy"),
