@@ -9,7 +9,7 @@ respect to every layer's attention weights (one backward pass; Chefer et al. 202
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +41,7 @@ class Capture:
     keys: np.ndarray | None = None  # [layer, head, pos, d_head]
     attention_grads: np.ndarray | None = None  # [layer, head, query, key], d logit[target] / d attention
     token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
+    row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
     target: int | None = None  # the class whose logit attention_grads differentiates
 
     @property
@@ -125,13 +126,27 @@ def capture_batch(
 
         return hook
 
+    latest_scores: list[torch.Tensor] = []
+
+    def keep_scores(tensor: torch.Tensor, _name: str) -> None:
+        latest_scores[:] = [tensor.detach()]
+
+    def entropy(slot: int, slots: int):
+        def hook(pattern: torch.Tensor, _name: str) -> None:
+            with torch.no_grad():
+                row_entropy = _row_entropy(latest_scores[0].float(), pattern.detach().float())  # [B, H, N]
+            if "row_entropy" not in buffers:
+                buffers["row_entropy"] = row_entropy.new_empty((slots, *row_entropy.shape))
+            buffers["row_entropy"][slot].copy_(row_entropy)
+
+        return hook
+
     depth = cfg.depth
     hooks = {"blocks.0.hook_resid_pre": record("tokens", 0, depth + 1)}
     for i in range(depth):
-        hooks[f"blocks.{i}.attn.hook_pattern"] = record("attentions", i, depth)
+        hooks[f"blocks.{i}.attn.hook_scores"] = _chain(keep_scores, *([record("scores", i, depth)] if scores else []))
+        hooks[f"blocks.{i}.attn.hook_pattern"] = _chain(record("attentions", i, depth), entropy(i, depth))
         hooks[f"blocks.{i}.hook_resid_post"] = record("tokens", i + 1, depth + 1)
-        if scores:
-            hooks[f"blocks.{i}.attn.hook_scores"] = record("scores", i, depth)
         if qk:
             hooks[f"blocks.{i}.attn.hook_q"] = record("queries", i, depth)
             hooks[f"blocks.{i}.attn.hook_k"] = record("keys", i, depth)
@@ -183,9 +198,29 @@ def capture_batch(
             attention_grads=per_image(grads_np, b),
             token_grads=per_image(token_grads_np, b, batch_first=True),
             target=None if targets is None else targets[b],
+            row_entropy=per_image(arrays["row_entropy"], b),
         )
         for b in range(pixels.shape[0])
     ]
+
+
+def _chain(*hooks: Callable[[torch.Tensor, str], None]) -> Callable[[torch.Tensor, str], None]:
+    def hook(tensor: torch.Tensor, name: str) -> None:
+        for fn in hooks:
+            fn(tensor, name)
+
+    return hook
+
+
+def _row_entropy(scores: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """Entropy of every softmax row `[..., query]` from its scores and weights, with one log per row.
+
+    p = softmax(s) gives log p_k = s_k - log Z and log Z = s_max - log p_max, so
+    H = -Σ p_k log p_k = Σ p_k (s_max - s_k) - log p_max: both terms are >= 0 (no cancellation), and
+    the N² logs of Σ p log p, which cost more than the rest of the analyses together, become N.
+    """
+    top_score = scores.amax(dim=-1, keepdim=True)
+    return (pattern * (top_score - scores)).sum(dim=-1) - pattern.amax(dim=-1).log()
 
 
 def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture:

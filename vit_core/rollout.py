@@ -64,11 +64,14 @@ def chain_with_residual(per_layer: torch.Tensor) -> torch.Tensor:
 def rollout_row(per_layer: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """`query`ᵀ · Π (A + I)/2 (rows renormalised, last layer on the left) without forming the product.
 
-    One vector-matrix product per layer (O(L·N²)) instead of the full N x N chain (O(L·N³)).
+    One vector-matrix product per layer (O(L·N²)) instead of the full N x N chain (O(L·N³)), and no
+    N x N temporary: with row sums s, row-renormalised (A + I)/2 is diag(1/(s+1)) · (A + I), so
+    r · that = w · A + w with w = r / (s + 1).
     """
     row = query.to(per_layer.dtype)
-    for attention in with_residual(per_layer).flip(0):  # the last layer is the leftmost factor
-        row = row @ attention
+    for attention in per_layer.flip(0):  # the last layer is the leftmost factor
+        weighted = row / (attention.sum(dim=-1) + 1)
+        row = weighted @ attention + weighted
     return row
 
 
@@ -106,7 +109,7 @@ def rollout(
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
     stack = torch.from_numpy(np.ascontiguousarray(capture.attentions[start_layer:]))  # [L', H, N, N]
-    fused = discard_lowest(fuse_heads(stack, head_fusion).double(), discard_ratio, capture.num_prefix_tokens)
+    fused = discard_lowest(fuse_heads(stack, head_fusion), discard_ratio, capture.num_prefix_tokens).double()
     return patch_map(rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy(), capture)
 
 

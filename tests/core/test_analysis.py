@@ -1,5 +1,7 @@
 """Analyses: mean attention distance, entropy, token views, model views, ablation, faithfulness."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,25 @@ from vit_core.faithfulness import curves_for_maps, deletion_insertion
 from vit_core.maps import attention_map, mass_threshold
 
 TINY = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_dim=64, num_classes=6)
+
+
+@pytest.mark.parametrize("std", [0.2, 3.0], ids=["soft", "saturated"])
+def test_row_entropy_from_the_forward_pass_matches_a_plain_loop(std):
+    # std 3.0 makes large scores and near one-hot rows, where one-log-per-row could lose precision
+    result = capture(perturb(ViT(TINY), std=std), torch.randn(3, 32, 32))
+    attentions = result.attentions.astype(np.float64)
+    layers, heads, queries, _ = attentions.shape
+    expected = np.zeros((layers, heads, queries))
+    for layer in range(layers):
+        for head in range(heads):
+            for query in range(queries):
+                row = attentions[layer, head, query]
+                expected[layer, head, query] = -sum(p * np.log(p) for p in row if p > 0)
+    assert np.allclose(result.row_entropy, expected, atol=2e-5)
+    assert np.allclose(attention_entropy(result), expected.mean(-1), atol=2e-5)
+    # the hand-made path (no row_entropy) agrees too
+    stripped = Capture(**{**result.__dict__, "row_entropy": None})
+    assert np.allclose(attention_entropy(stripped), expected.mean(-1), atol=2e-5)
 
 
 def test_self_attention_has_distance_zero():
@@ -135,8 +156,10 @@ def test_deletion_and_insertion_curves():
     assert np.allclose(together[1][1].probs, alone[1].probs, atol=1e-6)
 
 
-def test_token_pca_matches_a_plain_svd_up_to_sign():
-    result = capture(perturb(ViT(TINY), std=0.2), torch.randn(3, 32, 32))
+@pytest.mark.parametrize("embed_dim", [32, 8], ids=["gram (P <= D)", "covariance (P > D)"])
+def test_token_pca_matches_a_plain_svd_up_to_sign(embed_dim):
+    config = dataclasses.replace(TINY, embed_dim=embed_dim, mlp_dim=2 * embed_dim)  # 16 patches
+    result = capture(perturb(ViT(config), std=0.2), torch.randn(3, 32, 32))
     tokens = result.tokens[2, 1:].astype(np.float64)
     centred = tokens - tokens.mean(0)
     u, singular, _ = np.linalg.svd(centred, full_matrices=False)
