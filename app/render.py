@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from vit_core.capture import Capture
 from vit_core.config import DataConfig
 from vit_core.explain import normalise
+
+COLORMAPS = ("Viridis", "Inferno", "Magma", "Plasma", "Turbo", "Jet", "Hot", "Greys")
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """The overlay controls shared by every view."""
+
+    opacity: float = 0.55
+    cmap: str = "Viridis"
+    upsample: Literal["nearest", "bilinear"] = "bilinear"
+    grid: bool = False
+    colorbar: bool = True
 
 
 @cache
@@ -30,16 +44,95 @@ def input_view(capture: Capture, data_config: DataConfig) -> Image.Image:
     return Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB")
 
 
+def heat(grid_map: np.ndarray, size: tuple[int, int], cmap: str, upsample: str) -> Image.Image:
+    """A `[rows, cols]` map, min-max normalised, coloured and resized to `size` (width, height)."""
+    values = (normalise(grid_map) * 255).round().astype(np.uint8)
+    resample = Image.Resampling.NEAREST if upsample == "nearest" else Image.Resampling.BILINEAR
+    return Image.fromarray(colormap(cmap)[np.asarray(Image.fromarray(values, "L").resize(size, resample))], "RGB")
+
+
 def overlay(
     image: Image.Image,
     grid_map: np.ndarray,
-    opacity: float = 0.55,
-    cmap: str = "Viridis",
-    upsample: Literal["nearest", "bilinear"] = "bilinear",
+    style: OverlayStyle = OverlayStyle(),
+    mark: tuple[int, int] | None = None,
+    keep: np.ndarray | None = None,
 ) -> Image.Image:
-    """Blend a `[rows, cols]` map, upsampled to the image, over the image."""
-    values = (normalise(grid_map) * 255).round().astype(np.uint8)
-    resample = Image.Resampling.NEAREST if upsample == "nearest" else Image.Resampling.BILINEAR
-    heat = Image.fromarray(values, "L").resize(image.size, resample)
-    coloured = Image.fromarray(colormap(cmap)[np.asarray(heat)], "RGB")
-    return Image.blend(image.convert("RGB"), coloured, opacity)
+    """Blend a `[rows, cols]` map over the image; optionally the patch grid, a marked patch (row, col),
+    a boolean `keep` mask (patches outside it are dimmed, as in DINO's mass threshold) and a colorbar."""
+    picture = Image.blend(image.convert("RGB"), heat(grid_map, image.size, style.cmap, style.upsample), style.opacity)
+    rows, cols = grid_map.shape
+    if keep is not None:
+        dim = np.asarray(Image.fromarray((~keep).astype(np.uint8) * 255, "L").resize(image.size, Image.NEAREST)) > 0
+        pixels = np.asarray(picture).copy()
+        pixels[dim] = (pixels[dim] * 0.25).astype(np.uint8)
+        picture = Image.fromarray(pixels, "RGB")
+    if style.grid:
+        draw_grid(picture, rows, cols)
+    if mark is not None:
+        mark_patch(picture, rows, cols, mark)
+    return with_colorbar(picture, style.cmap) if style.colorbar else picture
+
+
+def draw_grid(picture: Image.Image, rows: int, cols: int) -> None:
+    """Thin white lines between patches, in place."""
+    draw = ImageDraw.Draw(picture)
+    width, height = picture.size
+    for c in range(1, cols):
+        x = round(c * width / cols)
+        draw.line([(x, 0), (x, height)], fill=(255, 255, 255), width=1)
+    for r in range(1, rows):
+        y = round(r * height / rows)
+        draw.line([(0, y), (width, y)], fill=(255, 255, 255), width=1)
+
+
+def mark_patch(picture: Image.Image, rows: int, cols: int, patch: tuple[int, int]) -> None:
+    """A red box around patch (row, col), in place."""
+    width, height = picture.size
+    row, col = patch
+    box = [col * width / cols, row * height / rows, (col + 1) * width / cols - 1, (row + 1) * height / rows - 1]
+    ImageDraw.Draw(picture).rectangle(box, outline=(255, 40, 40), width=max(2, width // 112))
+
+
+def with_colorbar(picture: Image.Image, cmap: str) -> Image.Image:
+    """The picture with a vertical colour scale on its right: high at the top, low at the bottom."""
+    width, height = picture.size
+    bar_width, margin = max(8, width // 28), max(4, width // 56)
+    lut = colormap(cmap)[::-1]  # top = high
+    column = lut[np.linspace(0, 255, height).round().astype(int)]  # [H, 3]
+    bar = Image.fromarray(np.repeat(column[:, None, :], bar_width, axis=1), "RGB")
+    canvas = Image.new("RGB", (width + margin + bar_width, height), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    canvas.paste(bar, (width + margin, 0))
+    return canvas
+
+
+def patch_at(xy: tuple[float, float], size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int] | None:
+    """The (row, col) of the patch under pixel `xy` = (x, y) of a picture of `size` (width, height) showing
+    a grid of `grid` patches; None outside it (e.g. on the colorbar)."""
+    x, y = xy
+    width, height = size
+    if not (0 <= x < width and 0 <= y < height):
+        return None
+    return int(y * grid[0] // height), int(x * grid[1] // width)
+
+
+def thumbnail_matrix(maps: np.ndarray, cell: int, cmap: str, gap: int = 2) -> Image.Image:
+    """`[layers, heads, rows, cols]` maps as one picture of layers x heads thumbnails (bertviz's model view)."""
+    layers, heads = maps.shape[:2]
+    canvas = Image.new("RGB", (heads * (cell + gap) - gap, layers * (cell + gap) - gap), (255, 255, 255))
+    for layer in range(layers):
+        for head in range(heads):
+            canvas.paste(
+                heat(maps[layer, head], (cell, cell), cmap, "nearest"), (head * (cell + gap), layer * (cell + gap))
+            )
+    return canvas
+
+
+def cell_at(xy: tuple[float, float], shape: tuple[int, int], cell: int, gap: int = 2) -> tuple[int, int] | None:
+    """The (layer, head) thumbnail under pixel `xy` of a `thumbnail_matrix`; None in a gap or outside."""
+    x, y = int(xy[0]), int(xy[1])
+    layer, head = divmod(y, cell + gap)[0], divmod(x, cell + gap)[0]
+    if y % (cell + gap) >= cell or x % (cell + gap) >= cell or not (0 <= layer < shape[0] and 0 <= head < shape[1]):
+        return None
+    return layer, head

@@ -1,64 +1,518 @@
-"""The page: `build_demo()` composes the tabs. Handlers are short: inputs -> core -> render -> outputs."""
+"""The page: `build_demo()` lays out the tabs and wires events to the handlers below.
+
+Handlers are short: inputs -> `app.service` (model runs, cached) -> `vit_core` (maps, analyses) ->
+`app.render` / `app.figures` -> outputs. Only `analyze`, the first request for a target class and the
+faithfulness and ablation runs touch the model; every other handler redraws from the cached analysis.
+"""
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
+import functools
+import json
+import tempfile
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
+from PIL import Image
 
-from app.render import input_view, overlay
-from vit_core.capture import Capture, capture
+from app import figures, service
+from app.cache import Analysis
+from app.render import (
+    COLORMAPS,
+    OverlayStyle,
+    cell_at,
+    input_view,
+    overlay,
+    patch_at,
+    thumbnail_matrix,
+)
+from vit_core.analysis import (
+    attention_entropy,
+    head_importance,
+    layer_predictions,
+    mean_attention_distance,
+    patch_similarity,
+    position_similarity,
+    token_norms,
+    token_pca_rgb,
+)
 from vit_core.errors import VitCoreError
-from vit_core.images import load_image
-from vit_core.maps import attention_map
-from vit_core.zoo import CATALOG, LoadedModel, available_offline, load_model
+from vit_core.explain import CLASS_SPECIFIC, NOT_IMPLEMENTED, ExplainOptions, explain
+from vit_core.faithfulness import curves_for_maps
+from vit_core.maps import attention_map, mass_threshold
 
-
-def default_model() -> str:
-    return os.environ.get("VIT_MODEL", "bundled")
-
-
-@lru_cache(maxsize=2)
-def shared_model(name: str) -> LoadedModel:
-    """Models are loaded once per process and shared by every session."""
-    return load_model(name)
-
-
-def analyze(image, model_name: str):
-    """Run the model once; return the capture (kept per session) and the first views."""
-    if image is None:
-        raise gr.Error("Upload an image first.")
-    try:
-        loaded = shared_model(model_name)
-        result = capture(loaded.model, loaded.preprocess(load_image(image)))
-    except VitCoreError as error:
-        raise gr.Error(str(error)) from error
-    state = (model_name, result)
-    last = result.num_layers
-    return state, top_predictions(result, loaded), draw(state, last), gr.Slider(1, last, value=last, step=1)
-
-
-def top_predictions(result: Capture, loaded: LoadedModel) -> dict[str, float]:
-    if result.probs is None:
-        return {"(this model has no classification head)": 1.0}
-    order = np.argsort(result.probs)[::-1][:5]
-    labels = loaded.labels or [str(i) for i in range(len(result.probs))]
-    return {labels[i]: float(result.probs[i]) for i in order}
-
-
-def draw(state, layer: int):
-    """Redraw from the cached capture: no model run."""
-    if state is None:
-        return None
-    model_name, result = state
-    view = input_view(result, shared_model(model_name).data_config)
-    return overlay(view, attention_map(result, int(layer) - 1, "mean"))
-
-
+OVERVIEW_METHODS = ("attention", "rollout", "chefer", "gradcam")
+MAP_METHODS = tuple(
+    m for m in ("rollout", "grad_rollout", "chefer", "gradcam", "attention") if m not in NOT_IMPLEMENTED
+)
+THUMB = 40  # pixels per thumbnail in the layers x heads matrix
 SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
+
+
+class UploadedImage(gr.Image):
+    """gr.Image that hands the uploaded file's path over unopened, so `vit_core.images.load_image` gives
+    the one-sentence message for a broken, empty or enormous file instead of a Pillow traceback."""
+
+    is_template = True  # the frontend is gr.Image's
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            if payload is not None and payload.path:
+                return payload.path
+            raise gr.Error("The uploaded file could not be read as an image.") from None
+
+
+def errors_as_messages(fn):
+    """`VitCoreError` -> `gr.Error` with the same sentence (a capitalised first letter)."""
+
+    @functools.wraps(fn)  # Gradio reads the signature (gr.Progress, gr.SelectData) through __wrapped__
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VitCoreError as error:
+            message = str(error)
+            raise gr.Error(message[:1].upper() + message[1:]) from None
+
+    return wrapped
+
+
+# ---- session state ---------------------------------------------------------------------------------
+
+
+def _analysis(session: dict | None) -> Analysis:
+    if not session:
+        raise VitCoreError("upload an image first.")
+    return service.by_key(session.get("key"), session.get("image"), session.get("model"))
+
+
+def _style(opacity: float, cmap: str, upsample: str, grid: bool, colorbar: bool) -> OverlayStyle:
+    return OverlayStyle(float(opacity), cmap or "Viridis", upsample or "bilinear", bool(grid), bool(colorbar))
+
+
+DISPLAY = 384  # the input view is shown at least this large; the model's input may be 96 pixels
+
+
+def _view(analysis: Analysis):
+    """The model's input de-normalised and enlarged for display (the maps are upsampled onto it)."""
+
+    def make():
+        view = input_view(analysis.capture, service.shared_model(analysis.model_name).data_config)
+        scale = max(1.0, DISPLAY / min(view.size))
+        return view.resize((round(view.width * scale), round(view.height * scale)), Image.Resampling.LANCZOS)
+
+    return analysis.remember("input_view", make)
+
+
+def _head(head: str | int | None) -> str | int:
+    if head in (None, "", "mean", "max"):
+        return head or "mean"
+    try:
+        return int(head)
+    except (TypeError, ValueError):
+        raise VitCoreError(f"head {head!r} is not a head index, mean or max.") from None
+
+
+# ---- analyze -----------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def on_analyze(image: str | None, model_name: str, progress=gr.Progress()):
+    """Run the model once for (image, model) and set up every control for this model's shape."""
+    start = time.perf_counter()
+    progress(0.1, desc="Loading the model")
+    service.shared_model(model_name)
+    progress(0.4, desc="Running the model")
+    analysis = service.analyze(image, model_name)
+    result = analysis.capture
+    layers, heads = result.num_layers, result.num_heads
+    session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}
+    labels = service.labels_of(analysis)
+    top = [] if result.probs is None else [int(i) for i in np.argsort(-result.probs, kind="stable")[:5]]
+    order = top + [i for i in range(len(labels)) if i not in top]
+    targets = [(f"{labels[i]} ({i})", i) for i in order]
+    head_choices = ["mean", "max", *[str(h) for h in range(heads)]]
+    summary = (
+        f"**{analysis.model_name}** · {layers} blocks × {heads} heads · {result.grid[0]}×{result.grid[1]} patches of "
+        f"{result.patch_size}px + {result.num_prefix_tokens} prefix token(s) · {service.device_description()} · "
+        f"{(time.perf_counter() - start) * 1000:.0f} ms"
+    )
+    return (
+        session,
+        None,  # the query patch: back to the class token
+        None,  # the token-view patch
+        top_predictions(analysis),
+        gr.Dropdown(choices=targets, value=top[0] if top else None, interactive=bool(top)),
+        gr.Slider(0, layers - 1, value=layers - 1, step=1),
+        gr.Dropdown(choices=head_choices, value="mean"),
+        gr.Slider(0, layers - 1, value=0, step=1),
+        gr.Slider(0, layers, value=layers, step=1),
+        gr.Slider(0, layers - 1, value=layers - 1, step=1),
+        gr.CheckboxGroup(choices=[str(h) for h in range(heads)], value=[]),
+        summary,
+    )
+
+
+def on_new_input(image: str | None, model_name: str, progress=gr.Progress()):
+    """A new image or model: analyse it; a cleared image changes nothing (and the chain stops quietly)."""
+    if image is None:
+        raise gr.Error("Upload an image to analyse.", visible=False)
+    return on_analyze(image, model_name, progress)
+
+
+def top_predictions(analysis: Analysis) -> dict[str, float]:
+    probs = analysis.capture.probs
+    if probs is None:
+        return {"(this model has no classification head)": 1.0}
+    labels = service.labels_of(analysis)
+    return {f"{labels[i]} ({i})": float(probs[i]) for i in np.argsort(-probs, kind="stable")[:5]}
+
+
+def _map(analysis: Analysis, method: str, target: int | None, options: ExplainOptions = ExplainOptions()) -> np.ndarray:
+    source = service.class_capture(analysis, target) if method in CLASS_SPECIFIC else analysis.capture
+    return explain(source, method, options)
+
+
+# ---- overview ----------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def draw_overview(session, target, opacity, cmap, upsample, grid, colorbar):
+    """The main maps side by side: raw attention (last block, head mean), rollout, Chefer, Grad-CAM."""
+    analysis = _analysis(session)
+    style = _style(opacity, cmap, upsample, grid, colorbar)
+    target = service.class_index(analysis, target)
+    pictures = []
+    for method in OVERVIEW_METHODS:
+        if method in CLASS_SPECIFIC and analysis.capture.probs is None:
+            pictures.append(None)  # no head, no class-specific map
+            continue
+        pictures.append(overlay(_view(analysis), _map(analysis, method, target), style))
+    return tuple(pictures)
+
+
+# ---- heads -------------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def draw_heads(session, layer, head, query, mass, opacity, cmap, upsample, grid, colorbar):
+    """The chosen head (or mean/max) enlarged, the layer's heads as small multiples, the layers x heads matrix."""
+    analysis = _analysis(session)
+    result = analysis.capture
+    style = _style(opacity, cmap, upsample, grid, colorbar)
+    layer = int(layer)
+    query = tuple(query) if query else None
+    grid_map = attention_map(result, layer, _head(head), query)
+    keep = mass_threshold(grid_map, float(mass)) if float(mass) < 1.0 else None
+    main = overlay(_view(analysis), grid_map, style, mark=query, keep=keep)
+    small = OverlayStyle(style.opacity, style.cmap, style.upsample, False, False)
+    gallery = [
+        (overlay(_view(analysis), attention_map(result, layer, h, query), small, mark=query), f"head {h}")
+        for h in range(result.num_heads)
+    ]
+    maps = analysis.remember(
+        ("all heads", query),
+        lambda: np.stack(
+            [
+                np.stack([attention_map(result, layer_, h, query) for h in range(result.num_heads)])
+                for layer_ in range(result.num_layers)
+            ]
+        ),
+    )
+    who = "class token" if query is None else f"patch (row {query[0]}, col {query[1]})"
+    caption = f"Block {layer}, head {head}: where the {who} looks." + (
+        f" Bright patches hold {float(mass):.0%} of the attention." if keep is not None else ""
+    )
+    return main, gallery, thumbnail_matrix(maps, THUMB, style.cmap), caption
+
+
+@errors_as_messages
+def select_query(session, evt: gr.SelectData):
+    """A click on the enlarged head view: that patch becomes the query ("where does this patch look?")."""
+    result = _analysis(session).capture
+    patch = patch_at(tuple(evt.index), _view(_analysis(session)).size, result.grid)
+    return gr.skip() if patch is None else patch
+
+
+@errors_as_messages
+def select_thumbnail(session, evt: gr.SelectData):
+    """A click on the layers x heads matrix selects that block and head."""
+    result = _analysis(session).capture
+    chosen = cell_at(tuple(evt.index), (result.num_layers, result.num_heads), THUMB)
+    if chosen is None:
+        return gr.skip(), gr.skip()
+    return chosen[0], str(chosen[1])
+
+
+def select_gallery_head(evt: gr.SelectData):
+    """A click on a small multiple selects that head."""
+    return str(evt.index)
+
+
+# ---- rollout & relevance -----------------------------------------------------------------------------
+
+
+@errors_as_messages
+def draw_method(
+    session, method, head_fusion, discard_ratio, start_layer, target, opacity, cmap, upsample, grid, colorbar
+):
+    """One method with its knobs."""
+    analysis = _analysis(session)
+    options = ExplainOptions(head_fusion=head_fusion, discard_ratio=float(discard_ratio), start_layer=int(start_layer))
+    grid_map = _map(analysis, method, service.class_index(analysis, target), options)
+    return overlay(_view(analysis), grid_map, _style(opacity, cmap, upsample, grid, colorbar))
+
+
+# ---- layers ------------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def draw_layers(session, target):
+    """Per-layer predictions (heatmap and one class's line) and the per-head statistics scatter."""
+    analysis = _analysis(session)
+    result = analysis.capture
+    scatter = figures.head_scatter(mean_attention_distance(result), attention_entropy(result))
+    if result.layer_logits is None:
+        return None, None, scatter
+    predictions = layer_predictions(result, k=5)
+    labels = service.labels_of(analysis)
+    classes = list(dict.fromkeys([*predictions.top_indices[-1], *np.argsort(-predictions.probs.max(0))[:10]]))[:10]
+    target = service.class_index(analysis, target)
+    target = int(predictions.top_indices[-1, 0]) if target is None else target
+    if not 0 <= target < len(labels):
+        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{len(labels) - 1}.")
+    line = figures.class_line(predictions.probs[:, target], labels[target])
+    return figures.layer_heatmap(predictions.probs, labels, [int(c) for c in classes]), line, scatter
+
+
+# ---- tokens ------------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def draw_tokens(session, token_layer, patch, opacity, cmap, upsample, grid, colorbar):
+    """PCA of the patch tokens as RGB, token norms, similarity of a patch to all others, position similarity."""
+    analysis = _analysis(session)
+    result = analysis.capture
+    style = _style(opacity, cmap, upsample, grid, colorbar)
+    layer = int(token_layer)
+    patch = tuple(patch) if patch else (result.grid[0] // 2, result.grid[1] // 2)
+    view = _view(analysis)
+    rgb = token_pca_rgb(result, layer)
+    pca = overlay_rgb(view, rgb, style.opacity)
+    norms = token_norms(result, layer)
+    bars = figures.token_norm_bars(norms.norms, norms.outliers, norms.threshold, result.num_prefix_tokens)
+    similarity = overlay(view, patch_similarity(result, layer, patch), style, mark=patch)
+    model = service.shared_model(analysis.model_name).model
+    positions = analysis.remember("positions", lambda: position_similarity(model))
+    if positions.shape[:2] == result.grid:
+        position = overlay(view, positions[patch], style, mark=patch)
+    else:
+        position = None  # the input size differs from the embedding grid
+    return pca, bars, similarity, position
+
+
+def overlay_rgb(view, rgb: np.ndarray, opacity: float):
+    picture = Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB").resize(view.size, Image.NEAREST)
+    return Image.blend(view, picture, max(float(opacity), 0.5))
+
+
+@errors_as_messages
+def select_token_patch(session, evt: gr.SelectData):
+    analysis = _analysis(session)
+    patch = patch_at(tuple(evt.index), _view(analysis).size, analysis.capture.grid)
+    return gr.skip() if patch is None else patch
+
+
+# ---- faithfulness and ablation -----------------------------------------------------------------------
+
+
+@errors_as_messages
+def run_faithfulness(session, target, steps, progress=gr.Progress()):
+    """Deletion and insertion curves (Petsiuk et al. 2018) for every map, in batched forward passes."""
+    analysis = _analysis(session)
+    report = faithfulness_report(analysis, service.class_index(analysis, target), int(steps), progress)
+    curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
+    table = {
+        m: {"deletion_auc": round(r["deletion"].auc, 4), "insertion_auc": round(r["insertion"].auc, 4)}
+        for m, r in report.items()
+    }
+    return figures.faithfulness_curves(curves), table
+
+
+def faithfulness_report(analysis: Analysis, target: int | None, steps: int, progress=None) -> dict:
+    if analysis.capture.probs is None:
+        raise VitCoreError("faithfulness needs a classification head; this model has none.")
+    if not 2 <= steps <= 50:
+        raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
+    target = int(np.argmax(analysis.capture.probs)) if target is None else target
+    if progress is not None:
+        progress(0.1, desc="Computing the maps")
+    maps = {m: _map(analysis, m, target) for m in MAP_METHODS}
+    if progress is not None:
+        progress(0.3, desc=f"Deleting and inserting patches ({steps} steps, {len(maps)} maps)")
+    loaded = service.shared_model(analysis.model_name)
+    pixels = torch.from_numpy(analysis.capture.input.copy())
+    curves = service.on_gpu(curves_for_maps)(loaded.model, pixels, list(maps.values()), target=target, steps=steps)
+    return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
+
+
+@errors_as_messages
+def run_ablation(session, layer, heads, target):
+    """Zero the chosen heads of one block and report the target probability before and after."""
+    analysis = _analysis(session)
+    if not heads:
+        raise VitCoreError("choose at least one head to ablate.")
+    if analysis.capture.probs is None:
+        raise VitCoreError("ablation needs a classification head; this model has none.")
+    from vit_core.analysis import ablate_heads
+
+    target = service.class_index(analysis, target)
+    target = int(np.argmax(analysis.capture.probs)) if target is None else target
+    loaded = service.shared_model(analysis.model_name)
+    pixels = torch.from_numpy(analysis.capture.input.copy())
+    chosen = [(int(layer), int(h)) for h in heads]
+    base, ablated = service.on_gpu(ablate_heads)(loaded.model, pixels, chosen, target)
+    label = service.labels_of(analysis)[target]
+    return (
+        f"p({label}) = {base:.4f} with every head; {ablated:.4f} with block {int(layer)} "
+        f"heads {', '.join(heads)} zeroed ({ablated - base:+.4f})."
+    )
+
+
+@errors_as_messages
+def run_importance(session, layer, target):
+    """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
+    analysis = _analysis(session)
+    if analysis.capture.probs is None:
+        raise VitCoreError("ablation needs a classification head; this model has none.")
+    target = service.class_index(analysis, target)
+    target = int(np.argmax(analysis.capture.probs)) if target is None else target
+    loaded = service.shared_model(analysis.model_name)
+    pixels = torch.from_numpy(analysis.capture.input.copy())
+    drop = service.on_gpu(head_importance)(loaded.model, pixels, int(layer), target)
+    return figures.head_importance_bars(drop, int(layer))
+
+
+# ---- downloads ---------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def prepare_downloads(session, target, opacity, cmap, upsample, grid, colorbar):
+    """The overlays as PNG, the capture as NPZ, predictions and per-head statistics as JSON."""
+    analysis = _analysis(session)
+    result = analysis.capture
+    style = _style(opacity, cmap, upsample, grid, colorbar)
+    target = service.class_index(analysis, target)
+    folder = Path(tempfile.mkdtemp(prefix="vit-explorer-"))
+    files = []
+    for method in OVERVIEW_METHODS:
+        if method in CLASS_SPECIFIC and result.probs is None:
+            continue
+        path = folder / f"{method}.png"
+        overlay(_view(analysis), _map(analysis, method, target), style).save(path)
+        files.append(str(path))
+    arrays = {name: value for name, value in asdict(result).items() if isinstance(value, np.ndarray)}
+    np.savez_compressed(folder / "capture.npz", **arrays)
+    files.append(str(folder / "capture.npz"))
+    (folder / "results.json").write_text(json.dumps(results_json(analysis), indent=1))
+    files.append(str(folder / "results.json"))
+    return files
+
+
+def results_json(analysis: Analysis) -> dict:
+    result = analysis.capture
+    summary = {
+        "model": analysis.model_name,
+        "grid": list(result.grid),
+        "patch_size": result.patch_size,
+        "num_prefix_tokens": result.num_prefix_tokens,
+        "layers": result.num_layers,
+        "heads": result.num_heads,
+        "mean_attention_distance_px": mean_attention_distance(result).round(3).tolist(),
+        "attention_entropy_nats": attention_entropy(result).round(4).tolist(),
+    }
+    if result.probs is not None:
+        labels = service.labels_of(analysis)
+        predictions = layer_predictions(result, k=5)
+        summary["top5"] = [
+            {"index": int(i), "label": labels[i], "probability": float(result.probs[i])}
+            for i in predictions.top_indices[-1]
+        ]
+        summary["layer_top5"] = [
+            [{"index": int(i), "label": labels[i], "probability": float(p)} for i, p in zip(row, probs, strict=True)]
+            for row, probs in zip(predictions.top_indices, predictions.top_probs, strict=True)
+        ]
+    return summary
+
+
+# ---- API (named endpoints; each takes the image, so a client needs no session) -------------------------
+
+
+@errors_as_messages
+def api_analyze(image, model_name):
+    """Run (or reuse) the analysis; returns predictions, per-layer top-5 and per-head statistics."""
+    return results_json(service.analyze(image, model_name))
+
+
+@errors_as_messages
+def api_explain(image, model_name, method, layer, head, query_patch, target, head_fusion, discard_ratio, start_layer):
+    """One map: the overlay PNG and the patch-grid map as a nested list (float32, not normalised)."""
+    analysis = service.analyze(image, model_name)
+    query = None
+    if query_patch and str(query_patch).strip():
+        try:
+            query = tuple(int(v) for v in str(query_patch).split(","))
+        except ValueError:
+            raise VitCoreError(f"query patch {query_patch!r} must be ROW,COL.") from None
+    options = ExplainOptions(
+        layer=None if layer in (None, "") else int(layer),
+        head=_head(head),
+        query_patch=query,
+        head_fusion=head_fusion or "mean",
+        discard_ratio=float(discard_ratio or 0),
+        start_layer=int(start_layer or 0),
+    )
+    grid_map = _map(analysis, method, service.class_index(analysis, target), options)
+    return overlay(_view(analysis), grid_map), {"method": method, "map": grid_map.round(6).tolist()}
+
+
+@errors_as_messages
+def api_layer_predictions(image, model_name, k):
+    """Top-k after every block (the logit lens)."""
+    analysis = service.analyze(image, model_name)
+    result = analysis.capture
+    if result.layer_logits is None:
+        raise VitCoreError("this model has no classification head, so there are no per-layer predictions.")
+    predictions = layer_predictions(result, k=int(k or 5))
+    labels = service.labels_of(analysis)
+    return {
+        "layers": [
+            [
+                {"index": int(i), "label": labels[i], "probability": round(float(p), 6)}
+                for i, p in zip(row, probs, strict=True)
+            ]
+            for row, probs in zip(predictions.top_indices, predictions.top_probs, strict=True)
+        ]
+    }
+
+
+@errors_as_messages
+def api_faithfulness(image, model_name, target, steps):
+    """Deletion and insertion curves with AUC for every map."""
+    analysis = service.analyze(image, model_name)
+    report = faithfulness_report(analysis, service.class_index(analysis, target), int(steps or 16))
+    return {
+        method: {kind: {"auc": round(c.auc, 6), "probs": c.probs.round(6).tolist()} for kind, c in r.items()}
+        for method, r in report.items()
+    }
+
+
+# ---- layout ------------------------------------------------------------------------------------------
 
 
 def example_images() -> list[list[str]]:
@@ -68,20 +522,295 @@ def example_images() -> list[list[str]]:
     return [[path] for path in photos + scenes]
 
 
+INTRO = """# ViT attention explorer
+Upload a picture (or pick an example) and see where a Vision Transformer looks: every head of every block,
+attention rollout and class-specific relevance, and how the prediction forms block by block. The model
+runs once per image; every control afterwards redraws from a cache."""
+
+
 def build_demo() -> gr.Blocks:
-    choices = [(f"{e.name}{'' if available_offline(e.name) else ' (needs download)'}", e.name) for e in CATALOG]
+    """The whole page. Importable without launching (Spaces imports `app.demo`)."""
+    private = dict(api_visibility="private")
     with gr.Blocks(title="ViT attention explorer") as demo:
-        gr.Markdown("# ViT attention explorer\nUpload an image: see where the class token looks, layer by layer.")
+        session = gr.State(None, time_to_live=3600)
+        query = gr.State(None)
+        token_patch = gr.State(None)
+        gr.Markdown(INTRO)
         with gr.Row():
-            image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"])
-            with gr.Column():
-                model = gr.Dropdown(choices, value=default_model(), allow_custom_value=True, label="Model")
-                run = gr.Button("Analyze", variant="primary")
-                predictions = gr.Label(num_top_classes=5, label="Top-5")
-        layer = gr.Slider(1, 12, value=12, step=1, label="Layer")
-        attention = gr.Image(label="Class-token attention (head mean)", format="png", interactive=False)
-        state = gr.State()
-        run.click(analyze, [image, model], [state, predictions, attention, layer], api_name="analyze")
-        layer.change(draw, [state, layer], attention, api_visibility="private")
-        gr.Examples(example_images(), [image], label="Examples: real photos and ShapeScenes (the bundled model's task)")
+            with gr.Column(scale=1):
+                image = UploadedImage(
+                    type="filepath", label="Image", sources=["upload", "clipboard", "webcam"], elem_id="input-image"
+                )
+                model = gr.Dropdown(
+                    service.model_choices(),
+                    value=service.default_model(),
+                    allow_custom_value=True,
+                    label="Model",
+                    elem_id="model",
+                )
+                run = gr.Button("Analyze", variant="primary", elem_id="analyze")
+                summary = gr.Markdown(f"Device: {service.device_description()}", elem_id="summary")
+            with gr.Column(scale=1):
+                predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
+                target = gr.Dropdown(
+                    [],
+                    label="Target class (class-specific maps, per-layer line)",
+                    allow_custom_value=False,
+                    elem_id="target",
+                )
+        with gr.Accordion("Overlay controls", open=False):
+            with gr.Row():
+                opacity = gr.Slider(0, 1, value=0.55, step=0.05, label="Opacity")
+                cmap = gr.Dropdown(list(COLORMAPS), value="Viridis", label="Colormap")
+                upsample = gr.Radio(["bilinear", "nearest"], value="bilinear", label="Upsampling")
+                grid = gr.Checkbox(False, label="Patch grid")
+                colorbar = gr.Checkbox(True, label="Colorbar")
+        style = [opacity, cmap, upsample, grid, colorbar]
+
+        with gr.Tabs():
+            with gr.Tab("Overview", id="overview"):
+                with gr.Row():
+                    overview = [
+                        gr.Image(
+                            label=title,
+                            format="png",
+                            interactive=False,
+                            buttons=["download", "fullscreen"],
+                            elem_id=f"overview-{method}",
+                        )
+                        for method, title in zip(
+                            OVERVIEW_METHODS,
+                            (
+                                "Raw attention (last block, head mean)",
+                                "Attention rollout",
+                                "Chefer et al. 2021",
+                                "Grad-CAM",
+                            ),
+                            strict=True,
+                        )
+                    ]
+            with gr.Tab("Heads", id="heads"):
+                with gr.Row():
+                    layer = gr.Slider(0, 11, value=11, step=1, label="Block (0 = first)", elem_id="layer")
+                    head = gr.Dropdown(["mean", "max"], value="mean", label="Head", elem_id="head")
+                    mass = gr.Slider(
+                        0.05, 1.0, value=1.0, step=0.05, label="DINO mass threshold (1 = off)", elem_id="mass"
+                    )
+                    reset = gr.Button("Query: class token", size="sm")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        head_view = gr.Image(
+                            label="Selected head — click a patch to see where it looks",
+                            format="png",
+                            interactive=False,
+                            elem_id="head-view",
+                        )
+                        head_caption = gr.Markdown()
+                    with gr.Column(scale=1):
+                        matrix = gr.Image(
+                            label="All blocks (rows) × heads (columns) — click to select",
+                            format="png",
+                            interactive=False,
+                            elem_id="matrix",
+                        )
+                gallery = gr.Gallery(
+                    label="Heads of this block", columns=6, height="auto", format="png", elem_id="heads-gallery"
+                )
+            with gr.Tab("Rollout & relevance", id="relevance"):
+                with gr.Row():
+                    method = gr.Radio(list(MAP_METHODS), value="rollout", label="Method", elem_id="method")
+                    head_fusion = gr.Radio(["mean", "max", "min"], value="mean", label="Head fusion (rollout)")
+                    discard = gr.Slider(0, 0.95, value=0.0, step=0.05, label="Discard ratio (lowest per row)")
+                    start_layer = gr.Slider(0, 11, value=0, step=1, label="Start block")
+                method_view = gr.Image(
+                    label="Map",
+                    format="png",
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_id="method-view",
+                )
+                gr.Markdown("Not here: " + "; ".join(f"**{m}** — {why}" for m, why in NOT_IMPLEMENTED.items()) + ".")
+            with gr.Tab("Layers", id="layers"):
+                with gr.Row():
+                    heatmap = gr.Plot(label="Per-layer predictions", elem_id="layer-heatmap")
+                    line = gr.Plot(label="Target class across layers", elem_id="class-line")
+                scatter = gr.Plot(label="Per-head statistics", elem_id="head-scatter")
+            with gr.Tab("Tokens", id="tokens"):
+                token_layer = gr.Slider(
+                    0, 12, value=12, step=1, label="Tokens after block (0 = embeddings)", elem_id="token-layer"
+                )
+                with gr.Row():
+                    pca = gr.Image(label="PCA of patch tokens as RGB", format="png", interactive=False)
+                    similarity = gr.Image(
+                        label="Cosine similarity to a patch — click to choose",
+                        format="png",
+                        interactive=False,
+                        elem_id="similarity",
+                    )
+                    positions = gr.Image(
+                        label="Position-embedding similarity to that patch", format="png", interactive=False
+                    )
+                norms = gr.Plot(label="Token norms")
+            with gr.Tab("Faithfulness & ablation", id="faithfulness"):
+                with gr.Row():
+                    steps = gr.Slider(2, 30, value=16, step=1, label="Steps")
+                    run_faith = gr.Button("Run deletion / insertion", elem_id="run-faithfulness")
+                faith_plot = gr.Plot(label="Curves", elem_id="faithfulness-plot")
+                faith_table = gr.JSON(label="AUC per method", elem_id="faithfulness-table")
+                with gr.Row():
+                    ablate_layer = gr.Slider(0, 11, value=11, step=1, label="Block")
+                    ablate_heads = gr.CheckboxGroup([], label="Heads to zero")
+                    ablate = gr.Button("Ablate")
+                    sweep = gr.Button("Importance of every head")
+                ablation_text = gr.Markdown()
+                importance = gr.Plot(label="Head importance")
+            with gr.Tab("Downloads", id="downloads"):
+                prepare = gr.Button("Prepare downloads", elem_id="prepare-downloads")
+                files = gr.File(
+                    label="Overlays (PNG), capture (NPZ), predictions and statistics (JSON)",
+                    file_count="multiple",
+                    elem_id="downloads",
+                )
+
+        gr.Examples(
+            example_images(), [image], label="Examples: real photos, and ShapeScenes (the bundled model's task)"
+        )
+
+        # ---- events ----
+        analyzed = dict(
+            fn=on_analyze,
+            inputs=[image, model],
+            outputs=[
+                session,
+                query,
+                token_patch,
+                predictions,
+                target,
+                layer,
+                head,
+                start_layer,
+                token_layer,
+                ablate_layer,
+                ablate_heads,
+                summary,
+            ],
+            concurrency_id="model",
+            concurrency_limit=1,
+            **private,
+        )
+        overview_args = dict(fn=draw_overview, inputs=[session, target, *style], outputs=overview, **private)
+        heads_args = dict(
+            fn=draw_heads,
+            inputs=[session, layer, head, query, mass, *style],
+            outputs=[head_view, gallery, matrix, head_caption],
+            **private,
+        )
+        method_args = dict(
+            fn=draw_method,
+            inputs=[session, method, head_fusion, discard, start_layer, target, *style],
+            outputs=method_view,
+            **private,
+        )
+        layers_args = dict(fn=draw_layers, inputs=[session, target], outputs=[heatmap, line, scatter], **private)
+        tokens_args = dict(
+            fn=draw_tokens,
+            inputs=[session, token_layer, token_patch, *style],
+            outputs=[pca, norms, similarity, positions],
+            **private,
+        )
+
+        for trigger in (run.click, image.change, model.input):
+            (
+                trigger(**{**analyzed, "fn": on_analyze if trigger == run.click else on_new_input})
+                .success(**overview_args)
+                .success(**heads_args)
+                .success(**method_args)
+                .success(**layers_args)
+                .success(**tokens_args)
+            )
+        gr.on([target.input], **overview_args).success(**method_args).success(**layers_args)
+        gr.on([layer.release, head.input, mass.release, query.change], **heads_args)
+        gr.on([method.input, head_fusion.input, discard.release, start_layer.release], **method_args)
+        gr.on([token_layer.release, token_patch.change], **tokens_args)
+        gr.on([s.input for s in style], **overview_args).success(**heads_args).success(**method_args).success(
+            **tokens_args
+        )
+        head_view.select(select_query, [session], [query], **private)
+        reset.click(lambda: None, None, [query], **private)
+        matrix.select(select_thumbnail, [session], [layer, head], **private).success(**heads_args)
+        gallery.select(select_gallery_head, None, [head], **private).success(**heads_args)
+        similarity.select(select_token_patch, [session], [token_patch], **private)
+        run_faith.click(
+            run_faithfulness,
+            [session, target, steps],
+            [faith_plot, faith_table],
+            concurrency_id="model",
+            concurrency_limit=1,
+            **private,
+        )
+        ablate.click(
+            run_ablation,
+            [session, ablate_layer, ablate_heads, target],
+            ablation_text,
+            concurrency_id="model",
+            concurrency_limit=1,
+            **private,
+        )
+        sweep.click(
+            run_importance,
+            [session, ablate_layer, target],
+            importance,
+            concurrency_id="model",
+            concurrency_limit=1,
+            **private,
+        )
+        prepare.click(prepare_downloads, [session, target, *style], files, **private)
+
+        # ---- named API endpoints (documented in the README) ----
+        with gr.Column(visible=False):
+            api_image = UploadedImage(type="filepath", label="image")
+            api_model = gr.Textbox(label="model")
+            api_method = gr.Textbox(label="method")
+            api_layer = gr.Textbox(label="layer")
+            api_head = gr.Textbox(label="head")
+            api_query = gr.Textbox(label="query_patch")
+            api_target = gr.Textbox(label="target")
+            api_fusion = gr.Textbox(label="head_fusion")
+            api_discard = gr.Number(label="discard_ratio")
+            api_start = gr.Number(label="start_layer")
+            api_k = gr.Number(label="k")
+            api_steps = gr.Number(label="steps")
+            api_json = gr.JSON()
+            api_overlay = gr.Image(format="png")
+            api_buttons = [gr.Button() for _ in range(4)]
+        model_api = dict(concurrency_id="model", concurrency_limit=1)
+        api_buttons[0].click(api_analyze, [api_image, api_model], api_json, api_name="analyze", **model_api)
+        api_buttons[1].click(
+            api_explain,
+            [
+                api_image,
+                api_model,
+                api_method,
+                api_layer,
+                api_head,
+                api_query,
+                api_target,
+                api_fusion,
+                api_discard,
+                api_start,
+            ],
+            [api_overlay, api_json],
+            api_name="explain",
+            **model_api,
+        )
+        api_buttons[2].click(
+            api_layer_predictions, [api_image, api_model, api_k], api_json, api_name="layer_predictions", **model_api
+        )
+        api_buttons[3].click(
+            api_faithfulness,
+            [api_image, api_model, api_target, api_steps],
+            api_json,
+            api_name="faithfulness",
+            **model_api,
+        )
     return demo
