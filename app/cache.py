@@ -37,6 +37,10 @@ class Analysis:
     memo: dict[Any, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     @property
     def nbytes(self) -> int:
         return capture_bytes(self.capture) + sum(capture_bytes(c) for c in self.by_target.values())
@@ -79,6 +83,10 @@ class AnalysisCache:
         """Call after adding to an entry (a gradient capture): evicts others if the total is now too big."""
         with self._lock:
             self._shrink(keep=analysis.key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     @property
     def nbytes(self) -> int:

@@ -68,6 +68,12 @@ class UploadedImage(gr.Image):
             raise gr.Error("The uploaded file could not be read as an image.") from None
 
 
+def sentence(message: str) -> str:
+    """Capitalise the first word, unless it is a file or model name ("cut.png is truncated ...")."""
+    first = message.split(" ", 1)[0]
+    return message if any(c in first for c in "./:_0123456789") else message[:1].upper() + message[1:]
+
+
 def errors_as_messages(fn):
     """`VitCoreError` -> `gr.Error` with the same sentence (a capitalised first letter)."""
 
@@ -76,8 +82,7 @@ def errors_as_messages(fn):
         try:
             return fn(*args, **kwargs)
         except VitCoreError as error:
-            message = str(error)
-            raise gr.Error(message[:1].upper() + message[1:]) from None
+            raise gr.Error(sentence(str(error))) from None
 
     return wrapped
 

@@ -1,0 +1,101 @@
+"""The shared analysis store (LRU by bytes, TTL) and the picture helpers, on hand-made cases."""
+
+import numpy as np
+from PIL import Image
+
+from app.cache import Analysis, AnalysisCache, capture_bytes
+from app.render import OverlayStyle, cell_at, colormap, overlay, patch_at, thumbnail_matrix
+from tests.reference import synthetic_capture
+
+
+def entry(key: str, layers: int = 1) -> Analysis:
+    n = 5  # 4 patches + class token
+    return Analysis(key, "m", "x.png", synthetic_capture(np.full((layers, 2, n, n), 1 / n), (2, 2)))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_lru_by_bytes_keeps_the_recent_and_the_one_in_use():
+    size = entry("a").nbytes
+    cache = AnalysisCache(max_bytes=2 * size, ttl_s=100)
+    for key in "abc":
+        cache.put(entry(key))
+    assert cache.get("a") is None and cache.get("b") and cache.get("c")  # a was the least recent
+    cache.get("b")  # b is now more recent than c
+    cache.put(entry("d"))
+    assert cache.get("c") is None and cache.get("b") and cache.get("d")
+    big = cache.put(entry("huge", layers=10))  # over budget alone: kept, everything else goes
+    assert cache.get("huge") is big and len(cache) == 1
+
+
+def test_growth_of_an_entry_evicts_others():
+    base = entry("a")
+    cache = AnalysisCache(max_bytes=int(2.5 * base.nbytes), ttl_s=100)
+    cache.put(base)
+    cache.put(entry("b"))
+    base.by_target[0] = base.capture  # a gradient capture arrives: a now weighs twice as much
+    cache.grew(base)
+    assert cache.get("b") is None and cache.get("a") is base
+    assert cache.nbytes == 2 * capture_bytes(base.capture)
+
+
+def test_entries_expire_after_the_ttl():
+    clock = Clock()
+    cache = AnalysisCache(max_bytes=10**9, ttl_s=60, clock=clock)
+    cache.put(entry("a"))
+    clock.now = 50
+    assert cache.get("a") is not None  # touching renews it
+    clock.now = 100
+    assert cache.get("a") is not None
+    clock.now = 161
+    assert cache.get("a") is None and len(cache) == 0
+
+
+def test_memo_computes_once():
+    analysis = entry("a")
+    calls = []
+    for _ in range(3):
+        analysis.remember("k", lambda: calls.append(1) or 42)
+    assert calls == [1] and analysis.memo["k"] == 42
+
+
+def test_patch_and_cell_coordinates():
+    assert patch_at((0, 0), (224, 224), (14, 14)) == (0, 0)
+    assert patch_at((223, 16), (224, 224), (14, 14)) == (1, 13)  # x is the column, y the row
+    assert patch_at((230, 5), (224, 224), (14, 14)) is None  # on the colorbar
+    assert cell_at((0, 0), (2, 3), cell=10) == (0, 0)
+    assert cell_at((2 * 12 + 3, 12 + 9), (2, 3), cell=10) == (1, 2)
+    assert cell_at((10, 3), (2, 3), cell=10) is None  # in the gap
+    assert cell_at((3 * 12 + 1, 0), (2, 3), cell=10) is None  # outside
+
+
+def test_overlay_colours_the_hot_patch_and_adds_a_colorbar():
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    grid_map = np.array([[0.0, 1.0]])
+    plain = overlay(image, grid_map, OverlayStyle(opacity=1.0, upsample="nearest", colorbar=False))
+    pixels = np.asarray(plain)
+    assert tuple(pixels[10, 30]) == tuple(colormap("Viridis")[255]) and tuple(pixels[10, 5]) == tuple(
+        colormap("Viridis")[0]
+    )
+    with_bar = overlay(image, grid_map, OverlayStyle(colorbar=True))
+    assert with_bar.size[0] > 40 and with_bar.size[1] == 20
+    masked = overlay(
+        image, grid_map, OverlayStyle(opacity=1.0, upsample="nearest", colorbar=False), keep=np.array([[False, True]])
+    )
+    assert np.asarray(masked)[10, 5].sum() < pixels[10, 5].sum() and np.array_equal(
+        np.asarray(masked)[10, 30], pixels[10, 30]
+    )
+    marked = np.asarray(overlay(image, grid_map, OverlayStyle(opacity=0.0, colorbar=False), mark=(0, 1)))
+    assert marked[0, 25, 0] == 255 and marked[10, 5].sum() == 0  # red box on patch (0, 1) only
+
+
+def test_thumbnail_matrix_layout():
+    maps = np.random.default_rng(0).random((3, 4, 2, 2))
+    picture = thumbnail_matrix(maps, cell=8, cmap="Viridis", gap=2)
+    assert picture.size == (4 * 10 - 2, 3 * 10 - 2)

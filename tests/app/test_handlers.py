@@ -1,0 +1,188 @@
+"""Every tab's handlers on real models: analyse once, then redraw from the cache without a model run."""
+
+import json
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.media import get_image
+from PIL import Image
+
+from app import service, ui
+from tests.app.conftest import FakeSelect
+from tests.corpus import write
+from vit_core.explain import explain
+
+STYLE = (0.55, "Viridis", "bilinear", False, True)
+NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
+
+
+def analyzed(image, model):
+    outputs = ui.on_analyze(image, model, progress=NO_PROGRESS)
+    return outputs[0], outputs
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Counts model runs (forward, or forward + backward) through the service."""
+    calls = []
+    real = service._run
+
+    def counted(loaded, pixels, target=None):
+        calls.append(target)
+        return real(loaded, pixels, target)
+
+    monkeypatch.setattr(service, "_run", counted)
+    return calls
+
+
+@pytest.mark.parametrize("model", ["bundled", "timm-tiny"])
+def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
+    name = timm_tiny_file if model == "timm-tiny" else "bundled"
+    image = get_image("lion.jpg")
+    session, outputs = analyzed(image, name)
+    analysis = service.CACHE.get(session["key"])
+    layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
+    top5 = outputs[3]
+    assert len(top5) == 5 and abs(sum(top5.values()) - sum(sorted(analysis.capture.probs)[-5:])) < 1e-5
+    assert outputs[5].maximum == layers - 1 and outputs[8].maximum == layers
+    assert runs == [None]  # one forward pass
+
+    overview = ui.draw_overview(session, None, *STYLE)
+    assert len(overview) == 4 and all(isinstance(p, Image.Image) for p in overview)
+    assert runs == [None, int(np.argmax(analysis.capture.probs))]  # one backward for the top class, lazily
+
+    heads_view = ui.draw_heads(session, layers - 1, "mean", None, 1.0, *STYLE)
+    assert len(heads_view[1]) == heads and heads_view[2].size[1] >= layers * ui.THUMB
+    other_layer = ui.draw_heads(session, 0, "mean", None, 1.0, *STYLE)
+    assert not np.array_equal(np.asarray(heads_view[0]), np.asarray(other_layer[0]))
+    queried = ui.draw_heads(session, layers - 1, "0", (1, 2), 0.5, *STYLE)
+    assert "row 1, col 2" in queried[3] and not np.array_equal(np.asarray(queried[0]), np.asarray(heads_view[0]))
+
+    for method in ui.MAP_METHODS:
+        assert isinstance(ui.draw_method(session, method, "max", 0.5, 1, None, *STYLE), Image.Image)
+    heatmap, line, scatter = ui.draw_layers(session, None)
+    assert len(heatmap.data[0].y) == layers and len(scatter.data[0].x) == layers * heads
+    pca, norms, similarity, positions = ui.draw_tokens(session, 2, (1, 1), *STYLE)
+    assert pca.size[1] == similarity.size[1] == positions.size[1] == ui._view(analysis).size[1]
+    assert len(norms.data[0].y) == analysis.capture.tokens.shape[1]
+    assert runs == [None, int(np.argmax(analysis.capture.probs))]  # still no further model run
+
+    # the same image again (another session, or the same one) reuses the analysis
+    again, _ = analyzed(image, name)
+    assert again["key"] == session["key"] and len(runs) == 2
+
+
+def test_class_specific_maps_follow_the_target_and_each_target_runs_once(runs):
+    session, _ = analyzed(get_image("bus.png"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    first, second = np.argsort(-analysis.capture.probs)[:2]
+    chefer_top = ui.draw_method(session, "chefer", "mean", 0.0, 0, int(first), *STYLE)
+    chefer_second = ui.draw_method(session, "chefer", "mean", 0.0, 0, int(second), *STYLE)
+    assert not np.array_equal(np.asarray(chefer_top), np.asarray(chefer_second))
+    ui.draw_overview(session, int(second), *STYLE)
+    ui.draw_layers(session, int(second))
+    assert runs == [None, int(first), int(second)]
+    by_name = service.class_index(analysis, service.labels_of(analysis)[int(second)].upper())
+    assert by_name == int(second)
+    with pytest.raises(gr.Error, match="out of range"):
+        ui.draw_method(session, "chefer", "mean", 0.0, 0, 999, *STYLE)
+
+
+def test_clicks_select_patches_and_heads():
+    session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    width, height = ui._view(analysis).size
+    rows, cols = analysis.capture.grid
+    # the last patch's centre; a click on the colorbar (right of the image) changes nothing
+    assert ui.select_query(session, FakeSelect([width - 1, height - 1])) == (rows - 1, cols - 1)
+    assert ui.select_query(session, FakeSelect([width + 3, 5])) == gr.skip()
+    cell = ui.THUMB + 2
+    assert ui.select_thumbnail(session, FakeSelect([2 * cell + 5, 3 * cell + 5])) == (3, "2")
+    assert ui.select_gallery_head(FakeSelect(4)) == "4"
+    assert ui.select_token_patch(session, FakeSelect([0, 0])) == (0, 0)
+
+
+def test_faithfulness_ablation_and_downloads(tmp_path):
+    session, _ = analyzed(get_image("tower.jpg"), "bundled")
+    plot, table = ui.run_faithfulness(session, None, 6, progress=NO_PROGRESS)
+    assert set(table) == set(ui.MAP_METHODS) and len(plot.data) == 2 * len(ui.MAP_METHODS)
+    assert all(0 <= v["deletion_auc"] <= 1 and 0 <= v["insertion_auc"] <= 1 for v in table.values())
+    text = ui.run_ablation(session, 2, ["0", "3"], None)
+    assert "heads 0, 3 zeroed" in text
+    bars = ui.run_importance(session, 2, None)
+    assert len(bars.data[0].y) == 6
+    with pytest.raises(gr.Error, match="at least one head"):
+        ui.run_ablation(session, 2, [], None)
+
+    files = ui.prepare_downloads(session, None, *STYLE)
+    names = sorted(p.split("/")[-1] for p in files)
+    assert names == ["attention.png", "capture.npz", "chefer.png", "gradcam.png", "results.json", "rollout.png"]
+    saved = np.load(next(p for p in files if p.endswith(".npz")))
+    analysis = service.CACHE.get(session["key"])
+    assert np.array_equal(saved["attentions"], analysis.capture.attentions)
+    results = json.loads(open(next(p for p in files if p.endswith(".json"))).read())
+    assert results["top5"][0]["index"] == int(np.argmax(analysis.capture.probs))
+    assert np.asarray(results["mean_attention_distance_px"]).shape == (6, 6)
+
+
+def test_api_functions_match_the_library():
+    image = get_image("lion.jpg")
+    summary = ui.api_analyze(image, "bundled")
+    assert len(summary["top5"]) == 5 and len(summary["layer_top5"]) == 6
+    picture, payload = ui.api_explain(image, "bundled", "rollout", "", "mean", "", "", "max", 0.5, 0)
+    analysis = service.analyze(image, "bundled")
+    from vit_core.explain import ExplainOptions
+
+    expected = explain(analysis.capture, "rollout", ExplainOptions(head_fusion="max", discard_ratio=0.5))
+    assert np.allclose(payload["map"], expected, atol=1e-6) and isinstance(picture, Image.Image)
+    _, query = ui.api_explain(image, "bundled", "attention", "3", "2", "4,5", "", "", 0, 0)
+    expected = explain(analysis.capture, "attention", ExplainOptions(layer=3, head=2, query_patch=(4, 5)))
+    assert np.allclose(query["map"], expected, atol=1e-6)
+    layers = ui.api_layer_predictions(image, "bundled", 3)["layers"]
+    assert len(layers) == 6 and len(layers[0]) == 3
+    curves = ui.api_faithfulness(image, "bundled", "", 4)
+    assert set(curves) == set(ui.MAP_METHODS) and len(curves["rollout"]["deletion"]["probs"]) == 5
+    for method, match in [("flow", "not implemented"), ("nope", "Unknown method")]:
+        with pytest.raises(gr.Error, match=match):
+            ui.api_explain(image, "bundled", method, "", "mean", "", "", "", 0, 0)
+    with pytest.raises(gr.Error, match="ROW,COL"):
+        ui.api_explain(image, "bundled", "attention", "", "mean", "x", "", "", 0, 0)
+
+
+def test_bad_inputs_become_one_sentence_errors_and_odd_images_are_analysed(tmp_path):
+    for name, (path, expect) in write(tmp_path).items():
+        if expect is None:
+            session, outputs = analyzed(str(path), "bundled")
+            assert len(outputs[3]) == 5, name
+        else:
+            with pytest.raises(gr.Error, match=expect) as error:
+                analyzed(str(path), "bundled")
+            message = error.value.message
+            assert "\n" not in message and message.endswith("."), (name, message)
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        analyzed(None, "bundled")
+    with pytest.raises(gr.Error, match="[Uu]nknown model"):
+        analyzed(get_image("lion.jpg"), "no-such-model")
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        ui.draw_overview(None, None, *STYLE)
+
+
+def test_an_evicted_analysis_is_rebuilt_from_the_session(runs):
+    session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
+    service.CACHE.clear()  # as if the TTL had passed
+    assert len(ui.draw_overview(session, None, *STYLE)) == 4
+    assert runs.count(None) == 2
+
+
+def test_the_demo_builds_without_launching_and_names_its_api():
+    demo = ui.build_demo()
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert {"analyze", "explain", "layer_predictions", "faithfulness"} <= names
+
+
+def test_examples_hold_real_photos_and_bundled_scenes():
+    examples = [row[0] for row in ui.example_images()]
+    assert any(path.endswith("cheetah1.jpg") for path in examples)
+    scenes = [path for path in examples if "assets/scenes" in path]
+    assert len(scenes) >= 6 and not any(path.endswith("_mask.png") for path in scenes)
