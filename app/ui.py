@@ -674,6 +674,7 @@ def build_demo() -> gr.Blocks:
                 files = gr.File(
                     label="Overlays (PNG), capture (NPZ), predictions and statistics (JSON)",
                     file_count="multiple",
+                    interactive=False,
                     elem_id="downloads",
                 )
 
@@ -734,9 +735,13 @@ def build_demo() -> gr.Blocks:
                 .success(**tokens_args)
             )
         gr.on([target.input], **overview_args).success(**method_args).success(**layers_args)
-        gr.on([layer.release, head.input, mass.release, query.change], **heads_args)
-        gr.on([method.input, head_fusion.input, discard.release, start_layer.release], **method_args)
-        gr.on([token_layer.release, token_patch.change], **tokens_args)
+        gr.on([layer.input, head.input, mass.input, query.change], **heads_args, trigger_mode="always_last")
+        gr.on(
+            [method.input, head_fusion.input, discard.input, start_layer.input],
+            **method_args,
+            trigger_mode="always_last",
+        )
+        gr.on([token_layer.input, token_patch.change], **tokens_args, trigger_mode="always_last")
         gr.on([s.input for s in style], **overview_args).success(**heads_args).success(**method_args).success(
             **tokens_args
         )

@@ -14,3 +14,13 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """`python app.py` on a free port (shared by the API and browser tests)."""
+    from tests.live import start, stop
+
+    server = start(tmp_path_factory.mktemp("server") / "server.log")
+    yield server
+    stop(server)

@@ -1,0 +1,106 @@
+"""The page in a real browser: upload a real photo, explore heads, patches, methods, faithfulness, downloads."""
+
+import time
+
+import pytest
+from gradio.media import get_image
+
+pytestmark = pytest.mark.browser
+TIMEOUT = 60_000
+
+
+def src(page, selector: str) -> str:
+    locator = page.locator(f"{selector} img").first
+    locator.wait_for(timeout=TIMEOUT)
+    return locator.get_attribute("src")
+
+
+def changed(page, selector: str, before: str, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = page.locator(f"{selector} img").first.get_attribute("src")
+        if now and now != before:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"{selector} did not change")
+
+
+def open_page(browser, url, locale="en-US"):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url + "/", timeout=TIMEOUT)
+    page.locator("#analyze").wait_for(timeout=TIMEOUT)
+    return context, page, errors
+
+
+def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url)
+    page.locator("#input-image input[type=file]").set_input_files(get_image("cheetah1.jpg"))
+    for method in ("attention", "rollout", "chefer", "gradcam"):
+        src(page, f"#overview-{method}")
+    assert "blocks" in page.locator("#summary").inner_text()
+    page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
+
+    # Heads: change the block, then the head, and see the enlarged view change
+    page.get_by_role("tab", name="Heads").click()
+    before = src(page, "#head-view")
+    src(page, "#matrix")
+    slider = page.locator("#layer input[type=number]")
+    slider.fill("0")
+    slider.press("Enter")
+    after_layer = changed(page, "#head-view", before)
+    page.locator("#matrix img").first.click(position={"x": 3 * 42 + 10, "y": 2 * 42 + 10})  # block 2, head 3
+    after_head = changed(page, "#head-view", after_layer)
+    page.wait_for_function("document.querySelector('#head input').value === '3'", timeout=TIMEOUT)
+    # click a patch: the view becomes that patch's attention, with the patch marked
+    page.locator("#head-view img").first.click(position={"x": 40, "y": 40})
+    changed(page, "#head-view", after_head)
+    page.get_by_text("where the patch (row").wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(artifacts / "heads.png"), full_page=True)
+
+    # Rollout & relevance: switch the method
+    page.get_by_role("tab", name="Rollout & relevance").click()
+    before = src(page, "#method-view")
+    page.locator("#method").get_by_text("chefer", exact=True).click()
+    changed(page, "#method-view", before)
+
+    # Layers: the plots are there
+    page.get_by_role("tab", name="Layers").click()
+    for plot in ("#layer-heatmap", "#class-line", "#head-scatter"):
+        page.locator(f"{plot} .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(artifacts / "layers.png"), full_page=True)
+
+    # Faithfulness, on demand
+    page.get_by_role("tab", name="Faithfulness & ablation").click()
+    page.locator("#run-faithfulness").click()
+    page.locator("#faithfulness-plot .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    page.get_by_text("deletion_auc").first.wait_for(timeout=TIMEOUT)
+
+    # Downloads: a real PNG file arrives
+    page.get_by_role("tab", name="Downloads").click()
+    page.locator("#prepare-downloads").click()
+    link = page.locator("#downloads a[download='rollout.png']").first
+    link.wait_for(timeout=TIMEOUT)
+    with page.expect_download(timeout=TIMEOUT) as download:
+        link.click()
+    path = download.value.path()
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    page.screenshot(path=str(artifacts / "downloads.png"), full_page=True)
+    assert not errors, errors
+    context.close()
+
+
+def test_a_broken_upload_shows_one_sentence_and_the_page_keeps_working(browser, live_server, artifacts, tmp_path):
+    context, page, errors = open_page(browser, live_server.url)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    page.locator("#input-image input[type=file]").set_input_files(str(broken))
+    page.get_by_text("truncated or corrupt").first.wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(artifacts / "bad-upload.png"), full_page=True)
+    page.locator("#input-image button[aria-label='Remove Image']").first.click()
+    page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
+    src(page, "#overview-rollout")
+    context.close()
