@@ -35,7 +35,7 @@ class Analysis:
     capture: Capture
     by_target: dict[int, Capture] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # memos may nest
 
     def clear(self) -> None:
         with self._lock:

@@ -50,6 +50,7 @@ MAP_METHODS = tuple(
     m for m in ("rollout", "grad_rollout", "chefer", "gradcam", "attention") if m not in NOT_IMPLEMENTED
 )
 THUMB = 40  # pixels per thumbnail in the layers x heads matrix
+THUMB_VIEW = 160  # pixels per small multiple in the heads gallery
 SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
 
 
@@ -179,8 +180,11 @@ def top_predictions(analysis: Analysis) -> dict[str, float]:
 
 
 def _map(analysis: Analysis, method: str, target: int | None, options: ExplainOptions = ExplainOptions()) -> np.ndarray:
-    source = service.class_capture(analysis, target) if method in CLASS_SPECIFIC else analysis.capture
-    return explain(source, method, options)
+    """A method's map, computed once per (method, target, options) and kept with the analysis."""
+    if method not in CLASS_SPECIFIC:
+        return analysis.remember(("map", method, None, options), lambda: explain(analysis.capture, method, options))
+    source = service.class_capture(analysis, target)
+    return analysis.remember(("map", method, source.target, options), lambda: explain(source, method, options))
 
 
 # ---- overview ----------------------------------------------------------------------------------------
@@ -216,8 +220,12 @@ def draw_heads(session, layer, head, query, mass, opacity, cmap, upsample, grid,
     keep = mass_threshold(grid_map, float(mass)) if float(mass) < 1.0 else None
     main = overlay(_view(analysis), grid_map, style, mark=query, keep=keep)
     small = OverlayStyle(style.opacity, style.cmap, style.upsample, False, False)
+    view = _view(analysis)
+    thumb_view = analysis.remember(
+        "thumbnail_view", lambda: view.resize((THUMB_VIEW, round(THUMB_VIEW * view.height / view.width)))
+    )
     gallery = [
-        (overlay(_view(analysis), attention_map(result, layer, h, query), small, mark=query), f"head {h}")
+        (overlay(thumb_view, attention_map(result, layer, h, query), small, mark=query), f"head {h}")
         for h in range(result.num_heads)
     ]
     maps = analysis.remember(

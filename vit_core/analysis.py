@@ -11,24 +11,16 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from vit_core.capture import Capture
+from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
-
-
-def _view(array: np.ndarray) -> torch.Tensor:
-    """A zero-copy tensor over a capture's array; captures may be read-only and are never written."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
 
 
 @dataclass(frozen=True)
@@ -42,7 +34,7 @@ def layer_predictions(capture: Capture, k: int = 5) -> LayerPredictions:
     """Top-k classes after every block, from the model's own final norm and head."""
     if capture.layer_logits is None:
         raise VitCoreError("this model has no classification head, so there are no per-layer predictions.")
-    probs = _view(capture.layer_logits).double().softmax(dim=-1)  # torch: 15x faster than numpy's argsort here
+    probs = tensor_view(capture.layer_logits).double().softmax(dim=-1)  # torch: 15x faster than numpy's argsort here
     k = min(k, probs.shape[-1])
     top_probs, top = probs.sort(dim=-1, descending=True, stable=True)  # ties: the lower class first
     return LayerPredictions(probs.float().numpy(), top[:, :k].numpy(), top_probs[:, :k].float().numpy())
@@ -73,9 +65,9 @@ def mean_attention_distance(capture: Capture) -> np.ndarray:
     position), as in the ViT paper's Fig. 7 (right) and Fig. 11.
     """
     prefix = capture.num_prefix_tokens
-    distances = _view(patch_distances(capture.grid, capture.patch_size)).float()  # [P, P]
+    distances = tensor_view(patch_distances(capture.grid, capture.patch_size)).float()  # [P, P]
     per_layer = []
-    for layer in _view(capture.attentions):  # [H, N, N], one layer at a time to stay in cache
+    for layer in tensor_view(capture.attentions):  # [H, N, N], one layer at a time to stay in cache
         patch_to_patch = layer[:, prefix:, prefix:]  # [H, P, P]
         weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [H, P]
         per_layer.append(weighted.mean(-1))
@@ -90,7 +82,7 @@ def attention_entropy(capture: Capture) -> np.ndarray:
     """
     if capture.row_entropy is not None:
         return capture.row_entropy.mean(axis=-1, dtype=np.float64).astype(np.float32)
-    attentions = _view(capture.attentions)
+    attentions = tensor_view(capture.attentions)
     tiny = torch.finfo(attentions.dtype).tiny  # clamp: 0·log 0 = 0
     # Layer by layer, so the temporary stays in cache; in-place ops allocate one instead of three.
     per_layer = [-layer.clamp_min(tiny).log_().mul_(layer).sum(-1).mean(-1) for layer in attentions]  # each [H]
@@ -109,7 +101,7 @@ def token_pca_rgb(capture: Capture, layer: int) -> np.ndarray:
 
     `layer` 0 is the embedding, `layer` i the output of block i (as in `Capture.tokens`).
     """
-    tokens = _view(np.ascontiguousarray(_patch_tokens(capture, layer)))  # [P, D]
+    tokens = tensor_view(_patch_tokens(capture, layer))  # [P, D]
     centred = tokens - tokens.mean(dim=0)
     # The principal projections from the smaller eigenproblem: the P x P Gram matrix's top eigenvectors
     # scaled by sqrt(eigenvalue), or the D x D covariance's top eigenvectors projected on.

@@ -9,6 +9,7 @@ respect to every layer's attention weights (one backward pass; Chefer et al. 202
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -72,6 +73,14 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def tensor_view(array: np.ndarray) -> torch.Tensor:
+    """A zero-copy tensor over a capture's array (made contiguous if needed). Captures may be read-only;
+    the tensor is only ever read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -11,17 +11,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vit_core.capture import Capture
+from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
 from vit_core.rollout import discard_lowest, query_vector, rollout_row
 
 
-def _require_gradients(capture: Capture) -> tuple[np.ndarray, np.ndarray]:
+def _require_gradients(capture: Capture) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attentions and their gradients as float32 tensors over the capture's arrays (no copy)."""
     if capture.attention_grads is None or capture.token_grads is None:
         raise VitCoreError("class-specific maps need a capture made with a target class (capture(..., target=c)).")
-    return capture.attentions.astype(np.float64), capture.attention_grads.astype(np.float64)
+    return tensor_view(capture.attentions), tensor_view(capture.attention_grads)
+
+
+def _grad_weighted_mean(attentions: torch.Tensor, grads: torch.Tensor, clamp_first: bool = False) -> torch.Tensor:
+    """`[L, H, N, N]` x2 -> `[L, N, N]` float64: the head mean of ∇A ⊙ A, negatives set to 0 after the mean
+    (gradient rollout) or before it (`clamp_first`, Chefer et al.).
+
+    The product and the head mean run in float32, layer by layer so the arrays stay in cache; the
+    chains that follow run in float64.
+    """
+    per_layer = []
+    for a, g in zip(attentions, grads, strict=True):
+        product = g * a  # [H, N, N]
+        per_layer.append(product.clamp_min_(0).mean(dim=0) if clamp_first else product.mean(dim=0).clamp_min_(0))
+    return torch.stack(per_layer).double()
 
 
 def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int = 0) -> np.ndarray:
@@ -34,8 +49,8 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
     layers = attentions.shape[0]
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    weighted = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).mean(dim=1)
-    weighted = discard_lowest(weighted.clamp_min(0), discard_ratio, capture.num_prefix_tokens)  # [L', N, N]
+    weighted = _grad_weighted_mean(attentions[start_layer:], grads[start_layer:])  # [L', N, N]
+    weighted = discard_lowest(weighted, discard_ratio, capture.num_prefix_tokens)
     return patch_map(
         rollout_row(weighted, query_vector(attentions.shape[-1], capture.has_class_token)).numpy(), capture
     )
@@ -51,10 +66,10 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     layers, _, tokens, _ = attentions.shape
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    cams = (torch.from_numpy(grads[start_layer:]) * torch.from_numpy(attentions[start_layer:])).clamp_min(0)
+    cams = _grad_weighted_mean(attentions[start_layer:], grads[start_layer:], clamp_first=True)  # [L', N, N]
     # The query's row of R = Π (I + Ā_l), last layer on the left: r <- r + r · Ā_l, from the last layer down.
     row = query_vector(tokens, capture.has_class_token)
-    for cam in cams.mean(dim=1).flip(0):  # [N, N] per layer
+    for cam in cams.flip(0):  # [N, N] per layer
         row = row + row @ cam
     return patch_map(row.numpy(), capture)
 
