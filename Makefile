@@ -32,9 +32,10 @@ format: $(DEV)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench: $(RUNTIME)
+bench: $(DEV)
 	HF_HUB_OFFLINE=1 $(PY) -m vit_core bench --model timm:vit_small_patch16_224 --json
 	HF_HUB_OFFLINE=1 $(PY) -m vit_core bench --model timm:vit_base_patch16_224 --json
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_app.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
