@@ -186,3 +186,42 @@ def test_examples_hold_real_photos_and_bundled_scenes():
     assert any(path.endswith("cheetah1.jpg") for path in examples)
     scenes = [path for path in examples if "assets/scenes" in path]
     assert len(scenes) >= 6 and not any(path.endswith("_mask.png") for path in scenes)
+
+
+def test_spaces_gpu_wraps_model_runs_only_when_the_package_is_there(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.delitem(sys.modules, "spaces", raising=False)
+    monkeypatch.setattr("builtins.__import__", _refuse("spaces", __import__))
+    plain = service._gpu_decorator()
+    assert plain(len) is len  # a no-op off Spaces
+    monkeypatch.undo()
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda fn: ("wrapped", fn)
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert service._gpu_decorator()(len) == ("wrapped", len)
+
+
+def _refuse(name, real_import):
+    def guarded(module, *args, **kwargs):
+        if module == name:
+            raise ImportError(module)
+        return real_import(module, *args, **kwargs)
+
+    return guarded
+
+
+def test_default_model_follows_vit_model_then_space_id(monkeypatch):
+    monkeypatch.delenv("VIT_MODEL", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert service.default_model() == "bundled"
+    monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
+    assert service.default_model() == service.SPACE_DEFAULT_MODEL
+    assert service.SPACE_DEFAULT_MODEL in {entry.name for entry in service.CATALOG}
+    assert all("needs download" not in label for label, _ in service.model_choices())  # a Space has a hub
+    monkeypatch.setenv("VIT_MODEL", "timm:deit_small_patch16_224.fb_in1k")
+    assert service.default_model() == "timm:deit_small_patch16_224.fb_in1k"
+    monkeypatch.delenv("SPACE_ID")
+    offline = dict(service.model_choices())
+    assert not any("needs download" in label for label in offline if label.startswith("bundled"))
