@@ -253,8 +253,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         np.save(out, grid_map)
     else:
-        from app.render import input_view, overlay  # rendering lives in the app layer (plotly colormaps)
+        from app.render import OverlayStyle, input_view, overlay  # rendering lives in the app layer (plotly)
 
-        overlay(input_view(result, loaded.data_config), grid_map).save(out)
+        overlay(input_view(result, loaded.data_config), grid_map, OverlayStyle(colorbar=False)).save(out)
     print(f"{out}: {args.method} map on the {result.grid[0]}x{result.grid[1]} patch grid")
     return 0
