@@ -31,6 +31,7 @@ from app.render import (
     thumbnail_matrix,
 )
 from vit_core.analysis import (
+    ablate_heads,
     attention_entropy,
     head_importance,
     layer_predictions,
@@ -358,20 +359,31 @@ def run_faithfulness(session, target, steps, progress=gr.Progress()):
 
 
 def faithfulness_report(analysis: Analysis, target: int | None, steps: int, progress=None) -> dict:
-    if analysis.capture.probs is None:
-        raise VitCoreError("faithfulness needs a classification head; this model has none.")
+    """Deletion and insertion curves for every map of `MAP_METHODS`, batched, on the model's own input."""
     if not 2 <= steps <= 50:
         raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
-    target = int(np.argmax(analysis.capture.probs)) if target is None else target
+    model, pixels, target = _rerun_inputs(analysis, target, "faithfulness")
     if progress is not None:
         progress(0.1, desc="Computing the maps")
     maps = {m: _map(analysis, m, target) for m in MAP_METHODS}
     if progress is not None:
         progress(0.3, desc=f"Deleting and inserting patches ({steps} steps, {len(maps)} maps)")
-    loaded = service.shared_model(analysis.model_name)
-    pixels = torch.from_numpy(analysis.capture.input.copy())
-    curves = service.on_gpu(curves_for_maps)(loaded.model, pixels, list(maps.values()), target=target, steps=steps)
+    curves = service.on_gpu(curves_for_maps)(model, pixels, list(maps.values()), target=target, steps=steps)
     return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
+
+
+def _rerun_inputs(analysis: Analysis, target, what: str) -> tuple:
+    """(model, the exact input tensor, the target class) for analyses that re-run the model."""
+    if analysis.capture.probs is None:
+        raise VitCoreError(f"{what} needs a classification head; this model has none.")
+    target = service.class_index(analysis, target)
+    target = int(np.argmax(analysis.capture.probs)) if target is None else target
+    if not 0 <= target < len(analysis.capture.probs):
+        raise VitCoreError(
+            f"class {target} is out of range; this model has classes 0..{len(analysis.capture.probs) - 1}."
+        )
+    model = service.shared_model(analysis.model_name).model
+    return model, torch.from_numpy(analysis.capture.input.copy()), target
 
 
 @errors_as_messages
@@ -380,34 +392,19 @@ def run_ablation(session, layer, heads, target):
     analysis = _analysis(session)
     if not heads:
         raise VitCoreError("choose at least one head to ablate.")
-    if analysis.capture.probs is None:
-        raise VitCoreError("ablation needs a classification head; this model has none.")
-    from vit_core.analysis import ablate_heads
-
-    target = service.class_index(analysis, target)
-    target = int(np.argmax(analysis.capture.probs)) if target is None else target
-    loaded = service.shared_model(analysis.model_name)
-    pixels = torch.from_numpy(analysis.capture.input.copy())
-    chosen = [(int(layer), int(h)) for h in heads]
-    base, ablated = service.on_gpu(ablate_heads)(loaded.model, pixels, chosen, target)
-    label = service.labels_of(analysis)[target]
+    model, pixels, target = _rerun_inputs(analysis, target, "ablation")
+    base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
     return (
-        f"p({label}) = {base:.4f} with every head; {ablated:.4f} with block {int(layer)} "
-        f"heads {', '.join(heads)} zeroed ({ablated - base:+.4f})."
+        f"p({service.labels_of(analysis)[target]}) = {base:.4f} with every head; {ablated:.4f} with block "
+        f"{int(layer)} heads {', '.join(heads)} zeroed ({ablated - base:+.4f})."
     )
 
 
 @errors_as_messages
 def run_importance(session, layer, target):
     """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
-    analysis = _analysis(session)
-    if analysis.capture.probs is None:
-        raise VitCoreError("ablation needs a classification head; this model has none.")
-    target = service.class_index(analysis, target)
-    target = int(np.argmax(analysis.capture.probs)) if target is None else target
-    loaded = service.shared_model(analysis.model_name)
-    pixels = torch.from_numpy(analysis.capture.input.copy())
-    drop = service.on_gpu(head_importance)(loaded.model, pixels, int(layer), target)
+    model, pixels, target = _rerun_inputs(_analysis(session), target, "ablation")
+    drop = service.on_gpu(head_importance)(model, pixels, int(layer), target)
     return figures.head_importance_bars(drop, int(layer))
 
 

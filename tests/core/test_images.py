@@ -1,29 +1,12 @@
 """The bad-image corpus: each file is converted properly or refused with one sentence."""
 
-import io
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.corpus import encode, png_claiming
 from vit_core import VitCoreError
 from vit_core.images import load_image
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid 1x1 PNG whose header claims another size: a decompression bomb's signature."""
-    data = bytearray(encode(Image.new("L", (1, 1)), "PNG"))
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 @pytest.mark.parametrize(
