@@ -120,20 +120,26 @@ def by_key(key: str | None, image_path: str | None, model_name: str | None) -> A
     return analyze(image_path, model_name)
 
 
-def class_capture(analysis: Analysis, target: int | None) -> Capture:
-    """The capture with gradients for `target` (default: the top class): one forward + backward per class,
-    then cached with the analysis."""
-    result = analysis.capture
-    if result.probs is None:
-        raise VitCoreError("this model has no classification head, so class-specific maps are not available.")
-    target = int(np.argmax(result.probs)) if target is None else int(target)
-    if not 0 <= target < len(result.probs):
-        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{len(result.probs) - 1}.")
+def target_class(analysis: Analysis, choice: int | str | None, what: str = "class-specific maps") -> int:
+    """The class a request means: an index, a label, or None for the top prediction; checked against the head."""
+    probs = analysis.capture.probs
+    if probs is None:
+        raise VitCoreError(f"this model has no classification head, so {what} are not available.")
+    target = class_index(analysis, choice)
+    target = int(np.argmax(probs)) if target is None else target
+    if not 0 <= target < len(probs):
+        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{len(probs) - 1}.")
+    return target
+
+
+def class_capture(analysis: Analysis, choice: int | str | None) -> Capture:
+    """The capture with gradients for the chosen class (default: the top class): one forward + backward
+    per class, then kept with the analysis."""
+    target = target_class(analysis, choice)
     with analysis.lock:
         if target not in analysis.by_target:
-            loaded = shared_model(analysis.model_name)
-            pixels = torch.from_numpy(result.input.copy())
-            analysis.by_target[target] = _run(loaded, pixels, target)
+            pixels = torch.from_numpy(analysis.capture.input.copy())
+            analysis.by_target[target] = _run(shared_model(analysis.model_name), pixels, target)
     CACHE.grew(analysis)
     return analysis.by_target[target]
 

@@ -180,7 +180,9 @@ def top_predictions(analysis: Analysis) -> dict[str, float]:
     return {f"{labels[i]} ({i})": float(probs[i]) for i in np.argsort(-probs, kind="stable")[:5]}
 
 
-def _map(analysis: Analysis, method: str, target: int | None, options: ExplainOptions = ExplainOptions()) -> np.ndarray:
+def _map(
+    analysis: Analysis, method: str, target: int | str | None, options: ExplainOptions = ExplainOptions()
+) -> np.ndarray:
     """A method's map, computed once per (method, target, options) and kept with the analysis."""
     if method not in CLASS_SPECIFIC:
         return analysis.remember(("map", method, None, options), lambda: explain(analysis.capture, method, options))
@@ -196,7 +198,6 @@ def draw_overview(session, target, opacity, cmap, upsample, grid, colorbar):
     """The main maps side by side: raw attention (last block, head mean), rollout, Chefer, Grad-CAM."""
     analysis = _analysis(session)
     style = _style(opacity, cmap, upsample, grid, colorbar)
-    target = service.class_index(analysis, target)
     pictures = []
     for method in OVERVIEW_METHODS:
         if method in CLASS_SPECIFIC and analysis.capture.probs is None:
@@ -278,7 +279,7 @@ def draw_method(
     """One method with its knobs."""
     analysis = _analysis(session)
     options = ExplainOptions(head_fusion=head_fusion, discard_ratio=float(discard_ratio), start_layer=int(start_layer))
-    grid_map = _map(analysis, method, service.class_index(analysis, target), options)
+    grid_map = _map(analysis, method, target, options)
     return overlay(_view(analysis), grid_map, _style(opacity, cmap, upsample, grid, colorbar))
 
 
@@ -296,10 +297,7 @@ def draw_layers(session, target):
     predictions = layer_predictions(result, k=5)
     labels = service.labels_of(analysis)
     classes = list(dict.fromkeys([*predictions.top_indices[-1], *np.argsort(-predictions.probs.max(0))[:10]]))[:10]
-    target = service.class_index(analysis, target)
-    target = int(predictions.top_indices[-1, 0]) if target is None else target
-    if not 0 <= target < len(labels):
-        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{len(labels) - 1}.")
+    target = service.target_class(analysis, target, "per-layer predictions")
     line = figures.class_line(predictions.probs[:, target], labels[target])
     return figures.layer_heatmap(predictions.probs, labels, [int(c) for c in classes]), line, scatter
 
@@ -349,7 +347,7 @@ def select_token_patch(session, evt: gr.SelectData):
 def run_faithfulness(session, target, steps, progress=gr.Progress()):
     """Deletion and insertion curves (Petsiuk et al. 2018) for every map, in batched forward passes."""
     analysis = _analysis(session)
-    report = faithfulness_report(analysis, service.class_index(analysis, target), int(steps), progress)
+    report = faithfulness_report(analysis, target, int(steps), progress)
     curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
     table = {
         m: {"deletion_auc": round(r["deletion"].auc, 4), "insertion_auc": round(r["insertion"].auc, 4)}
@@ -358,11 +356,11 @@ def run_faithfulness(session, target, steps, progress=gr.Progress()):
     return figures.faithfulness_curves(curves), table
 
 
-def faithfulness_report(analysis: Analysis, target: int | None, steps: int, progress=None) -> dict:
+def faithfulness_report(analysis: Analysis, target: int | str | None, steps: int, progress=None) -> dict:
     """Deletion and insertion curves for every map of `MAP_METHODS`, batched, on the model's own input."""
     if not 2 <= steps <= 50:
         raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
-    model, pixels, target = _rerun_inputs(analysis, target, "faithfulness")
+    model, pixels, target = _rerun_inputs(analysis, target, "faithfulness curves")
     if progress is not None:
         progress(0.1, desc="Computing the maps")
     maps = {m: _map(analysis, m, target) for m in MAP_METHODS}
@@ -374,14 +372,7 @@ def faithfulness_report(analysis: Analysis, target: int | None, steps: int, prog
 
 def _rerun_inputs(analysis: Analysis, target, what: str) -> tuple:
     """(model, the exact input tensor, the target class) for analyses that re-run the model."""
-    if analysis.capture.probs is None:
-        raise VitCoreError(f"{what} needs a classification head; this model has none.")
-    target = service.class_index(analysis, target)
-    target = int(np.argmax(analysis.capture.probs)) if target is None else target
-    if not 0 <= target < len(analysis.capture.probs):
-        raise VitCoreError(
-            f"class {target} is out of range; this model has classes 0..{len(analysis.capture.probs) - 1}."
-        )
+    target = service.target_class(analysis, target, what)
     model = service.shared_model(analysis.model_name).model
     return model, torch.from_numpy(analysis.capture.input.copy()), target
 
@@ -392,7 +383,7 @@ def run_ablation(session, layer, heads, target):
     analysis = _analysis(session)
     if not heads:
         raise VitCoreError("choose at least one head to ablate.")
-    model, pixels, target = _rerun_inputs(analysis, target, "ablation")
+    model, pixels, target = _rerun_inputs(analysis, target, "head ablations")
     base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
     return (
         f"p({service.labels_of(analysis)[target]}) = {base:.4f} with every head; {ablated:.4f} with block "
@@ -403,7 +394,7 @@ def run_ablation(session, layer, heads, target):
 @errors_as_messages
 def run_importance(session, layer, target):
     """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
-    model, pixels, target = _rerun_inputs(_analysis(session), target, "ablation")
+    model, pixels, target = _rerun_inputs(_analysis(session), target, "head ablations")
     drop = service.on_gpu(head_importance)(model, pixels, int(layer), target)
     return figures.head_importance_bars(drop, int(layer))
 
@@ -417,7 +408,6 @@ def prepare_downloads(session, target, opacity, cmap, upsample, grid, colorbar):
     analysis = _analysis(session)
     result = analysis.capture
     style = _style(opacity, cmap, upsample, grid, colorbar)
-    target = service.class_index(analysis, target)
     folder = Path(tempfile.mkdtemp(prefix="vit-explorer-"))
     files = []
     for method in OVERVIEW_METHODS:
@@ -487,7 +477,7 @@ def api_explain(image, model_name, method, layer, head, query_patch, target, hea
         discard_ratio=float(discard_ratio or 0),
         start_layer=int(start_layer or 0),
     )
-    grid_map = _map(analysis, method, service.class_index(analysis, target), options)
+    grid_map = _map(analysis, method, target, options)
     return overlay(_view(analysis), grid_map), {"method": method, "map": grid_map.round(6).tolist()}
 
 
@@ -515,7 +505,7 @@ def api_layer_predictions(image, model_name, k):
 def api_faithfulness(image, model_name, target, steps):
     """Deletion and insertion curves with AUC for every map."""
     analysis = service.analyze(image, model_name)
-    report = faithfulness_report(analysis, service.class_index(analysis, target), int(steps or 16))
+    report = faithfulness_report(analysis, target, int(steps or 16))
     return {
         method: {kind: {"auc": round(c.auc, 6), "probs": c.probs.round(6).tolist()} for kind, c in r.items()}
         for method, r in report.items()
@@ -530,6 +520,11 @@ def example_images() -> list[list[str]]:
     photos = [gr.media.get_image(name) for name in ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")]
     scenes = sorted(str(p) for p in SCENES.glob("*.png") if not p.stem.endswith("_mask"))[:8]
     return [[path] for path in photos + scenes]
+
+
+def _picture(label: str, elem_id: str | None = None) -> gr.Image:
+    """An output image: PNG (not webp), not editable, with download and fullscreen buttons."""
+    return gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id)
 
 
 INTRO = """# ViT attention explorer
@@ -581,13 +576,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Overview", id="overview"):
                 with gr.Row():
                     overview = [
-                        gr.Image(
-                            label=title,
-                            format="png",
-                            interactive=False,
-                            buttons=["download", "fullscreen"],
-                            elem_id=f"overview-{method}",
-                        )
+                        _picture(title, f"overview-{method}")
                         for method, title in zip(
                             OVERVIEW_METHODS,
                             (
@@ -609,22 +598,12 @@ def build_demo() -> gr.Blocks:
                     reset = gr.Button("Query: class token", size="sm")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        head_view = gr.Image(
-                            label="Selected head — click a patch to see where it looks",
-                            format="png",
-                            interactive=False,
-                            elem_id="head-view",
-                        )
+                        head_view = _picture("Selected head — click a patch to see where it looks", "head-view")
                         head_caption = gr.Markdown()
                     with gr.Column(scale=1):
-                        matrix = gr.Image(
-                            label="All blocks (rows) × heads (columns) — click to select",
-                            format="png",
-                            interactive=False,
-                            elem_id="matrix",
-                        )
+                        matrix = _picture("All blocks (rows) × heads (columns) — click to select", "matrix")
                 gallery = gr.Gallery(
-                    label="Heads of this block", columns=6, height="auto", format="png", elem_id="heads-gallery"
+                    label="Heads of this block", columns=6, height=260, format="png", elem_id="heads-gallery"
                 )
             with gr.Tab("Rollout & relevance", id="relevance"):
                 with gr.Row():
@@ -632,13 +611,7 @@ def build_demo() -> gr.Blocks:
                     head_fusion = gr.Radio(["mean", "max", "min"], value="mean", label="Head fusion (rollout)")
                     discard = gr.Slider(0, 0.95, value=0.0, step=0.05, label="Discard ratio (lowest per row)")
                     start_layer = gr.Slider(0, 11, value=0, step=1, label="Start block")
-                method_view = gr.Image(
-                    label="Map",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
-                    elem_id="method-view",
-                )
+                method_view = _picture("Map", "method-view")
                 gr.Markdown("Not here: " + "; ".join(f"**{m}** — {why}" for m, why in NOT_IMPLEMENTED.items()) + ".")
             with gr.Tab("Layers", id="layers"):
                 with gr.Row():
@@ -650,16 +623,9 @@ def build_demo() -> gr.Blocks:
                     0, 12, value=12, step=1, label="Tokens after block (0 = embeddings)", elem_id="token-layer"
                 )
                 with gr.Row():
-                    pca = gr.Image(label="PCA of patch tokens as RGB", format="png", interactive=False)
-                    similarity = gr.Image(
-                        label="Cosine similarity to a patch — click to choose",
-                        format="png",
-                        interactive=False,
-                        elem_id="similarity",
-                    )
-                    positions = gr.Image(
-                        label="Position-embedding similarity to that patch", format="png", interactive=False
-                    )
+                    pca = _picture("PCA of patch tokens as RGB")
+                    similarity = _picture("Cosine similarity to a patch — click to choose", "similarity")
+                    positions = _picture("Position-embedding similarity to that patch")
                 norms = gr.Plot(label="Token norms")
             with gr.Tab("Faithfulness & ablation", id="faithfulness"):
                 with gr.Row():

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vit_core.capture import Capture
+from vit_core.capture import Capture, tensor_view
 from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
 
@@ -89,7 +89,7 @@ def rollout_matrix(
     layers = attentions.shape[0]
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    stack = torch.from_numpy(np.ascontiguousarray(attentions[start_layer:]))  # [L', H, N, N], no copy
+    stack = tensor_view(attentions[start_layer:])  # [L', H, N, N], no copy
     fused = fuse_heads(stack, head_fusion).double()  # [L', N, N]; the product runs in float64
     return chain_with_residual(discard_lowest(fused, discard_ratio, num_prefix_tokens)).numpy()
 
@@ -108,7 +108,7 @@ def rollout(
     layers, _, tokens, _ = capture.attentions.shape
     if not 0 <= start_layer < layers:
         raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
-    stack = torch.from_numpy(np.ascontiguousarray(capture.attentions[start_layer:]))  # [L', H, N, N]
+    stack = tensor_view(capture.attentions[start_layer:])  # [L', H, N, N]
     fused = discard_lowest(fuse_heads(stack, head_fusion), discard_ratio, capture.num_prefix_tokens).double()
     return patch_map(rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy(), capture)
 
