@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.ui import build_demo  # noqa: E402
+from app.ui import I18N, build_demo  # noqa: E402
 
 demo = build_demo()
 
@@ -13,4 +13,5 @@ if __name__ == "__main__":
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size="20mb",
+        i18n=I18N,
     )

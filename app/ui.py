@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app import figures, service
+from app import anatomy_tab, figures, service
 from app.cache import Analysis
+from app.i18n import gradio_translations, language_of, text, translate_error
 from app.render import (
     COLORMAPS,
     OverlayStyle,
@@ -77,16 +78,30 @@ def sentence(message: str) -> str:
 
 
 def errors_as_messages(fn):
-    """`VitCoreError` -> `gr.Error` with the same sentence (a capitalised first letter)."""
+    """`VitCoreError` -> `gr.Error` with the same sentence, in the request's language."""
 
-    @functools.wraps(fn)  # Gradio reads the signature (gr.Progress, gr.SelectData) through __wrapped__
+    @functools.wraps(fn)  # Gradio reads the signature (gr.Progress, gr.SelectData, gr.Request) through __wrapped__
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except VitCoreError as error:
-            raise gr.Error(sentence(str(error))) from None
+            request = kwargs.get("request") or next((a for a in args if isinstance(a, gr.Request)), None)
+            raise gr.Error(sentence(translate_error(str(error), _lang(request)))) from None
 
     return wrapped
+
+
+def _lang(request: gr.Request | None) -> str:
+    """The language of the request's browser (`Accept-Language`), English without one."""
+    return language_of(request.headers.get("accept-language") if request is not None else None)
+
+
+I18N = gr.I18n(**gradio_translations())
+
+
+def T(key: str):  # noqa: N802 - the conventional name of a translation marker
+    """A label the browser translates (gr.I18n)."""
+    return I18N(key)
 
 
 # ---- session state ---------------------------------------------------------------------------------
@@ -129,12 +144,12 @@ def _head(head: str | int | None) -> str | int:
 
 
 @errors_as_messages
-def on_analyze(image: str | None, model_name: str, progress=gr.Progress()):
+def on_analyze(image: str | None, model_name: str, progress=gr.Progress(), request: gr.Request = None):
     """Run the model once for (image, model) and set up every control for this model's shape."""
     start = time.perf_counter()
-    progress(0.1, desc="Loading the model")
+    progress(0.1, desc=text("progress.loading", _lang(request)))
     service.shared_model(model_name)
-    progress(0.4, desc="Running the model")
+    progress(0.4, desc=text("progress.running", _lang(request)))
     analysis = service.analyze(image, model_name)
     result = analysis.capture
     layers, heads = result.num_layers, result.num_heads
@@ -144,10 +159,18 @@ def on_analyze(image: str | None, model_name: str, progress=gr.Progress()):
     order = top + [i for i in range(len(labels)) if i not in top]
     targets = [(f"{labels[i]} ({i})", i) for i in order]
     head_choices = ["mean", "max", *[str(h) for h in range(heads)]]
-    summary = (
-        f"**{analysis.model_name}** · {layers} blocks × {heads} heads · {result.grid[0]}×{result.grid[1]} patches of "
-        f"{result.patch_size}px + {result.num_prefix_tokens} prefix token(s) · {service.device_description()} · "
-        f"{(time.perf_counter() - start) * 1000:.0f} ms"
+    summary = text(
+        "summary.done",
+        _lang(request),
+        model=analysis.model_name,
+        layers=layers,
+        heads=heads,
+        rows=result.grid[0],
+        cols=result.grid[1],
+        patch=result.patch_size,
+        prefix=result.num_prefix_tokens,
+        device=service.device_description(),
+        ms=(time.perf_counter() - start) * 1000,
     )
     return (
         session,
@@ -162,14 +185,17 @@ def on_analyze(image: str | None, model_name: str, progress=gr.Progress()):
         gr.Slider(0, layers - 1, value=layers - 1, step=1),
         gr.CheckboxGroup(choices=[str(h) for h in range(heads)], value=[]),
         summary,
+        gr.Slider(0, layers - 1, value=0, step=1),  # the Anatomy tab's block
+        gr.Dropdown(choices=[str(h) for h in range(heads)], value="0"),  # and head
+        None,  # and patch
     )
 
 
-def on_new_input(image: str | None, model_name: str, progress=gr.Progress()):
+def on_new_input(image: str | None, model_name: str, progress=gr.Progress(), request: gr.Request = None):
     """A new image or model: analyse it; a cleared image changes nothing (and the chain stops quietly)."""
     if image is None:
-        raise gr.Error("Upload an image to analyse.", visible=False)
-    return on_analyze(image, model_name, progress)
+        raise gr.Error("no image", visible=False)
+    return on_analyze(image, model_name, progress, request)
 
 
 def top_predictions(analysis: Analysis) -> dict[str, float]:
@@ -194,7 +220,7 @@ def _map(
 
 
 @errors_as_messages
-def draw_overview(session, target, opacity, cmap, upsample, grid, colorbar):
+def draw_overview(session, target, opacity, cmap, upsample, grid, colorbar, request: gr.Request = None):
     """The main maps side by side: raw attention (last block, head mean), rollout, Chefer, Grad-CAM."""
     analysis = _analysis(session)
     style = _style(opacity, cmap, upsample, grid, colorbar)
@@ -211,10 +237,11 @@ def draw_overview(session, target, opacity, cmap, upsample, grid, colorbar):
 
 
 @errors_as_messages
-def draw_heads(session, layer, head, query, mass, opacity, cmap, upsample, grid, colorbar):
+def draw_heads(session, layer, head, query, mass, opacity, cmap, upsample, grid, colorbar, request: gr.Request = None):
     """The chosen head (or mean/max) enlarged, the layer's heads as small multiples, the layers x heads matrix."""
     analysis = _analysis(session)
     result = analysis.capture
+    lang = _lang(request)
     style = _style(opacity, cmap, upsample, grid, colorbar)
     layer = int(layer)
     query = tuple(query) if query else None
@@ -227,7 +254,10 @@ def draw_heads(session, layer, head, query, mass, opacity, cmap, upsample, grid,
         "thumbnail_view", lambda: view.resize((THUMB_VIEW, round(THUMB_VIEW * view.height / view.width)))
     )
     gallery = [
-        (overlay(thumb_view, attention_map(result, layer, h, query), small, mark=query), f"head {h}")
+        (
+            overlay(thumb_view, attention_map(result, layer, h, query), small, mark=query),
+            text("figure.head_n", lang, n=h),
+        )
         for h in range(result.num_heads)
     ]
     maps = analysis.remember(
@@ -239,15 +269,15 @@ def draw_heads(session, layer, head, query, mass, opacity, cmap, upsample, grid,
             ]
         ),
     )
-    who = "class token" if query is None else f"patch (row {query[0]}, col {query[1]})"
-    caption = f"Block {layer}, head {head}: where the {who} looks." + (
-        f" Bright patches hold {float(mass):.0%} of the attention." if keep is not None else ""
-    )
+    who = text("heads.class_token", lang) if query is None else text("heads.patch", lang, row=query[0], col=query[1])
+    caption = text("heads.caption", lang, layer=layer, head=head, who=who)
+    if keep is not None:
+        caption += " " + text("heads.mass", lang, mass=float(mass))
     return main, gallery, thumbnail_matrix(maps, THUMB, style.cmap), caption
 
 
 @errors_as_messages
-def select_query(session, evt: gr.SelectData):
+def select_query(session, evt: gr.SelectData, request: gr.Request = None):
     """A click on the enlarged head view: that patch becomes the query ("where does this patch look?")."""
     result = _analysis(session).capture
     patch = patch_at(tuple(evt.index), _view(_analysis(session)).size, result.grid)
@@ -255,7 +285,7 @@ def select_query(session, evt: gr.SelectData):
 
 
 @errors_as_messages
-def select_thumbnail(session, evt: gr.SelectData):
+def select_thumbnail(session, evt: gr.SelectData, request: gr.Request = None):
     """A click on the layers x heads matrix selects that block and head."""
     result = _analysis(session).capture
     chosen = cell_at(tuple(evt.index), (result.num_layers, result.num_heads), THUMB)
@@ -274,7 +304,18 @@ def select_gallery_head(evt: gr.SelectData):
 
 @errors_as_messages
 def draw_method(
-    session, method, head_fusion, discard_ratio, start_layer, target, opacity, cmap, upsample, grid, colorbar
+    session,
+    method,
+    head_fusion,
+    discard_ratio,
+    start_layer,
+    target,
+    opacity,
+    cmap,
+    upsample,
+    grid,
+    colorbar,
+    request: gr.Request = None,
 ):
     """One method with its knobs."""
     analysis = _analysis(session)
@@ -287,26 +328,27 @@ def draw_method(
 
 
 @errors_as_messages
-def draw_layers(session, target):
+def draw_layers(session, target, request: gr.Request = None):
     """Per-layer predictions (heatmap and one class's line) and the per-head statistics scatter."""
     analysis = _analysis(session)
     result = analysis.capture
-    scatter = figures.head_scatter(mean_attention_distance(result), attention_entropy(result))
+    lang = _lang(request)
+    scatter = figures.head_scatter(mean_attention_distance(result), attention_entropy(result), lang)
     if result.layer_logits is None:
         return None, None, scatter
     predictions = layer_predictions(result, k=5)
     labels = service.labels_of(analysis)
     classes = list(dict.fromkeys([*predictions.top_indices[-1], *np.argsort(-predictions.probs.max(0))[:10]]))[:10]
     target = service.target_class(analysis, target, "per-layer predictions")
-    line = figures.class_line(predictions.probs[:, target], labels[target])
-    return figures.layer_heatmap(predictions.probs, labels, [int(c) for c in classes]), line, scatter
+    line = figures.class_line(predictions.probs[:, target], labels[target], lang)
+    return figures.layer_heatmap(predictions.probs, labels, [int(c) for c in classes], lang), line, scatter
 
 
 # ---- tokens ------------------------------------------------------------------------------------------
 
 
 @errors_as_messages
-def draw_tokens(session, token_layer, patch, opacity, cmap, upsample, grid, colorbar):
+def draw_tokens(session, token_layer, patch, opacity, cmap, upsample, grid, colorbar, request: gr.Request = None):
     """PCA of the patch tokens as RGB, token norms, similarity of a patch to all others, position similarity."""
     analysis = _analysis(session)
     result = analysis.capture
@@ -317,7 +359,9 @@ def draw_tokens(session, token_layer, patch, opacity, cmap, upsample, grid, colo
     rgb = token_pca_rgb(result, layer)
     pca = overlay_rgb(view, rgb, style.opacity)
     norms = token_norms(result, layer)
-    bars = figures.token_norm_bars(norms.norms, norms.outliers, norms.threshold, result.num_prefix_tokens)
+    bars = figures.token_norm_bars(
+        norms.norms, norms.outliers, norms.threshold, result.num_prefix_tokens, _lang(request)
+    )
     similarity = overlay(view, patch_similarity(result, layer, patch), style, mark=patch)
     model = service.shared_model(analysis.model_name).model
     positions = analysis.remember("positions", lambda: position_similarity(model))
@@ -334,7 +378,7 @@ def overlay_rgb(view, rgb: np.ndarray, opacity: float):
 
 
 @errors_as_messages
-def select_token_patch(session, evt: gr.SelectData):
+def select_token_patch(session, evt: gr.SelectData, request: gr.Request = None):
     analysis = _analysis(session)
     patch = patch_at(tuple(evt.index), _view(analysis).size, analysis.capture.grid)
     return gr.skip() if patch is None else patch
@@ -344,28 +388,30 @@ def select_token_patch(session, evt: gr.SelectData):
 
 
 @errors_as_messages
-def run_faithfulness(session, target, steps, progress=gr.Progress()):
+def run_faithfulness(session, target, steps, progress=gr.Progress(), request: gr.Request = None):
     """Deletion and insertion curves (Petsiuk et al. 2018) for every map, in batched forward passes."""
     analysis = _analysis(session)
-    report = faithfulness_report(analysis, target, int(steps), progress)
+    report = faithfulness_report(analysis, target, int(steps), progress, _lang(request))
     curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
     table = {
         m: {"deletion_auc": round(r["deletion"].auc, 4), "insertion_auc": round(r["insertion"].auc, 4)}
         for m, r in report.items()
     }
-    return figures.faithfulness_curves(curves), table
+    return figures.faithfulness_curves(curves, _lang(request)), table
 
 
-def faithfulness_report(analysis: Analysis, target: int | str | None, steps: int, progress=None) -> dict:
+def faithfulness_report(
+    analysis: Analysis, target: int | str | None, steps: int, progress=None, lang: str = "en"
+) -> dict:
     """Deletion and insertion curves for every map of `MAP_METHODS`, batched, on the model's own input."""
     if not 2 <= steps <= 50:
         raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
     model, pixels, target = _rerun_inputs(analysis, target, "faithfulness curves")
     if progress is not None:
-        progress(0.1, desc="Computing the maps")
+        progress(0.1, desc=text("progress.maps", lang))
     maps = {m: _map(analysis, m, target) for m in MAP_METHODS}
     if progress is not None:
-        progress(0.3, desc=f"Deleting and inserting patches ({steps} steps, {len(maps)} maps)")
+        progress(0.3, desc=text("progress.faithfulness", lang, steps=steps, maps=len(maps)))
     curves = service.on_gpu(curves_for_maps)(model, pixels, list(maps.values()), target=target, steps=steps)
     return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
 
@@ -378,32 +424,72 @@ def _rerun_inputs(analysis: Analysis, target, what: str) -> tuple:
 
 
 @errors_as_messages
-def run_ablation(session, layer, heads, target):
+def run_ablation(session, layer, heads, target, request: gr.Request = None):
     """Zero the chosen heads of one block and report the target probability before and after."""
     analysis = _analysis(session)
     if not heads:
         raise VitCoreError("choose at least one head to ablate.")
     model, pixels, target = _rerun_inputs(analysis, target, "head ablations")
     base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
-    return (
-        f"p({service.labels_of(analysis)[target]}) = {base:.4f} with every head; {ablated:.4f} with block "
-        f"{int(layer)} heads {', '.join(heads)} zeroed ({ablated - base:+.4f})."
+    return text(
+        "ablation.result",
+        _lang(request),
+        label=service.labels_of(analysis)[target],
+        base=base,
+        ablated=ablated,
+        layer=int(layer),
+        heads=", ".join(heads),
+        change=ablated - base,
     )
 
 
 @errors_as_messages
-def run_importance(session, layer, target):
+def run_importance(session, layer, target, request: gr.Request = None):
     """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
     model, pixels, target = _rerun_inputs(_analysis(session), target, "head ablations")
     drop = service.on_gpu(head_importance)(model, pixels, int(layer), target)
-    return figures.head_importance_bars(drop, int(layer))
+    return figures.head_importance_bars(drop, int(layer), _lang(request))
+
+
+# ---- anatomy -----------------------------------------------------------------------------------------
+
+
+@errors_as_messages
+def draw_anatomy(session, patch, layer, head, query, scaled, request: gr.Request = None):
+    """The six steps of the Anatomy tab for one patch, block, head and query, scaling on or off."""
+    analysis = _analysis(session)
+    result = analysis.capture
+    lang = _lang(request)
+    patch = tuple(patch) if patch else (result.grid[0] // 2, result.grid[1] // 2)
+    layer = int(layer)
+    if not 0 <= layer < result.num_layers:
+        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{result.num_layers - 1}.")
+    head = anatomy_tab.check_head(analysis, head)
+    view = _view(analysis)
+    query_index = anatomy_tab.query_index(analysis, query, patch)
+    return (
+        *anatomy_tab.patches_step(analysis, view, patch, lang),
+        anatomy_tab.position_step(analysis, view, patch),
+        *anatomy_tab.attention_step(analysis, view, layer, head, query_index, bool(scaled), lang),
+        anatomy_tab.heads_step(analysis, view, layer, query_index, lang),
+        *anatomy_tab.mlp_step(analysis, layer, lang),
+        *anatomy_tab.head_step(analysis, lang),
+    )
+
+
+@errors_as_messages
+def select_anatomy_patch(session, evt: gr.SelectData, request: gr.Request = None):
+    """A click on the patch grid picks the patch the walk-through follows."""
+    analysis = _analysis(session)
+    patch = patch_at(tuple(evt.index), _view(analysis).size, analysis.capture.grid)
+    return gr.skip() if patch is None else patch
 
 
 # ---- downloads ---------------------------------------------------------------------------------------
 
 
 @errors_as_messages
-def prepare_downloads(session, target, opacity, cmap, upsample, grid, colorbar):
+def prepare_downloads(session, target, opacity, cmap, upsample, grid, colorbar, request: gr.Request = None):
     """The overlays as PNG, the capture as NPZ, predictions and per-head statistics as JSON."""
     analysis = _analysis(session)
     result = analysis.capture
@@ -527,12 +613,6 @@ def _picture(label: str, elem_id: str | None = None) -> gr.Image:
     return gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id)
 
 
-INTRO = """# ViT attention explorer
-Upload a picture (or pick an example) and see where a Vision Transformer looks: every head of every block,
-attention rollout and class-specific relevance, and how the prediction forms block by block. The model
-runs once per image; every control afterwards redraws from a cache."""
-
-
 def build_demo() -> gr.Blocks:
     """The whole page. Importable without launching (Spaces imports `app.demo`)."""
     private = dict(api_visibility="private")
@@ -540,118 +620,164 @@ def build_demo() -> gr.Blocks:
         session = gr.State(None, time_to_live=3600)
         query = gr.State(None)
         token_patch = gr.State(None)
-        gr.Markdown(INTRO)
+        anatomy_patch = gr.State(None)
+        gr.Markdown(T("intro"))
         with gr.Row():
             with gr.Column(scale=1):
                 image = UploadedImage(
-                    type="filepath", label="Image", sources=["upload", "clipboard", "webcam"], elem_id="input-image"
+                    type="filepath",
+                    label=T("label.image"),
+                    sources=["upload", "clipboard", "webcam"],
+                    elem_id="input-image",
                 )
                 model = gr.Dropdown(
                     service.model_choices(),
                     value=service.default_model(),
                     allow_custom_value=True,
-                    label="Model",
+                    label=T("label.model"),
                     elem_id="model",
                 )
-                run = gr.Button("Analyze", variant="primary", elem_id="analyze")
-                summary = gr.Markdown(f"Device: {service.device_description()}", elem_id="summary")
+                run = gr.Button(T("button.analyze"), variant="primary", elem_id="analyze")
+                summary = gr.Markdown(T("summary.start"), elem_id="summary")
             with gr.Column(scale=1):
-                predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
+                predictions = gr.Label(num_top_classes=5, label=T("label.top5"), elem_id="top5")
                 target = gr.Dropdown(
                     [],
-                    label="Target class (class-specific maps, per-layer line)",
+                    label=T("label.target"),
                     allow_custom_value=False,
                     elem_id="target",
                 )
-        with gr.Accordion("Overlay controls", open=False):
+        with gr.Accordion(T("accordion.overlay"), open=False):
             with gr.Row():
-                opacity = gr.Slider(0, 1, value=0.55, step=0.05, label="Opacity")
-                cmap = gr.Dropdown(list(COLORMAPS), value="Viridis", label="Colormap")
-                upsample = gr.Radio(["bilinear", "nearest"], value="bilinear", label="Upsampling")
-                grid = gr.Checkbox(False, label="Patch grid")
-                colorbar = gr.Checkbox(True, label="Colorbar")
+                opacity = gr.Slider(0, 1, value=0.55, step=0.05, label=T("label.opacity"))
+                cmap = gr.Dropdown(list(COLORMAPS), value="Viridis", label=T("label.colormap"))
+                upsample = gr.Radio(
+                    [(T("choice.bilinear"), "bilinear"), (T("choice.nearest"), "nearest")],
+                    value="bilinear",
+                    label=T("label.upsampling"),
+                )
+                grid = gr.Checkbox(False, label=T("label.patch_grid"))
+                colorbar = gr.Checkbox(True, label=T("label.colorbar"))
         style = [opacity, cmap, upsample, grid, colorbar]
 
         with gr.Tabs():
-            with gr.Tab("Overview", id="overview"):
+            with gr.Tab(T("tab.overview"), id="overview"):
                 with gr.Row():
                     overview = [
                         _picture(title, f"overview-{method}")
                         for method, title in zip(
                             OVERVIEW_METHODS,
                             (
-                                "Raw attention (last block, head mean)",
-                                "Attention rollout",
-                                "Chefer et al. 2021",
-                                "Grad-CAM",
+                                T("overview.attention"),
+                                T("overview.rollout"),
+                                T("overview.chefer"),
+                                T("overview.gradcam"),
                             ),
                             strict=True,
                         )
                     ]
-            with gr.Tab("Heads", id="heads"):
+            with gr.Tab(T("tab.heads"), id="heads"):
                 with gr.Row():
-                    layer = gr.Slider(0, 11, value=11, step=1, label="Block (0 = first)", elem_id="layer")
-                    head = gr.Dropdown(["mean", "max"], value="mean", label="Head", elem_id="head")
-                    mass = gr.Slider(
-                        0.05, 1.0, value=1.0, step=0.05, label="DINO mass threshold (1 = off)", elem_id="mass"
-                    )
-                    reset = gr.Button("Query: class token", size="sm")
+                    layer = gr.Slider(0, 11, value=11, step=1, label=T("label.block"), elem_id="layer")
+                    head = gr.Dropdown(["mean", "max"], value="mean", label=T("label.head"), elem_id="head")
+                    mass = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=T("label.mass"), elem_id="mass")
+                    reset = gr.Button(T("button.reset_query"), size="sm")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        head_view = _picture("Selected head — click a patch to see where it looks", "head-view")
+                        head_view = _picture(T("label.head_view"), "head-view")
                         head_caption = gr.Markdown()
                     with gr.Column(scale=1):
-                        matrix = _picture("All blocks (rows) × heads (columns) — click to select", "matrix")
+                        matrix = _picture(T("label.matrix"), "matrix")
                 gallery = gr.Gallery(
-                    label="Heads of this block", columns=6, height=260, format="png", elem_id="heads-gallery"
+                    label=T("label.heads_gallery"), columns=6, height=260, format="png", elem_id="heads-gallery"
                 )
-            with gr.Tab("Rollout & relevance", id="relevance"):
+            with gr.Tab(T("tab.relevance"), id="relevance"):
                 with gr.Row():
-                    method = gr.Radio(list(MAP_METHODS), value="rollout", label="Method", elem_id="method")
-                    head_fusion = gr.Radio(["mean", "max", "min"], value="mean", label="Head fusion (rollout)")
-                    discard = gr.Slider(0, 0.95, value=0.0, step=0.05, label="Discard ratio (lowest per row)")
-                    start_layer = gr.Slider(0, 11, value=0, step=1, label="Start block")
-                method_view = _picture("Map", "method-view")
-                gr.Markdown("Not here: " + "; ".join(f"**{m}** — {why}" for m, why in NOT_IMPLEMENTED.items()) + ".")
-            with gr.Tab("Layers", id="layers"):
+                    method = gr.Radio(list(MAP_METHODS), value="rollout", label=T("label.method"), elem_id="method")
+                    head_fusion = gr.Radio(
+                        [(T(f"choice.{f}"), f) for f in ("mean", "max", "min")],
+                        value="mean",
+                        label=T("label.head_fusion"),
+                    )
+                    discard = gr.Slider(0, 0.95, value=0.0, step=0.05, label=T("label.discard"))
+                    start_layer = gr.Slider(0, 11, value=0, step=1, label=T("label.start_block"))
+                method_view = _picture(T("label.map"), "method-view")
+                gr.Markdown(T("relevance.not_here"))
+            with gr.Tab(T("tab.layers"), id="layers"):
                 with gr.Row():
-                    heatmap = gr.Plot(label="Per-layer predictions", elem_id="layer-heatmap")
-                    line = gr.Plot(label="Target class across layers", elem_id="class-line")
-                scatter = gr.Plot(label="Per-head statistics", elem_id="head-scatter")
-            with gr.Tab("Tokens", id="tokens"):
-                token_layer = gr.Slider(
-                    0, 12, value=12, step=1, label="Tokens after block (0 = embeddings)", elem_id="token-layer"
-                )
+                    heatmap = gr.Plot(label=T("label.layer_heatmap"), elem_id="layer-heatmap")
+                    line = gr.Plot(label=T("label.class_line"), elem_id="class-line")
+                scatter = gr.Plot(label=T("label.head_scatter"), elem_id="head-scatter")
+            with gr.Tab(T("tab.tokens"), id="tokens"):
+                token_layer = gr.Slider(0, 12, value=12, step=1, label=T("label.token_layer"), elem_id="token-layer")
                 with gr.Row():
-                    pca = _picture("PCA of patch tokens as RGB")
-                    similarity = _picture("Cosine similarity to a patch — click to choose", "similarity")
-                    positions = _picture("Position-embedding similarity to that patch")
-                norms = gr.Plot(label="Token norms")
-            with gr.Tab("Faithfulness & ablation", id="faithfulness"):
+                    pca = _picture(T("label.pca"))
+                    similarity = _picture(T("label.similarity"), "similarity")
+                    positions = _picture(T("label.positions"))
+                norms = gr.Plot(label=T("label.token_norms"))
+            with gr.Tab(T("tab.faithfulness"), id="faithfulness"):
                 with gr.Row():
-                    steps = gr.Slider(2, 30, value=16, step=1, label="Steps")
-                    run_faith = gr.Button("Run deletion / insertion", elem_id="run-faithfulness")
-                faith_plot = gr.Plot(label="Curves", elem_id="faithfulness-plot")
-                faith_table = gr.JSON(label="AUC per method", elem_id="faithfulness-table")
+                    steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"))
+                    run_faith = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness")
+                faith_plot = gr.Plot(label=T("label.curves"), elem_id="faithfulness-plot")
+                faith_table = gr.JSON(label=T("label.auc"), elem_id="faithfulness-table")
                 with gr.Row():
-                    ablate_layer = gr.Slider(0, 11, value=11, step=1, label="Block")
-                    ablate_heads = gr.CheckboxGroup([], label="Heads to zero")
-                    ablate = gr.Button("Ablate")
-                    sweep = gr.Button("Importance of every head")
+                    ablate_layer = gr.Slider(0, 11, value=11, step=1, label=T("label.ablate_block"))
+                    ablate_heads = gr.CheckboxGroup([], label=T("label.ablate_heads"))
+                    ablate = gr.Button(T("button.ablate"))
+                    sweep = gr.Button(T("button.importance"))
                 ablation_text = gr.Markdown()
-                importance = gr.Plot(label="Head importance")
-            with gr.Tab("Downloads", id="downloads"):
-                prepare = gr.Button("Prepare downloads", elem_id="prepare-downloads")
+                importance = gr.Plot(label=T("label.importance"))
+            with gr.Tab(T("tab.anatomy"), id="anatomy"):
+                gr.Markdown(T("anatomy.intro"))
+                with gr.Row():
+                    anatomy_layer = gr.Slider(0, 11, value=0, step=1, label=T("label.block"), elem_id="anatomy-layer")
+                    anatomy_head = gr.Dropdown(["0"], value="0", label=T("label.head"), elem_id="anatomy-head")
+                    anatomy_query = gr.Radio(
+                        [(T("anatomy.query_class"), "class"), (T("anatomy.query_patch"), "patch")],
+                        value="class",
+                        label=T("anatomy.query"),
+                        elem_id="anatomy-query",
+                    )
+                    anatomy_scaled = gr.Checkbox(True, label=T("anatomy.scaled"), elem_id="anatomy-scaled")
+                gr.Markdown(T("anatomy.step1"))
+                with gr.Row():
+                    anatomy_grid = _picture(T("anatomy.grid_label"), "anatomy-grid")
+                    anatomy_pixels = _picture(T("anatomy.pixels_label"), "anatomy-pixels")
+                    with gr.Column():
+                        anatomy_vector = gr.Plot(label=T("anatomy.vector_label"), elem_id="anatomy-vector")
+                        anatomy_embedding = gr.Plot(label=T("anatomy.embedding_label"), elem_id="anatomy-embedding")
+                anatomy_patch_facts = gr.Markdown(elem_id="anatomy-patch-facts")
+                gr.Markdown(T("anatomy.step2"))
+                anatomy_position = _picture(T("label.positions"), "anatomy-position")
+                gr.Markdown(T("anatomy.step3"))
+                with gr.Row():
+                    anatomy_row = gr.Plot(label=T("anatomy.row_label"), elem_id="anatomy-row")
+                    anatomy_weights = _picture(T("anatomy.weights_label"), "anatomy-weights")
+                anatomy_saturation = gr.Markdown(elem_id="anatomy-saturation")
+                anatomy_entropy = gr.Plot(label=T("anatomy.entropy_label"), elem_id="anatomy-entropy")
+                gr.Markdown(T("anatomy.step4"))
+                anatomy_heads = gr.Gallery(
+                    label=T("label.heads_gallery"), columns=6, height=260, format="png", elem_id="anatomy-heads"
+                )
+                gr.Markdown(T("anatomy.step5"))
+                anatomy_mlp = gr.Plot(label=T("anatomy.mlp_label"), elem_id="anatomy-mlp")
+                anatomy_mlp_facts = gr.Markdown(elem_id="anatomy-mlp-facts")
+                gr.Markdown(T("anatomy.step6"))
+                with gr.Row():
+                    anatomy_route = gr.Plot(label=T("anatomy.route_label"), elem_id="anatomy-route")
+                    anatomy_logits = gr.Plot(label=T("anatomy.logits_label"), elem_id="anatomy-logits")
+                anatomy_head_facts = gr.Markdown(elem_id="anatomy-head-facts")
+            with gr.Tab(T("tab.downloads"), id="downloads"):
+                prepare = gr.Button(T("button.prepare"), elem_id="prepare-downloads")
                 files = gr.File(
-                    label="Overlays (PNG), capture (NPZ), predictions and statistics (JSON)",
+                    label=T("label.downloads"),
                     file_count="multiple",
                     interactive=False,
                     elem_id="downloads",
                 )
 
-        gr.Examples(
-            example_images(), [image], label="Examples: real photos, and ShapeScenes (the bundled model's task)"
-        )
+        gr.Examples(example_images(), [image], label=T("label.examples"))
 
         # ---- events ----
         analyzed = dict(
@@ -670,6 +796,9 @@ def build_demo() -> gr.Blocks:
                 ablate_layer,
                 ablate_heads,
                 summary,
+                anatomy_layer,
+                anatomy_head,
+                anatomy_patch,
             ],
             concurrency_id="model",
             concurrency_limit=1,
@@ -696,6 +825,30 @@ def build_demo() -> gr.Blocks:
             **private,
         )
 
+        anatomy_args = dict(
+            fn=draw_anatomy,
+            inputs=[session, anatomy_patch, anatomy_layer, anatomy_head, anatomy_query, anatomy_scaled],
+            outputs=[
+                anatomy_grid,
+                anatomy_pixels,
+                anatomy_vector,
+                anatomy_embedding,
+                anatomy_patch_facts,
+                anatomy_position,
+                anatomy_row,
+                anatomy_weights,
+                anatomy_saturation,
+                anatomy_entropy,
+                anatomy_heads,
+                anatomy_mlp,
+                anatomy_mlp_facts,
+                anatomy_route,
+                anatomy_logits,
+                anatomy_head_facts,
+            ],
+            **private,
+        )
+
         for trigger in (run.click, image.change, model.input):
             (
                 trigger(**{**analyzed, "fn": on_analyze if trigger == run.click else on_new_input})
@@ -704,6 +857,7 @@ def build_demo() -> gr.Blocks:
                 .success(**method_args)
                 .success(**layers_args)
                 .success(**tokens_args)
+                .success(**anatomy_args)
             )
         gr.on([target.input], **overview_args).success(**method_args).success(**layers_args)
         gr.on([layer.input, head.input, mass.input, query.change], **heads_args, trigger_mode="always_last")
@@ -745,6 +899,12 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             **private,
         )
+        gr.on(
+            [anatomy_layer.input, anatomy_head.input, anatomy_query.input, anatomy_scaled.input, anatomy_patch.change],
+            **anatomy_args,
+            trigger_mode="always_last",
+        )
+        anatomy_grid.select(select_anatomy_patch, [session], [anatomy_patch], **private)
         prepare.click(prepare_downloads, [session, target, *style], files, **private)
 
         # ---- named API endpoints (documented in the README) ----

@@ -1,0 +1,81 @@
+"""The Anatomy tab's handler on the bundled model: live numbers, the scaling toggle, the patch pick, Chinese."""
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.media import get_image
+
+from app import service, ui
+from tests.app.conftest import FakeSelect
+from vit_core.anatomy import attention_row, block_internals
+
+NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
+CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
+
+
+@pytest.fixture
+def session():
+    return ui.on_analyze(get_image("lion.jpg"), "bundled", progress=NO_PROGRESS)[0]
+
+
+def test_every_step_is_drawn_from_the_models_tensors(session):
+    analysis = service.CACHE.get(session["key"])
+    result = analysis.capture
+    out = ui.draw_anatomy(session, (2, 3), 4, "1", "patch", True)
+    (
+        grid_view,
+        pixels,
+        vector,
+        strip,
+        facts,
+        position,
+        row,
+        weights,
+        table,
+        curve,
+        heads,
+        mlp,
+        mlp_facts,
+        route,
+        logits,
+        head_facts,
+    ) = out
+    size = result.patch_size
+    assert len(vector.data[0].y) == size * size * 3 and f"**{size * size * 3} values**" in facts
+    assert len(strip.data[0].z[0]) == result.tokens.shape[-1] and f"**{result.tokens.shape[1]} tokens**" in facts
+    # the shown weights are the model's own attention row for the chosen patch's query, block 4, head 1
+    query = result.num_prefix_tokens + 2 * result.grid[1] + 3
+    assert np.allclose(row.data[1].y, result.attentions[4, 1, query], atol=1e-5)
+    assert len(heads) == result.num_heads and all("px" in caption for _, caption in heads)
+    assert "negative" in mlp_facts and len(mlp.data[0].x) == 4 * result.tokens.shape[-1] * result.tokens.shape[1]
+    assert head_facts.startswith("The head maps") and len(logits.data[1].y) == 5
+
+
+def test_the_scaling_toggle_recomputes_the_row_from_the_same_q_and_k(session):
+    analysis = service.CACHE.get(session["key"])
+    scaled = ui.draw_anatomy(session, None, 2, "0", "class", True)
+    unscaled = ui.draw_anatomy(session, None, 2, "0", "class", False)
+    internals = block_internals(service.shared_model("bundled").model, analysis.capture, 2)
+    expected = attention_row(internals.queries, internals.keys, 0, 0, scaled=False)
+    assert np.allclose(unscaled[6].data[0].y, expected.scores) and np.allclose(unscaled[6].data[1].y, expected.weights)
+    assert not np.allclose(scaled[6].data[0].y, unscaled[6].data[0].y)
+    assert not np.array_equal(np.asarray(scaled[7]), np.asarray(unscaled[7]))  # the weights on the image change
+    assert f"{expected.max_weight:.3f}" in unscaled[8] and f"{expected.jacobian_norm:.4f}" in unscaled[8]
+
+
+def test_picking_a_patch_and_bad_choices(session):
+    analysis = service.CACHE.get(session["key"])
+    width, height = ui._view(analysis).size
+    assert ui.select_anatomy_patch(session, FakeSelect([width - 1, 0])) == (0, analysis.capture.grid[1] - 1)
+    with pytest.raises(gr.Error, match="out of range"):
+        ui.draw_anatomy(session, None, 99, "0", "class", True)
+    with pytest.raises(gr.Error, match="超出范围"):
+        ui.draw_anatomy(session, None, 1, "42", "class", True, request=CHINESE)
+
+
+def test_a_chinese_browser_gets_chinese_numbers_and_figures(session):
+    out = ui.draw_anatomy(session, (1, 1), 0, "0", "patch", True, request=CHINESE)
+    assert "个值" in out[4] and "最大权重" in out[8] and "为负" in out[12]
+    assert out[6].layout.title.text.startswith("得分") and out[6].layout.xaxis.title.text == "键令牌（前缀在前）"
+    caption = ui.draw_heads(session, 1, "mean", None, 1.0, 0.5, "Viridis", "bilinear", False, True, request=CHINESE)[3]
+    assert caption.startswith("第 1 块")
