@@ -68,7 +68,10 @@ ERRORS = [
     ("error.no_image", r"[Uu]pload an image first\."),
     ("error.unknown_model", r"[Uu]nknown model (?P<name>'.*?'); .*\."),
     ("error.no_head", r"[Tt]his model has no classification head, so (?P<what>.+) are not available\."),
-    ("error.out_of_range", r"(?P<what>.+?) (?P<value>\(?-?[\d, ]+\)?) (?:is out of range|is outside)[;,]? (?P<rest>.*)\."),
+    (
+        "error.out_of_range",
+        r"(?P<what>.+?) (?P<value>\(?-?[\d, ]+\)?) (?:is out of range|is outside)[;,]? (?P<rest>.*)\.",
+    ),
 ]
 
 

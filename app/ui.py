@@ -621,7 +621,10 @@ def build_demo() -> gr.Blocks:
         query = gr.State(None)
         token_patch = gr.State(None)
         anatomy_patch = gr.State(None)
-        gr.Markdown(T("intro"))
+        with gr.Row(equal_height=True):
+            gr.Markdown(T("intro"))
+            # Gradio's own language switch lives in its Settings panel: this button opens it.
+            language = gr.Button("🌐 English · 中文", size="sm", scale=0, min_width=140, elem_id="language")
         with gr.Row():
             with gr.Column(scale=1):
                 image = UploadedImage(
@@ -905,6 +908,7 @@ def build_demo() -> gr.Blocks:
             trigger_mode="always_last",
         )
         anatomy_grid.select(select_anatomy_patch, [session], [anatomy_patch], **private)
+        language.click(None, js="() => { document.querySelector('footer button.settings')?.click(); }", **private)
         prepare.click(prepare_downloads, [session, target, *style], files, **private)
 
         # ---- named API endpoints (documented in the README) ----

@@ -1,5 +1,6 @@
 """The page in a real browser: upload a real photo, explore heads, patches, methods, faithfulness, downloads."""
 
+import re
 import time
 
 import pytest
@@ -103,4 +104,68 @@ def test_a_broken_upload_shows_one_sentence_and_the_page_keeps_working(browser, 
     page.locator("#input-image button[aria-label='Remove Image']").first.click()
     page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
     src(page, "#overview-rollout")
+    context.close()
+
+
+def walk_through_anatomy(page, artifacts, name: str, facts_marker: str) -> None:
+    """Open the Anatomy tab after an upload, pick a patch, flip the scaling toggle, and see the figures change."""
+    page.locator("#overview-gradcam img").first.wait_for(timeout=TIMEOUT)  # the analysis is there
+    page.get_by_role("tab", name=name).click()
+    page.locator("#anatomy-grid img").first.wait_for(timeout=TIMEOUT)
+    page.locator("#anatomy-patch-facts").get_by_text(facts_marker).first.wait_for(timeout=TIMEOUT)
+    facts = page.locator("#anatomy-patch-facts").inner_text()
+    page.locator("#anatomy-grid img").first.click(position={"x": 10, "y": 10})
+    page.wait_for_function(
+        "(before) => document.querySelector('#anatomy-patch-facts').innerText !== before", arg=facts, timeout=TIMEOUT
+    )
+    for plot in ("#anatomy-vector", "#anatomy-row", "#anatomy-entropy", "#anatomy-mlp", "#anatomy-route"):
+        page.locator(f"{plot} .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    before = src(page, "#anatomy-weights")
+    row_title = page.locator("#anatomy-row .gtitle").first.text_content()
+    page.locator("#anatomy-scaled input[type=checkbox]").click()
+    changed(page, "#anatomy-weights", before)
+    page.wait_for_function(
+        """(before) => {
+            const title = document.querySelector('#anatomy-row .gtitle');
+            return title && title.textContent !== before;
+        }""",
+        arg=row_title,
+        timeout=TIMEOUT,
+    )
+
+
+def test_anatomy_walk_through_in_english(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url)
+    page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
+    walk_through_anatomy(page, artifacts, "Anatomy", "values")
+    assert "no 1/√" in page.locator("#anatomy-row .gtitle").first.text_content()
+    page.screenshot(path=str(artifacts / "anatomy-en.png"), full_page=True)
+    assert not errors, errors
+    context.close()
+
+
+def test_a_chinese_browser_gets_the_chinese_page(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url, locale="zh-CN")
+    page.get_by_role("tab", name="概览").wait_for(timeout=TIMEOUT)
+    assert page.get_by_role("button", name="分析").count() == 1
+    page.locator("#input-image input[type=file]").set_input_files(get_image("cheetah1.jpg"))
+    page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)  # the server's summary, in Chinese
+    walk_through_anatomy(page, artifacts, "解剖", "个值")
+    assert "不除以" in page.locator("#anatomy-row .gtitle").first.text_content()
+    page.screenshot(path=str(artifacts / "anatomy-zh.png"), full_page=True)
+    assert not errors, errors
+    context.close()
+
+
+def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url)
+    page.get_by_role("tab", name="Overview").wait_for(timeout=TIMEOUT)
+    page.locator("#language").click()
+    choose = page.get_by_role("combobox", name="Language")
+    choose.click()
+    page.get_by_role("option", name=re.compile("中文")).first.click()
+    page.get_by_role("tab", name="概览").wait_for(timeout=TIMEOUT)
+    page.get_by_role("button", name="分析").wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(artifacts / "language-switch.png"))
+    assert not errors, errors
     context.close()
