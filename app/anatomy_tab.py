@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from app import service
+from app import figures, service
 from app.cache import Analysis
 from app.i18n import text
 from app.render import OverlayStyle, overlay
@@ -22,7 +22,7 @@ from vit_core.anatomy import attention_row, block_internals, entropy_by_scale, g
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 
-_LAYOUT = dict(margin=dict(l=50, r=20, t=45, b=40), height=300, template="plotly_white")
+_LAYOUT = {**figures.LAYOUT, "margin": dict(l=50, r=20, t=45, b=40), "height": 300}
 NEAR_ZERO = 0.1  # |GELU(x)| below this counts as "near zero"
 
 
@@ -58,8 +58,7 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
     strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, showscale=True))
     strip.update_layout(
         title=text("anatomy.embedding_title", lang, d=token.embedding.size),
-        yaxis=dict(visible=False),
-        **{**_LAYOUT, "height": 200},
+        **{**_LAYOUT, "height": 200, "yaxis": dict(visible=False)},
     )
     patches = result.grid[0] * result.grid[1]
     facts = text(
@@ -157,10 +156,16 @@ def mlp_step(analysis, layer: int, lang: str):
     """Step 5: GELU with this block's pre-activations under it, and how many end up negative or near zero."""
     pre = _internals(analysis, layer).mlp_pre.ravel()
     approximate = service.shared_model(analysis.model_name).cfg.act == "gelu_tanh"
-    x = np.linspace(min(-4.0, float(np.percentile(pre, 0.5))), max(4.0, float(np.percentile(pre, 99.5))), 400)
+    low, high = min(-4.0, float(pre.min())), max(4.0, float(pre.max()))
+    density, edges = np.histogram(pre, bins=80, range=(low, high), density=True)  # 80 bars, not every value
+    x = np.linspace(low, high, 400)
     figure = go.Figure()
-    figure.add_histogram(
-        x=pre, nbinsx=80, name=text("anatomy.pre_hist", lang), histnorm="probability density", opacity=0.5
+    figure.add_bar(
+        x=(edges[:-1] + edges[1:]) / 2,
+        y=density,
+        width=edges[1] - edges[0],
+        name=text("anatomy.pre_hist", lang),
+        opacity=0.5,
     )
     figure.add_scatter(x=x, y=gelu(x, approximate), name="GELU(x)", yaxis="y2", line=dict(color="crimson"))
     figure.update_layout(

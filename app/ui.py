@@ -454,27 +454,54 @@ def run_importance(session, layer, target, request: gr.Request = None):
 # ---- anatomy -----------------------------------------------------------------------------------------
 
 
+def _anatomy_patch(analysis: Analysis, patch) -> tuple[int, int]:
+    grid = analysis.capture.grid
+    return tuple(patch) if patch else (grid[0] // 2, grid[1] // 2)
+
+
 @errors_as_messages
-def draw_anatomy(session, patch, layer, head, query, scaled, request: gr.Request = None):
-    """The six steps of the Anatomy tab for one patch, block, head and query, scaling on or off."""
+def draw_anatomy_patch(session, patch, request: gr.Request = None):
+    """Steps 1, 2 and 6: the chosen patch's pixels, vector, token and position; the head (once per image)."""
     analysis = _analysis(session)
-    result = analysis.capture
     lang = _lang(request)
-    patch = tuple(patch) if patch else (result.grid[0] // 2, result.grid[1] // 2)
-    layer = int(layer)
-    if not 0 <= layer < result.num_layers:
-        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{result.num_layers - 1}.")
-    head = anatomy_tab.check_head(analysis, head)
+    patch = _anatomy_patch(analysis, patch)
     view = _view(analysis)
-    query_index = anatomy_tab.query_index(analysis, query, patch)
     return (
         *anatomy_tab.patches_step(analysis, view, patch, lang),
         anatomy_tab.position_step(analysis, view, patch),
+        *analysis.remember(("anatomy head", lang), lambda: anatomy_tab.head_step(analysis, lang)),
+    )
+
+
+@errors_as_messages
+def draw_anatomy_attention(session, patch, layer, head, query, scaled, request: gr.Request = None):
+    """Steps 3 and 4: one query's attention row with the scaling on or off, and every head of the block."""
+    analysis = _analysis(session)
+    lang = _lang(request)
+    layer = _anatomy_layer(analysis, layer)
+    head = anatomy_tab.check_head(analysis, head)
+    view = _view(analysis)
+    query_index = anatomy_tab.query_index(analysis, query, _anatomy_patch(analysis, patch))
+    return (
         *anatomy_tab.attention_step(analysis, view, layer, head, query_index, bool(scaled), lang),
         anatomy_tab.heads_step(analysis, view, layer, query_index, lang),
-        *anatomy_tab.mlp_step(analysis, layer, lang),
-        *anatomy_tab.head_step(analysis, lang),
     )
+
+
+@errors_as_messages
+def draw_anatomy_mlp(session, layer, request: gr.Request = None):
+    """Step 5: GELU over this block's real pre-activations."""
+    analysis = _analysis(session)
+    return anatomy_tab.mlp_step(analysis, _anatomy_layer(analysis, layer), _lang(request))
+
+
+def _anatomy_layer(analysis: Analysis, layer) -> int:
+    layer = int(layer)
+    if not 0 <= layer < analysis.capture.num_layers:
+        raise VitCoreError(
+            f"layer {layer} is out of range; this model has layers 0..{analysis.capture.num_layers - 1}."
+        )
+    return layer
 
 
 @errors_as_messages
@@ -828,9 +855,9 @@ def build_demo() -> gr.Blocks:
             **private,
         )
 
-        anatomy_args = dict(
-            fn=draw_anatomy,
-            inputs=[session, anatomy_patch, anatomy_layer, anatomy_head, anatomy_query, anatomy_scaled],
+        anatomy_patch_args = dict(
+            fn=draw_anatomy_patch,
+            inputs=[session, anatomy_patch],
             outputs=[
                 anatomy_grid,
                 anatomy_pixels,
@@ -838,18 +865,20 @@ def build_demo() -> gr.Blocks:
                 anatomy_embedding,
                 anatomy_patch_facts,
                 anatomy_position,
-                anatomy_row,
-                anatomy_weights,
-                anatomy_saturation,
-                anatomy_entropy,
-                anatomy_heads,
-                anatomy_mlp,
-                anatomy_mlp_facts,
                 anatomy_route,
                 anatomy_logits,
                 anatomy_head_facts,
             ],
             **private,
+        )
+        anatomy_attention_args = dict(
+            fn=draw_anatomy_attention,
+            inputs=[session, anatomy_patch, anatomy_layer, anatomy_head, anatomy_query, anatomy_scaled],
+            outputs=[anatomy_row, anatomy_weights, anatomy_saturation, anatomy_entropy, anatomy_heads],
+            **private,
+        )
+        anatomy_mlp_args = dict(
+            fn=draw_anatomy_mlp, inputs=[session, anatomy_layer], outputs=[anatomy_mlp, anatomy_mlp_facts], **private
         )
 
         for trigger in (run.click, image.change, model.input):
@@ -860,7 +889,9 @@ def build_demo() -> gr.Blocks:
                 .success(**method_args)
                 .success(**layers_args)
                 .success(**tokens_args)
-                .success(**anatomy_args)
+                .success(**anatomy_patch_args)
+                .success(**anatomy_attention_args)
+                .success(**anatomy_mlp_args)
             )
         gr.on([target.input], **overview_args).success(**method_args).success(**layers_args)
         gr.on([layer.input, head.input, mass.input, query.change], **heads_args, trigger_mode="always_last")
@@ -902,11 +933,14 @@ def build_demo() -> gr.Blocks:
             concurrency_limit=1,
             **private,
         )
+        always_last = dict(trigger_mode="always_last")
+        gr.on([anatomy_patch.change], **anatomy_patch_args, **always_last)
         gr.on(
             [anatomy_layer.input, anatomy_head.input, anatomy_query.input, anatomy_scaled.input, anatomy_patch.change],
-            **anatomy_args,
-            trigger_mode="always_last",
+            **anatomy_attention_args,
+            **always_last,
         )
+        gr.on([anatomy_layer.input], **anatomy_mlp_args, **always_last)
         anatomy_grid.select(select_anatomy_patch, [session], [anatomy_patch], **private)
         language.click(None, js="() => { document.querySelector('footer button.settings')?.click(); }", **private)
         prepare.click(prepare_downloads, [session, target, *style], files, **private)

@@ -135,6 +135,18 @@ def redraw(model: str, repeats: int) -> dict:
             session, int(rng.integers(layers + 1)), (int(rng.integers(rows)), int(rng.integers(cols))), *style
         ),
         "layers (plots)": lambda: ui.draw_layers(session, None),
+        "anatomy: patch (steps 1, 2)": lambda: ui.draw_anatomy_patch(
+            session, (int(rng.integers(rows)), int(rng.integers(cols)))
+        ),
+        "anatomy: block, head, query, scaling (steps 3, 4)": lambda: ui.draw_anatomy_attention(
+            session,
+            (int(rng.integers(rows)), int(rng.integers(cols))),
+            int(rng.integers(layers)),
+            str(rng.integers(heads)),
+            str(rng.choice(["class", "patch"])),
+            bool(rng.integers(2)),
+        ),
+        "anatomy: block (step 5, MLP)": lambda: ui.draw_anatomy_mlp(session, int(rng.integers(layers))),
     }
     result = {}
     everything = []

@@ -13,6 +13,16 @@ NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
 
 
+def draw_anatomy(session, patch, layer, head, query, scaled, request=None):
+    """The three handlers of the tab, outputs in the tab's order (steps 1-6)."""
+    grid, pixels, vector, strip, facts, position, route, logits, head_facts = ui.draw_anatomy_patch(
+        session, patch, request=request
+    )
+    attention = ui.draw_anatomy_attention(session, patch, layer, head, query, scaled, request=request)
+    mlp = ui.draw_anatomy_mlp(session, layer, request=request)
+    return (grid, pixels, vector, strip, facts, position, *attention, *mlp, route, logits, head_facts)
+
+
 @pytest.fixture
 def session():
     return ui.on_analyze(get_image("lion.jpg"), "bundled", progress=NO_PROGRESS)[0]
@@ -21,7 +31,7 @@ def session():
 def test_every_step_is_drawn_from_the_models_tensors(session):
     analysis = service.CACHE.get(session["key"])
     result = analysis.capture
-    out = ui.draw_anatomy(session, (2, 3), 4, "1", "patch", True)
+    out = draw_anatomy(session, (2, 3), 4, "1", "patch", True)
     (
         grid_view,
         pixels,
@@ -47,14 +57,16 @@ def test_every_step_is_drawn_from_the_models_tensors(session):
     query = result.num_prefix_tokens + 2 * result.grid[1] + 3
     assert np.allclose(row.data[1].y, result.attentions[4, 1, query], atol=1e-5)
     assert len(heads) == result.num_heads and all("px" in caption for _, caption in heads)
-    assert "negative" in mlp_facts and len(mlp.data[0].x) == 4 * result.tokens.shape[-1] * result.tokens.shape[1]
+    count = 4 * result.tokens.shape[-1] * result.tokens.shape[1]  # mlp_dim = 4 D, for every token
+    assert mlp_facts.startswith(f"{count} pre-activations") and "negative" in mlp_facts
+    assert float(np.sum(mlp.data[0].y) * mlp.data[0].width) == pytest.approx(1.0, abs=1e-4)  # a density
     assert head_facts.startswith("The head maps") and len(logits.data[1].y) == 5
 
 
 def test_the_scaling_toggle_recomputes_the_row_from_the_same_q_and_k(session):
     analysis = service.CACHE.get(session["key"])
-    scaled = ui.draw_anatomy(session, None, 2, "0", "class", True)
-    unscaled = ui.draw_anatomy(session, None, 2, "0", "class", False)
+    scaled = draw_anatomy(session, None, 2, "0", "class", True)
+    unscaled = draw_anatomy(session, None, 2, "0", "class", False)
     internals = block_internals(service.shared_model("bundled").model, analysis.capture, 2)
     expected = attention_row(internals.queries, internals.keys, 0, 0, scaled=False)
     assert np.allclose(unscaled[6].data[0].y, expected.scores) and np.allclose(unscaled[6].data[1].y, expected.weights)
@@ -68,13 +80,13 @@ def test_picking_a_patch_and_bad_choices(session):
     width, height = ui._view(analysis).size
     assert ui.select_anatomy_patch(session, FakeSelect([width - 1, 0])) == (0, analysis.capture.grid[1] - 1)
     with pytest.raises(gr.Error, match="out of range"):
-        ui.draw_anatomy(session, None, 99, "0", "class", True)
+        draw_anatomy(session, None, 99, "0", "class", True)
     with pytest.raises(gr.Error, match="超出范围"):
-        ui.draw_anatomy(session, None, 1, "42", "class", True, request=CHINESE)
+        draw_anatomy(session, None, 1, "42", "class", True, request=CHINESE)
 
 
 def test_a_chinese_browser_gets_chinese_numbers_and_figures(session):
-    out = ui.draw_anatomy(session, (1, 1), 0, "0", "patch", True, request=CHINESE)
+    out = draw_anatomy(session, (1, 1), 0, "0", "patch", True, request=CHINESE)
     assert "个值" in out[4] and "最大权重" in out[8] and "为负" in out[12]
     assert out[6].layout.title.text.startswith("得分") and out[6].layout.xaxis.title.text == "键令牌（前缀在前）"
     caption = ui.draw_heads(session, 1, "mean", None, 1.0, 0.5, "Viridis", "bilinear", False, True, request=CHINESE)[3]
