@@ -85,7 +85,8 @@ def position_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int])
     similarity = analysis.remember("positions", lambda: position_similarity(model))
     if similarity.shape[:2] != analysis.capture.grid:
         return None
-    return overlay(view, similarity[patch], OverlayStyle(colorbar=True), mark=patch)
+    # nearest upsampling with the grid: each patch's own similarity, as in the ViT paper's Fig. 7 (centre)
+    return overlay(view, similarity[patch], OverlayStyle(upsample="nearest", grid=True), mark=patch)
 
 
 def attention_step(analysis, view, layer: int, head: int, query_index: int, scaled: bool, lang: str):

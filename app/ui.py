@@ -8,7 +8,10 @@ faithfulness and ablation runs touch the model; every other handler redraws from
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
+import os
 import tempfile
 import time
 from dataclasses import asdict
@@ -635,9 +638,41 @@ def example_images() -> list[list[str]]:
     return [[path] for path in photos + scenes]
 
 
+class OutputImage(gr.Image):
+    """gr.Image whose pictures are written once and atomically, named by content.
+
+    Gradio rewrites a cached picture in place each time an event returns the same image; two views
+    that show the same picture (the overview's raw attention and the default head view) could then
+    truncate the file while the browser reads it (net::ERR_CONTENT_LENGTH_MISMATCH).
+    """
+
+    is_template = True  # the frontend is gr.Image's
+
+    def postprocess(self, value):
+        if isinstance(value, Image.Image):
+            value = save_png_once(value, Path(self.GRADIO_CACHE))
+        return super().postprocess(value)
+
+
+def save_png_once(picture: Image.Image, cache_dir: Path) -> str:
+    """PNG bytes under cache_dir/<sha256>/image.png, written to a temporary name and renamed."""
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    data = buffer.getvalue()
+    path = cache_dir / hashlib.sha256(data).hexdigest()[:32] / "image.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    return str(path)
+
+
 def _picture(label: str, elem_id: str | None = None) -> gr.Image:
     """An output image: PNG (not webp), not editable, with download and fullscreen buttons."""
-    return gr.Image(label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id)
+    return OutputImage(
+        label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id
+    )
 
 
 def build_demo() -> gr.Blocks:

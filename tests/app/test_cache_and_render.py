@@ -1,5 +1,7 @@
 """The shared analysis store (LRU by bytes, TTL) and the picture helpers, on hand-made cases."""
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -99,3 +101,14 @@ def test_thumbnail_matrix_layout():
     maps = np.random.default_rng(0).random((3, 4, 2, 2))
     picture = thumbnail_matrix(maps, cell=8, cmap="Viridis", gap=2)
     assert picture.size == (4 * 10 - 2, 3 * 10 - 2)
+
+
+def test_output_pictures_are_written_once_by_content(tmp_path):
+    from app.ui import save_png_once
+
+    picture = Image.new("RGB", (8, 8), "red")
+    first = save_png_once(picture, tmp_path)
+    stamp = Path(first).stat().st_mtime_ns
+    assert save_png_once(picture.copy(), tmp_path) == first and Path(first).stat().st_mtime_ns == stamp  # not rewritten
+    assert save_png_once(Image.new("RGB", (8, 8), "blue"), tmp_path) != first
+    assert Image.open(first).getpixel((0, 0)) == (255, 0, 0) and not list(tmp_path.glob("*/*.tmp"))

@@ -32,6 +32,11 @@ def open_page(browser, url, locale="en-US"):
     errors = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # a file (image, plot, download) that fails to arrive; the queue's event streams are aborted by design
+    page.on(
+        "requestfailed",
+        lambda request: errors.append(f"{request.url}: {request.failure}") if "/file=" in request.url else None,
+    )
     page.goto(url + "/", timeout=TIMEOUT)
     page.locator("#analyze").wait_for(timeout=TIMEOUT)
     return context, page, errors
