@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -628,6 +629,22 @@ def api_faithfulness(image, model_name, target, steps):
     }
 
 
+def when_shown(tab: str, handler, outputs: int):
+    """`handler` with a leading `shown` input: it draws only when its tab is the one on screen, so an
+    upload computes the visible views first and the other tabs draw when they are opened."""
+
+    @functools.wraps(handler)
+    def wrapped(shown, *args, **kwargs):
+        if shown != tab:
+            return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+        return handler(*args, **kwargs)
+
+    signature = inspect.signature(handler)
+    shown_parameter = inspect.Parameter("shown", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    wrapped.__signature__ = signature.replace(parameters=[shown_parameter, *signature.parameters.values()])
+    return wrapped
+
+
 # ---- layout ------------------------------------------------------------------------------------------
 
 
@@ -683,6 +700,7 @@ def build_demo() -> gr.Blocks:
         query = gr.State(None)
         token_patch = gr.State(None)
         anatomy_patch = gr.State(None)
+        shown = gr.State("overview")  # the tab on screen
         with gr.Row(equal_height=True):
             gr.Markdown(T("intro"))
             # Gradio's own language switch lives in its Settings panel: this button opens it.
@@ -726,7 +744,7 @@ def build_demo() -> gr.Blocks:
         style = [opacity, cmap, upsample, grid, colorbar]
 
         with gr.Tabs():
-            with gr.Tab(T("tab.overview"), id="overview"):
+            with gr.Tab(T("tab.overview"), id="overview") as overview_tab:
                 with gr.Row():
                     overview = [
                         _picture(title, f"overview-{method}")
@@ -741,7 +759,7 @@ def build_demo() -> gr.Blocks:
                             strict=True,
                         )
                     ]
-            with gr.Tab(T("tab.heads"), id="heads"):
+            with gr.Tab(T("tab.heads"), id="heads") as heads_tab:
                 with gr.Row():
                     layer = gr.Slider(0, 11, value=11, step=1, label=T("label.block"), elem_id="layer")
                     head = gr.Dropdown(["mean", "max"], value="mean", label=T("label.head"), elem_id="head")
@@ -756,7 +774,7 @@ def build_demo() -> gr.Blocks:
                 gallery = gr.Gallery(
                     label=T("label.heads_gallery"), columns=6, height=260, format="png", elem_id="heads-gallery"
                 )
-            with gr.Tab(T("tab.relevance"), id="relevance"):
+            with gr.Tab(T("tab.relevance"), id="relevance") as relevance_tab:
                 with gr.Row():
                     method = gr.Radio(list(MAP_METHODS), value="rollout", label=T("label.method"), elem_id="method")
                     head_fusion = gr.Radio(
@@ -768,19 +786,19 @@ def build_demo() -> gr.Blocks:
                     start_layer = gr.Slider(0, 11, value=0, step=1, label=T("label.start_block"))
                 method_view = _picture(T("label.map"), "method-view")
                 gr.Markdown(T("relevance.not_here"))
-            with gr.Tab(T("tab.layers"), id="layers"):
+            with gr.Tab(T("tab.layers"), id="layers") as layers_tab:
                 with gr.Row():
                     heatmap = gr.Plot(label=T("label.layer_heatmap"), elem_id="layer-heatmap")
                     line = gr.Plot(label=T("label.class_line"), elem_id="class-line")
                 scatter = gr.Plot(label=T("label.head_scatter"), elem_id="head-scatter")
-            with gr.Tab(T("tab.tokens"), id="tokens"):
+            with gr.Tab(T("tab.tokens"), id="tokens") as tokens_tab:
                 token_layer = gr.Slider(0, 12, value=12, step=1, label=T("label.token_layer"), elem_id="token-layer")
                 with gr.Row():
                     pca = _picture(T("label.pca"))
                     similarity = _picture(T("label.similarity"), "similarity")
                     positions = _picture(T("label.positions"))
                 norms = gr.Plot(label=T("label.token_norms"))
-            with gr.Tab(T("tab.faithfulness"), id="faithfulness"):
+            with gr.Tab(T("tab.faithfulness"), id="faithfulness") as faithfulness_tab:
                 with gr.Row():
                     steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"))
                     run_faith = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness")
@@ -793,7 +811,7 @@ def build_demo() -> gr.Blocks:
                     sweep = gr.Button(T("button.importance"))
                 ablation_text = gr.Markdown()
                 importance = gr.Plot(label=T("label.importance"))
-            with gr.Tab(T("tab.anatomy"), id="anatomy"):
+            with gr.Tab(T("tab.anatomy"), id="anatomy") as anatomy_tab_:
                 gr.Markdown(T("anatomy.intro"))
                 with gr.Row():
                     anatomy_layer = gr.Slider(0, 11, value=0, step=1, label=T("label.block"), elem_id="anatomy-layer")
@@ -833,7 +851,7 @@ def build_demo() -> gr.Blocks:
                     anatomy_route = gr.Plot(label=T("anatomy.route_label"), elem_id="anatomy-route")
                     anatomy_logits = gr.Plot(label=T("anatomy.logits_label"), elem_id="anatomy-logits")
                 anatomy_head_facts = gr.Markdown(elem_id="anatomy-head-facts")
-            with gr.Tab(T("tab.downloads"), id="downloads"):
+            with gr.Tab(T("tab.downloads"), id="downloads") as downloads_tab:
                 prepare = gr.Button(T("button.prepare"), elem_id="prepare-downloads")
                 files = gr.File(
                     label=T("label.downloads"),
@@ -916,28 +934,51 @@ def build_demo() -> gr.Blocks:
             fn=draw_anatomy_mlp, inputs=[session, anatomy_layer], outputs=[anatomy_mlp, anatomy_mlp_facts], **private
         )
 
+        def lazy(tab: str, args: dict) -> dict:
+            """The same redraw, drawn only while `tab` is on screen."""
+            outputs = args["outputs"] if isinstance(args["outputs"], list) else [args["outputs"]]
+            return {**args, "fn": when_shown(tab, args["fn"], len(outputs)), "inputs": [shown, *args["inputs"]]}
+
+        lazy_layers = lazy("layers", layers_args)
+        lazy_tokens = lazy("tokens", tokens_args)
+        lazy_anatomy = [lazy("anatomy", a) for a in (anatomy_patch_args, anatomy_attention_args, anatomy_mlp_args)]
+        for tab_id, tab in [
+            ("overview", overview_tab),
+            ("heads", heads_tab),
+            ("relevance", relevance_tab),
+            ("layers", layers_tab),
+            ("tokens", tokens_tab),
+            ("faithfulness", faithfulness_tab),
+            ("anatomy", anatomy_tab_),
+            ("downloads", downloads_tab),
+        ]:
+            tab.select(lambda tab_id=tab_id: tab_id, None, shown, **private)
+        layers_tab.select(**layers_args)
+        tokens_tab.select(**tokens_args)
+        anatomy_tab_.select(**anatomy_patch_args).success(**anatomy_attention_args).success(**anatomy_mlp_args)
+
         for trigger in (run.click, image.change, model.input):
             (
                 trigger(**{**analyzed, "fn": on_analyze if trigger == run.click else on_new_input})
                 .success(**overview_args)
                 .success(**heads_args)
                 .success(**method_args)
-                .success(**layers_args)
-                .success(**tokens_args)
-                .success(**anatomy_patch_args)
-                .success(**anatomy_attention_args)
-                .success(**anatomy_mlp_args)
+                .success(**lazy_layers)
+                .success(**lazy_tokens)
+                .success(**lazy_anatomy[0])
+                .success(**lazy_anatomy[1])
+                .success(**lazy_anatomy[2])
             )
-        gr.on([target.input], **overview_args).success(**method_args).success(**layers_args)
+        gr.on([target.input], **overview_args).success(**method_args).success(**lazy_layers)
         gr.on([layer.input, head.input, mass.input, query.change], **heads_args, trigger_mode="always_last")
         gr.on(
             [method.input, head_fusion.input, discard.input, start_layer.input],
             **method_args,
             trigger_mode="always_last",
         )
-        gr.on([token_layer.input, token_patch.change], **tokens_args, trigger_mode="always_last")
+        gr.on([token_layer.input, token_patch.change], **lazy_tokens, trigger_mode="always_last")
         gr.on([s.input for s in style], **overview_args).success(**heads_args).success(**method_args).success(
-            **tokens_args
+            **lazy_tokens
         )
         head_view.select(select_query, [session], [query], **private)
         reset.click(lambda: None, None, [query], **private)
@@ -969,13 +1010,13 @@ def build_demo() -> gr.Blocks:
             **private,
         )
         always_last = dict(trigger_mode="always_last")
-        gr.on([anatomy_patch.change], **anatomy_patch_args, **always_last)
+        gr.on([anatomy_patch.change], **lazy_anatomy[0], **always_last)
         gr.on(
             [anatomy_layer.input, anatomy_head.input, anatomy_query.input, anatomy_scaled.input, anatomy_patch.change],
-            **anatomy_attention_args,
+            **lazy_anatomy[1],
             **always_last,
         )
-        gr.on([anatomy_layer.input], **anatomy_mlp_args, **always_last)
+        gr.on([anatomy_layer.input], **lazy_anatomy[2], **always_last)
         anatomy_grid.select(select_anatomy_patch, [session], [anatomy_patch], **private)
         language.click(None, js="() => { document.querySelector('footer button.settings')?.click(); }", **private)
         prepare.click(prepare_downloads, [session, target, *style], files, **private)

@@ -225,3 +225,15 @@ def test_default_model_follows_vit_model_then_space_id(monkeypatch):
     monkeypatch.delenv("SPACE_ID")
     offline = dict(service.model_choices())
     assert not any("needs download" in label for label in offline if label.startswith("bundled"))
+
+
+def test_hidden_tabs_draw_only_when_shown():
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    lazy = ui.when_shown("layers", ui.draw_layers, 3)
+    assert lazy("overview", session, None) == (gr.skip(),) * 3
+    heatmap, _, _ = lazy("layers", session, None)
+    assert heatmap.data[0].type == "heatmap"
+    import inspect
+
+    assert list(inspect.signature(lazy).parameters)[:2] == ["shown", "session"]  # Gradio injects by signature
+    assert "request" in inspect.signature(lazy).parameters
