@@ -482,7 +482,7 @@ def draw_anatomy_attention(session, patch, layer, head, query, scaled, request: 
     """Steps 3 and 4: one query's attention row with the scaling on or off, and every head of the block."""
     analysis = _analysis(session)
     lang = _lang(request)
-    layer = _anatomy_layer(analysis, layer)
+    layer = int(layer)  # vit_core.anatomy.block_internals checks the range
     head = anatomy_tab.check_head(analysis, head)
     view = _view(analysis)
     query_index = anatomy_tab.query_index(analysis, query, _anatomy_patch(analysis, patch))
@@ -496,16 +496,7 @@ def draw_anatomy_attention(session, patch, layer, head, query, scaled, request: 
 def draw_anatomy_mlp(session, layer, request: gr.Request = None):
     """Step 5: GELU over this block's real pre-activations."""
     analysis = _analysis(session)
-    return anatomy_tab.mlp_step(analysis, _anatomy_layer(analysis, layer), _lang(request))
-
-
-def _anatomy_layer(analysis: Analysis, layer) -> int:
-    layer = int(layer)
-    if not 0 <= layer < analysis.capture.num_layers:
-        raise VitCoreError(
-            f"layer {layer} is out of range; this model has layers 0..{analysis.capture.num_layers - 1}."
-        )
-    return layer
+    return anatomy_tab.mlp_step(analysis, int(layer), _lang(request))
 
 
 @errors_as_messages
