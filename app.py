@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from app.i18n import LANGUAGE_CSS, LANGUAGE_JS  # noqa: E402
 from app.ui import I18N, build_demo  # noqa: E402
 
 demo = build_demo()
@@ -14,4 +15,6 @@ if __name__ == "__main__":
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size="20mb",
         i18n=I18N,
+        js=LANGUAGE_JS,
+        css=LANGUAGE_CSS,
     )

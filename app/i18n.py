@@ -3,7 +3,8 @@ new file, no code change).
 
 Static labels go through `gr.I18n` (the browser translates them by its locale; Gradio's Settings panel
 switches it). Texts the server writes (summaries, captions, figure titles, error messages) follow the
-request's `Accept-Language`. English (`en.json`) is the source and the fallback for a missing key.
+same choice: the page keeps a cookie with the language the frontend shows (`LANGUAGE_JS`), and without
+it the request's `Accept-Language` decides. English (`en.json`) is the source and the fallback.
 """
 
 from __future__ import annotations
@@ -49,6 +50,42 @@ def language_of(accept_language: str | None) -> str:
         if match:
             return match
     return DEFAULT
+
+
+COOKIE = "vit_explorer_lang"
+
+# Runs once when the page loads (launch(js=...)). A hidden element (#language-code) holds the translation
+# of "language.code", which is the language's own tag: Gradio rewrites it whenever the language changes,
+# and this copies it into a cookie that comes with every request.
+LANGUAGE_JS = f"""() => {{
+    const store = () => {{
+        const marker = document.querySelector('#language-code');
+        const code = marker && marker.textContent.trim();
+        if (code) document.cookie = '{COOKIE}=' + encodeURIComponent(code) + '; path=/; SameSite=Lax';
+    }};
+    new MutationObserver(store).observe(document.body, {{subtree: true, childList: true, characterData: true}});
+    store();
+}}"""
+LANGUAGE_CSS = "#language-code { display: none !important; }"
+
+
+def language_of_request(cookie_header: str | None, accept_language: str | None) -> str:
+    """The page's language from its cookie (a known catalog), else from `Accept-Language`."""
+    if cookie_header:
+        from http.cookies import SimpleCookie
+
+        cookies = SimpleCookie()
+        try:
+            cookies.load(cookie_header)
+        except Exception:  # a malformed cookie header from elsewhere must not fail the request
+            cookies = SimpleCookie()
+        if COOKIE in cookies:
+            from urllib.parse import unquote
+
+            chosen = unquote(cookies[COOKIE].value)
+            if chosen in catalogs():
+                return chosen
+    return language_of(accept_language)
 
 
 def text(key: str, language: str = DEFAULT, **values: object) -> str:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from app import anatomy_tab, figures, service
 from app.cache import Analysis
-from app.i18n import gradio_translations, language_of, text, translate_error
+from app.i18n import gradio_translations, language_of, language_of_request, text, translate_error
 from app.render import (
     COLORMAPS,
     OverlayStyle,
@@ -97,7 +97,9 @@ def errors_as_messages(fn):
 
 def _lang(request: gr.Request | None) -> str:
     """The language of the request's browser (`Accept-Language`), English without one."""
-    return language_of(request.headers.get("accept-language") if request is not None else None)
+    if request is None:
+        return language_of(None)
+    return language_of_request(request.headers.get("cookie"), request.headers.get("accept-language"))
 
 
 I18N = gr.I18n(**gradio_translations())
@@ -695,6 +697,7 @@ def build_demo() -> gr.Blocks:
         with gr.Row(equal_height=True):
             gr.Markdown(T("intro"))
             # Gradio's own language switch lives in its Settings panel: this button opens it.
+            gr.Markdown(T("language.code"), elem_id="language-code")  # read by LANGUAGE_JS
             language = gr.Button("🌐 English · 中文", size="sm", scale=0, min_width=140, elem_id="language")
         with gr.Row():
             with gr.Column(scale=1):

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from app.i18n import LOCALES, catalogs, gradio_translations, language_of, text, translate_error
+from app.i18n import (
+    COOKIE,
+    LOCALES,
+    catalogs,
+    gradio_translations,
+    language_of,
+    language_of_request,
+    text,
+    translate_error,
+)
 from tests.corpus import write
 from vit_core import VitCoreError
 from vit_core.images import load_image
@@ -76,3 +85,11 @@ def test_the_bad_image_sentences_are_translated(tmp_path):
     assert translate_error("something new happened.", "zh-CN") == "出错：something new happened."
     assert translate_error("anything.", "en") == "anything."
     assert text("heads.caption", "zh-CN", layer=3, head=1, who="类别令牌") == "第 3 块，头 1：类别令牌看向哪里。"
+
+
+def test_the_page_cookie_wins_over_accept_language():
+    assert language_of_request(f"a=1; {COOKIE}=zh-CN", "en-US") == "zh-CN"
+    assert language_of_request(f"{COOKIE}=en", "zh-CN,zh") == "en"
+    assert language_of_request(f"{COOKIE}=xx-YY", "zh-CN") == "zh-CN"  # unknown tag: the header decides
+    assert language_of_request('bad"cookie', "zh") == "zh-CN"
+    assert language_of_request(None, None) == "en"

@@ -171,6 +171,11 @@ def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, 
     page.get_by_role("option", name=re.compile("中文")).first.click()
     page.get_by_role("tab", name="概览").wait_for(timeout=TIMEOUT)
     page.get_by_role("button", name="分析").wait_for(timeout=TIMEOUT)
+    page.keyboard.press("Escape")
+    page.mouse.click(5, 5)  # close the settings panel
+    # the server follows the switch too (the browser itself still asks for English)
+    page.locator("#input-image input[type=file]").set_input_files(get_image("bus.png"))
+    page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)
     page.screenshot(path=str(artifacts / "language-switch.png"))
     assert not errors, errors
     context.close()
