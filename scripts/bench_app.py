@@ -96,18 +96,18 @@ def first_view(model: str, folder: Path) -> dict:
 
 
 def redraw(model: str, repeats: int) -> dict:
-    from app import service, ui
+    from app import handlers, service
 
     style = (0.55, "Viridis", "bilinear", False, True)
-    outputs = ui.on_analyze(get_image("cheetah1.jpg"), model, progress=lambda *a, **k: None)
+    outputs = handlers.on_analyze(get_image("cheetah1.jpg"), model, progress=lambda *a, **k: None)
     session = outputs[0]
     analysis = service.CACHE.get(session["key"])
     layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
     rows, cols = analysis.capture.grid
-    ui.draw_overview(session, None, *style)  # the top class's backward pass, once
+    handlers.draw_overview(session, None, *style)  # the top class's backward pass, once
     rng = np.random.default_rng(0)
     calls = {
-        "heads (block, head, query patch)": lambda: ui.draw_heads(
+        "heads (block, head, query patch)": lambda: handlers.draw_heads(
             session,
             int(rng.integers(layers)),
             str(rng.integers(heads)),
@@ -115,8 +115,10 @@ def redraw(model: str, repeats: int) -> dict:
             1.0,
             *style,
         ),
-        "heads (mass threshold)": lambda: ui.draw_heads(session, int(rng.integers(layers)), "mean", None, 0.6, *style),
-        "rollout (fusion, discard, start)": lambda: ui.draw_method(
+        "heads (mass threshold)": lambda: handlers.draw_heads(
+            session, int(rng.integers(layers)), "mean", None, 0.6, *style
+        ),
+        "rollout (fusion, discard, start)": lambda: handlers.draw_method(
             session,
             "rollout",
             str(rng.choice(["mean", "max", "min"])),
@@ -125,20 +127,20 @@ def redraw(model: str, repeats: int) -> dict:
             None,
             *style,
         ),
-        "chefer (start block)": lambda: ui.draw_method(
+        "chefer (start block)": lambda: handlers.draw_method(
             session, "chefer", "mean", 0.0, int(rng.integers(layers)), None, *style
         ),
-        "overview (opacity, colormap)": lambda: ui.draw_overview(
+        "overview (opacity, colormap)": lambda: handlers.draw_overview(
             session, None, float(rng.random()), str(rng.choice(["Viridis", "Inferno", "Jet"])), "bilinear", False, True
         ),
-        "tokens (block, patch)": lambda: ui.draw_tokens(
+        "tokens (block, patch)": lambda: handlers.draw_tokens(
             session, int(rng.integers(layers + 1)), (int(rng.integers(rows)), int(rng.integers(cols))), *style
         ),
-        "layers (plots)": lambda: ui.draw_layers(session, None),
-        "anatomy: patch (steps 1, 2)": lambda: ui.draw_anatomy_patch(
+        "layers (plots)": lambda: handlers.draw_layers(session, None),
+        "anatomy: patch (steps 1, 2)": lambda: handlers.draw_anatomy_patch(
             session, (int(rng.integers(rows)), int(rng.integers(cols)))
         ),
-        "anatomy: block, head, query, scaling (steps 3, 4)": lambda: ui.draw_anatomy_attention(
+        "anatomy: block, head, query, scaling (steps 3, 4)": lambda: handlers.draw_anatomy_attention(
             session,
             (int(rng.integers(rows)), int(rng.integers(cols))),
             int(rng.integers(layers)),
@@ -146,7 +148,7 @@ def redraw(model: str, repeats: int) -> dict:
             str(rng.choice(["class", "patch"])),
             bool(rng.integers(2)),
         ),
-        "anatomy: block (step 5, MLP)": lambda: ui.draw_anatomy_mlp(session, int(rng.integers(layers))),
+        "anatomy: block (step 5, MLP)": lambda: handlers.draw_anatomy_mlp(session, int(rng.integers(layers))),
     }
     result = {}
     everything = []

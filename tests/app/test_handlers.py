@@ -8,7 +8,7 @@ import pytest
 from gradio.media import get_image
 from PIL import Image
 
-from app import service, ui
+from app import handlers, service, ui
 from tests.app.conftest import FakeSelect
 from tests.corpus import write
 from vit_core.explain import explain
@@ -18,7 +18,7 @@ NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
 
 
 def analyzed(image, model):
-    outputs = ui.on_analyze(image, model, progress=NO_PROGRESS)
+    outputs = handlers.on_analyze(image, model, progress=NO_PROGRESS)
     return outputs[0], outputs
 
 
@@ -43,28 +43,31 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     session, outputs = analyzed(image, name)
     analysis = service.CACHE.get(session["key"])
     layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
-    top5 = outputs[3]
+    top5 = outputs[1]
     assert len(top5) == 5 and abs(sum(top5.values()) - sum(sorted(analysis.capture.probs)[-5:])) < 1e-5
-    assert outputs[5].maximum == layers - 1 and outputs[8].maximum == layers
+    assert (
+        handlers.setup_heads(session)[0].maximum == layers - 1 and handlers.setup_tokens(session)[0].maximum == layers
+    )
+    assert handlers.setup_anatomy(session)[1].choices[-1][1] == str(heads - 1)
     assert runs == [None]  # one forward pass
 
-    overview = ui.draw_overview(session, None, *STYLE)
+    overview = handlers.draw_overview(session, None, *STYLE)
     assert len(overview) == 4 and all(isinstance(p, Image.Image) for p in overview)
     assert runs == [None, int(np.argmax(analysis.capture.probs))]  # one backward for the top class, lazily
 
-    heads_view = ui.draw_heads(session, layers - 1, "mean", None, 1.0, *STYLE)
-    assert len(heads_view[1]) == heads and heads_view[2].size[1] >= layers * ui.THUMB
-    other_layer = ui.draw_heads(session, 0, "mean", None, 1.0, *STYLE)
+    heads_view = handlers.draw_heads(session, layers - 1, "mean", None, 1.0, *STYLE)
+    assert len(heads_view[1]) == heads and heads_view[2].size[1] >= layers * handlers.THUMB
+    other_layer = handlers.draw_heads(session, 0, "mean", None, 1.0, *STYLE)
     assert not np.array_equal(np.asarray(heads_view[0]), np.asarray(other_layer[0]))
-    queried = ui.draw_heads(session, layers - 1, "0", (1, 2), 0.5, *STYLE)
+    queried = handlers.draw_heads(session, layers - 1, "0", (1, 2), 0.5, *STYLE)
     assert "row 1, col 2" in queried[3] and not np.array_equal(np.asarray(queried[0]), np.asarray(heads_view[0]))
 
-    for method in ui.MAP_METHODS:
-        assert isinstance(ui.draw_method(session, method, "max", 0.5, 1, None, *STYLE), Image.Image)
-    heatmap, line, scatter = ui.draw_layers(session, None)
+    for method in handlers.MAP_METHODS:
+        assert isinstance(handlers.draw_method(session, method, "max", 0.5, 1, None, *STYLE), Image.Image)
+    heatmap, line, scatter = handlers.draw_layers(session, None)
     assert len(heatmap.data[0].y) == layers and len(scatter.data[0].x) == layers * heads
-    pca, norms, similarity, positions = ui.draw_tokens(session, 2, (1, 1), *STYLE)
-    assert pca.size[1] == similarity.size[1] == positions.size[1] == ui._view(analysis).size[1]
+    pca, norms, similarity, positions = handlers.draw_tokens(session, 2, (1, 1), *STYLE)
+    assert pca.size[1] == similarity.size[1] == positions.size[1] == handlers._view(analysis).size[1]
     assert len(norms.data[0].y) == analysis.capture.tokens.shape[1]
     assert runs == [None, int(np.argmax(analysis.capture.probs))]  # still no further model run
 
@@ -77,45 +80,45 @@ def test_class_specific_maps_follow_the_target_and_each_target_runs_once(runs):
     session, _ = analyzed(get_image("bus.png"), "bundled")
     analysis = service.CACHE.get(session["key"])
     first, second = np.argsort(-analysis.capture.probs)[:2]
-    chefer_top = ui.draw_method(session, "chefer", "mean", 0.0, 0, int(first), *STYLE)
-    chefer_second = ui.draw_method(session, "chefer", "mean", 0.0, 0, int(second), *STYLE)
+    chefer_top = handlers.draw_method(session, "chefer", "mean", 0.0, 0, int(first), *STYLE)
+    chefer_second = handlers.draw_method(session, "chefer", "mean", 0.0, 0, int(second), *STYLE)
     assert not np.array_equal(np.asarray(chefer_top), np.asarray(chefer_second))
-    ui.draw_overview(session, int(second), *STYLE)
-    ui.draw_layers(session, int(second))
+    handlers.draw_overview(session, int(second), *STYLE)
+    handlers.draw_layers(session, int(second))
     assert runs == [None, int(first), int(second)]
     by_name = service.class_index(analysis, service.labels_of(analysis)[int(second)].upper())
     assert by_name == int(second)
     with pytest.raises(gr.Error, match="out of range"):
-        ui.draw_method(session, "chefer", "mean", 0.0, 0, 999, *STYLE)
+        handlers.draw_method(session, "chefer", "mean", 0.0, 0, 999, *STYLE)
 
 
 def test_clicks_select_patches_and_heads():
     session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
     analysis = service.CACHE.get(session["key"])
-    width, height = ui._view(analysis).size
+    width, height = handlers._view(analysis).size
     rows, cols = analysis.capture.grid
     # the last patch's centre; a click on the colorbar (right of the image) changes nothing
-    assert ui.select_query(session, FakeSelect([width - 1, height - 1])) == (rows - 1, cols - 1)
-    assert ui.select_query(session, FakeSelect([width + 3, 5])) == gr.skip()
-    cell = ui.THUMB + 2
-    assert ui.select_thumbnail(session, FakeSelect([2 * cell + 5, 3 * cell + 5])) == (3, "2")
-    assert ui.select_gallery_head(FakeSelect(4)) == "4"
-    assert ui.select_token_patch(session, FakeSelect([0, 0])) == (0, 0)
+    assert handlers.select_query(session, FakeSelect([width - 1, height - 1])) == (rows - 1, cols - 1)
+    assert handlers.select_query(session, FakeSelect([width + 3, 5])) == gr.skip()
+    cell = handlers.THUMB + 2
+    assert handlers.select_thumbnail(session, FakeSelect([2 * cell + 5, 3 * cell + 5])) == (3, "2")
+    assert handlers.select_gallery_head(FakeSelect(4)) == "4"
+    assert handlers.select_token_patch(session, FakeSelect([0, 0])) == (0, 0)
 
 
 def test_faithfulness_ablation_and_downloads(tmp_path):
     session, _ = analyzed(get_image("tower.jpg"), "bundled")
-    plot, table = ui.run_faithfulness(session, None, 6, progress=NO_PROGRESS)
-    assert set(table) == set(ui.MAP_METHODS) and len(plot.data) == 2 * len(ui.MAP_METHODS)
+    plot, table = handlers.run_faithfulness(session, None, 6, progress=NO_PROGRESS)
+    assert set(table) == set(handlers.MAP_METHODS) and len(plot.data) == 2 * len(handlers.MAP_METHODS)
     assert all(0 <= v["deletion_auc"] <= 1 and 0 <= v["insertion_auc"] <= 1 for v in table.values())
-    text = ui.run_ablation(session, 2, ["0", "3"], None)
+    text = handlers.run_ablation(session, 2, ["0", "3"], None)
     assert "heads 0, 3 zeroed" in text
-    bars = ui.run_importance(session, 2, None)
+    bars = handlers.run_importance(session, 2, None)
     assert len(bars.data[0].y) == 6
     with pytest.raises(gr.Error, match="at least one head"):
-        ui.run_ablation(session, 2, [], None)
+        handlers.run_ablation(session, 2, [], None)
 
-    files = ui.prepare_downloads(session, None, *STYLE)
+    files = handlers.prepare_downloads(session, None, *STYLE)
     names = sorted(p.split("/")[-1] for p in files)
     assert names == ["attention.png", "capture.npz", "chefer.png", "gradcam.png", "results.json", "rollout.png"]
     saved = np.load(next(p for p in files if p.endswith(".npz")))
@@ -128,33 +131,33 @@ def test_faithfulness_ablation_and_downloads(tmp_path):
 
 def test_api_functions_match_the_library():
     image = get_image("lion.jpg")
-    summary = ui.api_analyze(image, "bundled")
+    summary = handlers.api_analyze(image, "bundled")
     assert len(summary["top5"]) == 5 and len(summary["layer_top5"]) == 6
-    picture, payload = ui.api_explain(image, "bundled", "rollout", "", "mean", "", "", "max", 0.5, 0)
+    picture, payload = handlers.api_explain(image, "bundled", "rollout", "", "mean", "", "", "max", 0.5, 0)
     analysis = service.analyze(image, "bundled")
     from vit_core.explain import ExplainOptions
 
     expected = explain(analysis.capture, "rollout", ExplainOptions(head_fusion="max", discard_ratio=0.5))
     assert np.allclose(payload["map"], expected, atol=1e-6) and isinstance(picture, Image.Image)
-    _, query = ui.api_explain(image, "bundled", "attention", "3", "2", "4,5", "", "", 0, 0)
+    _, query = handlers.api_explain(image, "bundled", "attention", "3", "2", "4,5", "", "", 0, 0)
     expected = explain(analysis.capture, "attention", ExplainOptions(layer=3, head=2, query_patch=(4, 5)))
     assert np.allclose(query["map"], expected, atol=1e-6)
-    layers = ui.api_layer_predictions(image, "bundled", 3)["layers"]
+    layers = handlers.api_layer_predictions(image, "bundled", 3)["layers"]
     assert len(layers) == 6 and len(layers[0]) == 3
-    curves = ui.api_faithfulness(image, "bundled", "", 4)
-    assert set(curves) == set(ui.MAP_METHODS) and len(curves["rollout"]["deletion"]["probs"]) == 5
+    curves = handlers.api_faithfulness(image, "bundled", "", 4)
+    assert set(curves) == set(handlers.MAP_METHODS) and len(curves["rollout"]["deletion"]["probs"]) == 5
     for method, match in [("flow", "not implemented"), ("nope", "Unknown method")]:
         with pytest.raises(gr.Error, match=match):
-            ui.api_explain(image, "bundled", method, "", "mean", "", "", "", 0, 0)
+            handlers.api_explain(image, "bundled", method, "", "mean", "", "", "", 0, 0)
     with pytest.raises(gr.Error, match="ROW,COL"):
-        ui.api_explain(image, "bundled", "attention", "", "mean", "x", "", "", 0, 0)
+        handlers.api_explain(image, "bundled", "attention", "", "mean", "x", "", "", 0, 0)
 
 
 def test_bad_inputs_become_one_sentence_errors_and_odd_images_are_analysed(tmp_path):
     for name, (path, expect) in write(tmp_path).items():
         if expect is None:
             session, outputs = analyzed(str(path), "bundled")
-            assert len(outputs[3]) == 5, name
+            assert len(outputs[1]) == 5, name
         else:
             with pytest.raises(gr.Error, match=expect) as error:
                 analyzed(str(path), "bundled")
@@ -165,13 +168,13 @@ def test_bad_inputs_become_one_sentence_errors_and_odd_images_are_analysed(tmp_p
     with pytest.raises(gr.Error, match="[Uu]nknown model"):
         analyzed(get_image("lion.jpg"), "no-such-model")
     with pytest.raises(gr.Error, match="Upload an image first"):
-        ui.draw_overview(None, None, *STYLE)
+        handlers.draw_overview(None, None, *STYLE)
 
 
 def test_an_evicted_analysis_is_rebuilt_from_the_session(runs):
     session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
     service.CACHE.clear()  # as if the TTL had passed
-    assert len(ui.draw_overview(session, None, *STYLE)) == 4
+    assert len(handlers.draw_overview(session, None, *STYLE)) == 4
     assert runs.count(None) == 2
 
 
@@ -229,7 +232,7 @@ def test_default_model_follows_vit_model_then_space_id(monkeypatch):
 
 def test_hidden_tabs_draw_only_when_shown():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
-    lazy = ui.when_shown("layers", ui.draw_layers, 3)
+    lazy = handlers.when_shown("layers", handlers.draw_layers, 3)
     assert lazy("overview", session, None) == (gr.skip(),) * 3
     heatmap, _, _ = lazy("layers", session, None)
     assert heatmap.data[0].type == "heatmap"
