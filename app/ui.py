@@ -105,12 +105,12 @@ class Shared:
 @dataclass
 class Tab:
     """A tab's redraws: each a dict of event arguments (fn, inputs, outputs) that redraws part of it from
-    the session. `setup` comes first after an upload: it fits the tab's controls to the model's shape."""
+    the session. `setup` fits the tab's controls to the model's shape, within the upload's own event."""
 
     redraws: list[dict]
     setup: dict | None = None
-    lazy: bool = False  # drawn only while on screen (and when opened)
     ui: gr.Tab | None = field(default=None, repr=False)
+    after_upload: list[dict] = field(default_factory=list, repr=False)
 
 
 def redraw(fn, inputs: list, outputs: list) -> dict:
@@ -148,11 +148,12 @@ def heads_tab(shared: Shared) -> Tab:
         [shared.session, layer, head, query, mass, *shared.style],
         [head_view, gallery, matrix, caption],
     )
-    gr.on([layer.input, head.input, mass.input, query.change], **draw, **ALWAYS_LAST)
+    gr.on([layer.input, head.input, mass.input, query.change], **lazy(shared, "heads", draw), **ALWAYS_LAST)
     head_view.select(handlers.select_query, [shared.session], [query], **PRIVATE)
     reset.click(lambda: None, None, [query], **PRIVATE)
-    matrix.select(handlers.select_thumbnail, [shared.session], [layer, head], **PRIVATE).success(**draw)
-    gallery.select(handlers.select_gallery_head, None, [head], **PRIVATE).success(**draw)
+    shown_draw = lazy(shared, "heads", draw)
+    matrix.select(handlers.select_thumbnail, [shared.session], [layer, head], **PRIVATE).success(**shown_draw)
+    gallery.select(handlers.select_gallery_head, None, [head], **PRIVATE).success(**shown_draw)
     setup = redraw(handlers.setup_heads, [shared.session], [layer, head, query])
     return Tab([draw], setup)
 
@@ -173,7 +174,11 @@ def relevance_tab(shared: Shared) -> Tab:
         [shared.session, method, head_fusion, discard, start_layer, shared.target, *shared.style],
         [view],
     )
-    gr.on([method.input, head_fusion.input, discard.input, start_layer.input], **draw, **ALWAYS_LAST)
+    gr.on(
+        [method.input, head_fusion.input, discard.input, start_layer.input],
+        **lazy(shared, "relevance", draw),
+        **ALWAYS_LAST,
+    )
     return Tab([draw], redraw(handlers.setup_relevance, [shared.session], [start_layer]))
 
 
@@ -183,7 +188,7 @@ def layers_tab(shared: Shared) -> Tab:
         heatmap = gr.Plot(label=T("label.layer_heatmap"), elem_id="layer-heatmap")
         line = gr.Plot(label=T("label.class_line"), elem_id="class-line")
     scatter = gr.Plot(label=T("label.head_scatter"), elem_id="head-scatter")
-    return Tab([redraw(handlers.draw_layers, [shared.session, shared.target], [heatmap, line, scatter])], lazy=True)
+    return Tab([redraw(handlers.draw_layers, [shared.session, shared.target], [heatmap, line, scatter])])
 
 
 def tokens_tab(shared: Shared) -> Tab:
@@ -200,7 +205,7 @@ def tokens_tab(shared: Shared) -> Tab:
     )
     gr.on([token_layer.input, patch.change], **lazy(shared, "tokens", draw), **ALWAYS_LAST)
     similarity.select(handlers.select_token_patch, [shared.session], [patch], **PRIVATE)
-    return Tab([draw], redraw(handlers.setup_tokens, [shared.session], [token_layer, patch]), lazy=True)
+    return Tab([draw], redraw(handlers.setup_tokens, [shared.session], [token_layer, patch]))
 
 
 def faithfulness_tab(shared: Shared) -> Tab:
@@ -286,7 +291,7 @@ def anatomy_tab(shared: Shared) -> Tab:
     gr.on([layer.input], **lazy(shared, "anatomy", draw_mlp), **ALWAYS_LAST)
     grid.select(handlers.select_anatomy_patch, [shared.session], [patch], **PRIVATE)
     setup = redraw(handlers.setup_anatomy, [shared.session], [layer, head, patch])
-    return Tab([draw_patch, draw_attention, draw_mlp], setup, lazy=True)
+    return Tab([draw_patch, draw_attention, draw_mlp], setup)
 
 
 def downloads_tab(shared: Shared) -> Tab:
@@ -394,23 +399,32 @@ def build_demo() -> gr.Blocks:
 
         # ---- what crosses tabs ----
         def drawn(tab_id: str, tab: Tab) -> list[dict]:
-            return [lazy(shared, tab_id, args) for args in tab.redraws] if tab.lazy else tab.redraws
+            """A tab's redraws; every tab but the overview (where the page opens) only while on screen."""
+            return tab.redraws if tab_id == "overview" else [lazy(shared, tab_id, args) for args in tab.redraws]
 
+        # A tab fits its controls to the model (`setup`) when it is on screen: Gradio keeps the values of
+        # controls in a tab that was never opened on the page, so a hidden slider whose range changed would
+        # send its old value. Each tab is fitted once per model (`fitted` holds the model it was fitted to).
         for tab_id, tab in tabs.items():
+            setup = []
+            if tab.setup is not None:
+                fitted = gr.State(None)
+                fn = fit_once(tab.setup["fn"], len(tab.setup["outputs"]))
+                setup = [redraw(fn, [session, fitted], [*tab.setup["outputs"], fitted])]
             tab.ui.select(lambda tab_id=tab_id: tab_id, None, shown, **PRIVATE)
-            if tab.lazy:  # opened: draw it
-                chain_events(tab.ui.select, tab.redraws)
+            chain_events(tab.ui.select, [*setup, *(tab.redraws if tab_id != "overview" else [])])
+            tab.after_upload = [lazy(shared, tab_id, args) for args in [*setup, *tab.redraws]]
         analyzed = dict(inputs=[image, model], outputs=[session, predictions, target, summary], **MODEL_RUN, **PRIVATE)
-        # after an upload: the overview first (what is on screen), then every tab's controls, then the rest
-        first = tabs["overview"].redraws
-        setups = [tab.setup for tab in tabs.values() if tab.setup is not None]
-        rest = [args for tab_id, tab in tabs.items() if tab_id != "overview" for args in drawn(tab_id, tab)]
+        # after an upload: the overview first (it is what the page opens on), then the tab on screen
+        after_upload = tabs["overview"].redraws + [
+            args for tab_id, tab in tabs.items() if tab_id != "overview" for args in tab.after_upload
+        ]
         for trigger, fn in (
             (run.click, handlers.on_analyze),
             (image.change, handlers.on_new_input),
             (model.input, handlers.on_new_input),
         ):
-            chain_events(trigger(fn=fn, **analyzed).success, [*first, *setups, *rest])
+            chain_events(trigger(fn=fn, **analyzed).success, after_upload)
         all_redraws = [args for tab_id, tab in tabs.items() for args in drawn(tab_id, tab)]
         chain_events(target.input, [args for args in all_redraws if target in args["inputs"]])
         chain_events(
@@ -420,6 +434,19 @@ def build_demo() -> gr.Blocks:
         language.click(None, js="() => { document.querySelector('footer button.settings')?.click(); }", **PRIVATE)
         api_endpoints()
     return demo
+
+
+def fit_once(setup, outputs: int):
+    """`setup(session)`, unless this tab was already fitted to the session's model: then nothing changes."""
+
+    def fit(session, fitted):
+        model = (session or {}).get("model")
+        if model is not None and model == fitted:
+            return tuple(gr.skip() for _ in range(outputs + 1))
+        values = setup(session)
+        return (*(values if isinstance(values, tuple) else (values,)), model)
+
+    return fit
 
 
 def chain_events(trigger, redraws: list[dict]) -> None:

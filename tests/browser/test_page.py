@@ -16,6 +16,27 @@ def src(page, selector: str) -> str:
     return locator.get_attribute("src")
 
 
+def settled(page, selector: str) -> None:
+    """Wait until no event is pending on the output `selector` (its Gradio status tracker is hidden)."""
+    page.wait_for_function(
+        """(selector) => {
+            const tracker = document.querySelector(selector + ' [data-testid="status-tracker"]');
+            return !tracker || tracker.classList.contains('hide');
+        }""",
+        arg=selector,
+        timeout=TIMEOUT,
+    )
+    time.sleep(0.3)  # a chained redraw may start right after the previous one ended
+    page.wait_for_function(
+        """(selector) => {
+            const tracker = document.querySelector(selector + ' [data-testid="status-tracker"]');
+            return !tracker || tracker.classList.contains('hide');
+        }""",
+        arg=selector,
+        timeout=TIMEOUT,
+    )
+
+
 def changed(page, selector: str, before: str, timeout_s: float = 30) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -24,6 +45,11 @@ def changed(page, selector: str, before: str, timeout_s: float = 30) -> str:
             return now
         time.sleep(0.1)
     raise AssertionError(f"{selector} did not change")
+
+
+def error_toasts(page) -> list[str]:
+    """The texts of Gradio's error notifications on the page (a gr.Error, or a rejected input value)."""
+    return page.locator(".toast-body.error").all_inner_texts()
 
 
 def open_page(browser, url, locale="en-US"):
@@ -52,6 +78,8 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
 
     # Heads: change the block, then the head, and see the enlarged view change
     page.get_by_role("tab", name="Heads").click()
+    src(page, "#head-view")
+    settled(page, "#head-view")
     before = src(page, "#head-view")
     src(page, "#matrix")
     slider = page.locator("#layer input[type=number]")
@@ -69,6 +97,8 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
 
     # Rollout & relevance: switch the method
     page.get_by_role("tab", name="Rollout & relevance").click()
+    src(page, "#method-view")
+    settled(page, "#method-view")
     before = src(page, "#method-view")
     page.locator("#method").get_by_text("chefer", exact=True).click()
     changed(page, "#method-view", before)
@@ -96,6 +126,7 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     page.screenshot(path=str(artifacts / "downloads.png"), full_page=True)
     assert not errors, errors
+    assert not error_toasts(page), error_toasts(page)
     context.close()
 
 
@@ -125,6 +156,7 @@ def walk_through_anatomy(page, artifacts, name: str, facts_marker: str) -> None:
     )
     for plot in ("#anatomy-vector", "#anatomy-row", "#anatomy-entropy", "#anatomy-mlp", "#anatomy-route"):
         page.locator(f"{plot} .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    settled(page, "#anatomy-weights")
     before = src(page, "#anatomy-weights")
     row_title = page.locator("#anatomy-row .gtitle").first.text_content()
     page.locator("#anatomy-scaled input[type=checkbox]").click()
@@ -146,6 +178,7 @@ def test_anatomy_walk_through_in_english(browser, live_server, artifacts):
     assert "no 1/√" in page.locator("#anatomy-row .gtitle").first.text_content()
     page.screenshot(path=str(artifacts / "anatomy-en.png"), full_page=True)
     assert not errors, errors
+    assert not error_toasts(page), error_toasts(page)
     context.close()
 
 
@@ -159,6 +192,7 @@ def test_a_chinese_browser_gets_the_chinese_page(browser, live_server, artifacts
     assert "不除以" in page.locator("#anatomy-row .gtitle").first.text_content()
     page.screenshot(path=str(artifacts / "anatomy-zh.png"), full_page=True)
     assert not errors, errors
+    assert not error_toasts(page), error_toasts(page)
     context.close()
 
 
@@ -178,4 +212,5 @@ def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, 
     page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)
     page.screenshot(path=str(artifacts / "language-switch.png"))
     assert not errors, errors
+    assert not error_toasts(page), error_toasts(page)
     context.close()
