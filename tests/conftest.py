@@ -24,3 +24,15 @@ def live_server(tmp_path_factory):
     server = start(tmp_path_factory.mktemp("server") / "server.log")
     yield server
     stop(server)
+
+
+@pytest.fixture(scope="session")
+def timm_tiny_file(tmp_path_factory) -> str:
+    """timm's ViT-Ti/16 built without weights (random), converted and saved as a vit_core .safetensors."""
+    from vit_core.weights import save_vit
+    from vit_core.zoo import load_model
+
+    loaded = load_model("timm:vit_tiny_patch16_224", random_weights=True)
+    path = tmp_path_factory.mktemp("models") / "vit_tiny_random.safetensors"
+    save_vit(path, loaded.model, loaded.data_config, loaded.labels)
+    return str(path)

@@ -214,3 +214,23 @@ def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, 
     assert not errors, errors
     assert not error_toasts(page), error_toasts(page)
     context.close()
+
+
+def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, artifacts, timm_tiny_file):
+    """From the bundled model (6 blocks x 6 heads) to a ViT-Ti (12 blocks x 3 heads) while on the Heads tab."""
+    context, page, errors = open_page(browser, live_server.url)
+    page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
+    src(page, "#overview-gradcam")
+    page.get_by_role("tab", name="Heads").click()
+    page.get_by_text("Block 5, head mean").wait_for(timeout=TIMEOUT)
+    settled(page, "#head-view")
+    box = page.locator("#model input")
+    box.fill(timm_tiny_file)
+    box.press("Enter")
+    page.get_by_text("Block 11, head mean").wait_for(timeout=TIMEOUT)  # the new model's last block
+    assert page.locator("#layer input[type=number]").input_value() == "11"
+    assert "12 blocks × 3 heads" in page.locator("#summary").inner_text()
+    page.screenshot(path=str(artifacts / "model-switch.png"), full_page=True)
+    assert not errors, errors
+    assert not error_toasts(page), error_toasts(page)
+    context.close()
