@@ -58,13 +58,23 @@ COOKIE = "vit_explorer_lang"
 # of "language.code", which is the language's own tag: Gradio rewrites it whenever the language changes,
 # and this copies it into a cookie that comes with every request.
 LANGUAGE_JS = f"""() => {{
-    const store = () => {{
-        const marker = document.querySelector('#language-code');
-        const code = marker && marker.textContent.trim();
-        if (code) document.cookie = '{COOKIE}=' + encodeURIComponent(code) + '; path=/; SameSite=Lax';
+    let last = null;
+    const store = (marker) => {{
+        const code = marker.textContent.trim();
+        if (code && code !== last) {{
+            last = code;
+            document.cookie = '{COOKIE}=' + encodeURIComponent(code) + '; path=/; SameSite=Lax';
+        }}
     }};
-    new MutationObserver(store).observe(document.body, {{subtree: true, childList: true, characterData: true}});
-    store();
+    const watch = () => {{
+        const marker = document.querySelector('#language-code');
+        if (!marker) return setTimeout(watch, 200);  // the page is still being built
+        store(marker);
+        // only the marker: watching the whole page would run on every redraw
+        const what = {{subtree: true, childList: true, characterData: true}};
+        new MutationObserver(() => store(marker)).observe(marker, what);
+    }};
+    watch();
 }}"""
 LANGUAGE_CSS = "#language-code { display: none !important; }"
 
