@@ -424,7 +424,8 @@ def build_demo() -> gr.Blocks:
             (image.change, handlers.on_new_input),
             (model.input, handlers.on_new_input),
         ):
-            chain_events(trigger(fn=fn, **analyzed).success, after_upload)
+            # always_last: a new picture while the previous one is still being analysed is not dropped
+            chain_events(trigger(fn=fn, **analyzed, **ALWAYS_LAST).success, after_upload)
         all_redraws = [args for tab_id, tab in tabs.items() for args in drawn(tab_id, tab)]
         chain_events(target.input, [args for args in all_redraws if target in args["inputs"]])
         chain_events(

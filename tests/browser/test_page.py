@@ -16,25 +16,18 @@ def src(page, selector: str) -> str:
     return locator.get_attribute("src")
 
 
+IDLE = """(selector) => {
+    const tracker = document.querySelector(selector + ' [data-testid="status-tracker"]');
+    return !tracker || tracker.classList.contains('hide');
+}"""
+
+
 def settled(page, selector: str) -> None:
-    """Wait until no event is pending on the output `selector` (its Gradio status tracker is hidden)."""
-    page.wait_for_function(
-        """(selector) => {
-            const tracker = document.querySelector(selector + ' [data-testid="status-tracker"]');
-            return !tracker || tracker.classList.contains('hide');
-        }""",
-        arg=selector,
-        timeout=TIMEOUT,
-    )
-    time.sleep(0.3)  # a chained redraw may start right after the previous one ended
-    page.wait_for_function(
-        """(selector) => {
-            const tracker = document.querySelector(selector + ' [data-testid="status-tracker"]');
-            return !tracker || tracker.classList.contains('hide');
-        }""",
-        arg=selector,
-        timeout=TIMEOUT,
-    )
+    """Wait until no event is pending on the output `selector` (its Gradio status tracker is hidden),
+    twice: a chained redraw may start right after the previous one ended."""
+    for pause in (0.3, 0.0):
+        page.wait_for_function(IDLE, arg=selector, timeout=TIMEOUT)
+        time.sleep(pause)
 
 
 def changed(page, selector: str, before: str, timeout_s: float = 30) -> str:
@@ -50,6 +43,13 @@ def changed(page, selector: str, before: str, timeout_s: float = 30) -> str:
 def error_toasts(page) -> list[str]:
     """The texts of Gradio's error notifications on the page (a gr.Error, or a rejected input value)."""
     return page.locator(".toast-body.error").all_inner_texts()
+
+
+def finish(context, page, errors: list[str]) -> None:
+    """No console errors, no failed file, no error notification; then close."""
+    assert not errors, errors
+    assert not error_toasts(page), error_toasts(page)
+    context.close()
 
 
 def open_page(browser, url, locale="en-US"):
@@ -125,9 +125,7 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
     path = download.value.path()
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     page.screenshot(path=str(artifacts / "downloads.png"), full_page=True)
-    assert not errors, errors
-    assert not error_toasts(page), error_toasts(page)
-    context.close()
+    finish(context, page, errors)
 
 
 def test_a_broken_upload_shows_one_sentence_and_the_page_keeps_working(browser, live_server, artifacts, tmp_path):
@@ -139,7 +137,11 @@ def test_a_broken_upload_shows_one_sentence_and_the_page_keeps_working(browser, 
     page.screenshot(path=str(artifacts / "bad-upload.png"), full_page=True)
     page.locator("#input-image button[aria-label='Remove Image']").first.click()
     page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
-    src(page, "#overview-rollout")
+    try:
+        src(page, "#overview-rollout")
+    except Exception:
+        page.screenshot(path=str(artifacts / "bad-upload-then-good.png"), full_page=True)
+        raise
     context.close()
 
 
@@ -177,9 +179,7 @@ def test_anatomy_walk_through_in_english(browser, live_server, artifacts):
     walk_through_anatomy(page, artifacts, "Anatomy", "values")
     assert "no 1/√" in page.locator("#anatomy-row .gtitle").first.text_content()
     page.screenshot(path=str(artifacts / "anatomy-en.png"), full_page=True)
-    assert not errors, errors
-    assert not error_toasts(page), error_toasts(page)
-    context.close()
+    finish(context, page, errors)
 
 
 def test_a_chinese_browser_gets_the_chinese_page(browser, live_server, artifacts):
@@ -191,9 +191,7 @@ def test_a_chinese_browser_gets_the_chinese_page(browser, live_server, artifacts
     walk_through_anatomy(page, artifacts, "解剖", "个值")
     assert "不除以" in page.locator("#anatomy-row .gtitle").first.text_content()
     page.screenshot(path=str(artifacts / "anatomy-zh.png"), full_page=True)
-    assert not errors, errors
-    assert not error_toasts(page), error_toasts(page)
-    context.close()
+    finish(context, page, errors)
 
 
 def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, artifacts):
@@ -211,9 +209,7 @@ def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, 
     page.locator("#input-image input[type=file]").set_input_files(get_image("bus.png"))
     page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)
     page.screenshot(path=str(artifacts / "language-switch.png"))
-    assert not errors, errors
-    assert not error_toasts(page), error_toasts(page)
-    context.close()
+    finish(context, page, errors)
 
 
 def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, artifacts, timm_tiny_file):
@@ -231,6 +227,4 @@ def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, arti
     assert page.locator("#layer input[type=number]").input_value() == "11"
     assert "12 blocks × 3 heads" in page.locator("#summary").inner_text()
     page.screenshot(path=str(artifacts / "model-switch.png"), full_page=True)
-    assert not errors, errors
-    assert not error_toasts(page), error_toasts(page)
-    context.close()
+    finish(context, page, errors)
