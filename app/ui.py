@@ -347,7 +347,8 @@ def api_endpoints() -> None:
 
 def build_demo() -> gr.Blocks:
     """The whole page. Importable without launching (Spaces imports `app.demo`)."""
-    with gr.Blocks(title="ViT attention explorer") as demo:
+    # Gradio keeps every picture it serves on disk: drop those older than an hour, every half hour.
+    with gr.Blocks(title="ViT attention explorer", delete_cache=(1800, 3600)) as demo:
         session = gr.State(None, time_to_live=3600)
         shown = gr.State("overview")  # the tab on screen
         with gr.Row(equal_height=True):
