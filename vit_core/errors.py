@@ -1,8 +1,33 @@
-"""The one exception type that carries a user-facing sentence (CLI exit code 2, gr.Error in the UI)."""
+"""Errors as data: every user-facing problem is a `VitCoreError(key, **params)`.
+
+The English sentence is one rendering of the key (`MESSAGES` below); the app translates by key
+(`app/locales/<language>.json`, `error.<key>`), never by parsing the English back. The CLI prints the
+English sentence and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# key -> English template ({name} placeholders filled from the error's params)
+MESSAGES: dict[str, str] = {}
+
+
+def render(key: str, params: dict[str, Any]) -> str:
+    """The English sentence of `key` with `params` filled in."""
+    template = MESSAGES.get(key)
+    if template is None:  # transitional: a sentence not yet given a key
+        return key
+    return template.format(**params)
 
 
 class VitCoreError(Exception):
-    """A problem with the user's input (image, model name, weights), worded as one clear sentence."""
+    """A problem with the user's input, carried as a key and its parameters; `str()` is the English sentence."""
+
+    def __init__(self, key: str, **params: Any) -> None:
+        self.key = key
+        self.params = params
+        super().__init__(render(key, params))
 
 
 class WeightsUnavailable(VitCoreError):
