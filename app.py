@@ -17,4 +17,5 @@ if __name__ == "__main__":
         i18n=I18N,
         js=LANGUAGE_JS,
         css=LANGUAGE_CSS,
+        footer_links=["api", "gradio"],  # the page has its own language toggle (Gradio's Settings lists 33)
     )

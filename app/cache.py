@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+import torch
 
 from vit_core.capture import Capture
 
@@ -36,14 +37,14 @@ class Analysis:
     by_target: dict[int, Capture] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # memos may nest
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+    created: float = field(default_factory=time.monotonic)  # a summary says "from cache" for an older one
+    image_size: tuple[int, int] | None = None  # (width, height) of the decoded image, before preprocessing
+    pixels: torch.Tensor | None = None  # [C, H, W] the model's input, kept for re-runs (maps, ablations)
 
     @property
     def nbytes(self) -> int:
-        return capture_bytes(self.capture) + sum(capture_bytes(c) for c in self.by_target.values())
+        pixels = 0 if self.pixels is None else self.pixels.numel() * self.pixels.element_size()
+        return capture_bytes(self.capture) + sum(capture_bytes(c) for c in self.by_target.values()) + pixels
 
     def remember(self, key: Any, compute: Callable[[], Any]) -> Any:
         """`compute()` once per key; later calls return the stored value."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,15 +19,72 @@ LAYOUT = dict(
     plot_bgcolor="white",
     paper_bgcolor="white",
     font=dict(family="sans-serif", size=12),
-    xaxis=dict(gridcolor="#e8e8e8", zeroline=False),
-    yaxis=dict(gridcolor="#e8e8e8", zeroline=False),
-    margin=dict(l=60, r=20, t=50, b=50),
+    margin=dict(l=20, r=20, t=20, b=20, autoexpand=True),  # automargin grows these to fit every text
     height=380,
 )
+AXIS = dict(gridcolor="#e8e8e8", zeroline=False, automargin=True)
+
+
+def wrap(label: str, width: int = 42) -> str:
+    """Break a long title into lines of at most `width` columns (a CJK character counts two), at spaces
+    where there are any: plotly never wraps text, and a long title is clipped at the figure's edge."""
+    lines, line, used = [], "", 0
+    for word in re.split(r"(?<=\s)", label) if " " in label else list(label):
+        size = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in word)
+        if line and used + size > width:
+            lines.append(line.rstrip())
+            line, used = "", 0
+        line, used = line + word, used + size
+    lines.append(line.rstrip())
+    return "<br>".join(lines)
+
+
+def finish(
+    figure: go.Figure,
+    title: str,
+    x: str | None = None,
+    y: str | None = None,
+    y2: dict | None = None,
+    width: int = 42,
+    **layout,
+) -> go.Figure:
+    """The house layout: a wrapped title above the plot, wrapped axis titles, every margin grown to fit its
+    text (automargin), and any legend below the plot, outside the data."""
+    figure.update_layout(
+        title=dict(
+            text=wrap(title, width + 8),
+            x=0.01,
+            xanchor="left",
+            y=0.98,
+            yanchor="top",
+            yref="container",
+            automargin=True,
+        ),
+        legend=dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top"),
+        **{**LAYOUT, **layout},
+    )
+    figure.update_xaxes(**AXIS, title_text=wrap(x, width) if x else None)
+    figure.update_yaxes(**AXIS, title_text=wrap(y, width // 2) if y else None)
+    if y2 is not None:
+        title2 = y2.pop("title", None)
+        figure.update_layout(
+            yaxis2=dict(
+                overlaying="y",
+                side="right",
+                automargin=True,
+                showgrid=False,
+                title_text=wrap(title2, width // 2) if title2 else None,
+                **y2,
+            )
+        )
+    return figure
+
+
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
 def layer_heatmap(probs: np.ndarray, labels: Sequence[str], classes: Sequence[int], lang: str = DEFAULT) -> go.Figure:
-    """Logit lens as a heatmap: layers (rows) x `classes` (columns), probability in each cell."""
+    """Logit lens (nostalgebraist 2020) as a heatmap: layers (rows) x `classes` (columns), probability in each cell."""
     figure = go.Figure(
         go.Heatmap(
             z=probs[:, classes],
@@ -34,34 +93,32 @@ def layer_heatmap(probs: np.ndarray, labels: Sequence[str], classes: Sequence[in
             colorscale="Viridis",
             zmin=0,
             zmax=1,
-            colorbar=dict(title="p"),
+            colorbar=dict(title=dict(text="p", side="top"), thickness=14),
             hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
         )
     )
-    figure.update_layout(
-        title=text("figure.lens_title", lang),
-        xaxis_title=text("figure.class", lang),
-        yaxis_title=text("figure.after", lang),
-        **LAYOUT,
-    )
+    finish(figure, text("figure.lens_title", lang), x=text("figure.class", lang), y=text("figure.after", lang))
+    figure.update_xaxes(tickangle=-40)
     return figure
 
 
 def class_line(probability: np.ndarray, label: str, lang: str = DEFAULT) -> go.Figure:
     """The probability of one class after each block."""
     figure = go.Figure(go.Scatter(x=list(range(len(probability))), y=probability, mode="lines+markers", name=label))
-    figure.update_layout(
-        title=text("figure.line_title", lang, label=label),
-        xaxis_title=text("figure.block", lang),
-        yaxis_title=text("figure.probability", lang),
+    finish(
+        figure,
+        text("figure.line_title", lang, label=label),
+        x=text("figure.block", lang),
+        y=text("figure.probability", lang),
         yaxis_range=[0, 1],
-        **LAYOUT,
     )
+    figure.update_xaxes(dtick=1)
     return figure
 
 
 def head_scatter(distance: np.ndarray, entropy: np.ndarray, lang: str = DEFAULT) -> go.Figure:
-    """Mean attention distance of every head against its layer, coloured by entropy (ViT paper, Fig. 7)."""
+    """Mean attention distance of every head against its layer, coloured by entropy (Dosovitskiy et al. 2021,
+    Fig. 7)."""
     layers, heads = distance.shape
     layer_index, head_index = np.meshgrid(np.arange(layers), np.arange(heads), indexing="ij")
     figure = go.Figure(
@@ -70,18 +127,17 @@ def head_scatter(distance: np.ndarray, entropy: np.ndarray, lang: str = DEFAULT)
             y=distance.ravel(),
             mode="markers",
             marker=dict(
-                color=entropy.ravel(), colorscale="Viridis", size=9, colorbar=dict(title=text("figure.entropy", lang))
+                color=entropy.ravel(),
+                colorscale="Viridis",
+                size=9,
+                colorbar=dict(title=dict(text=wrap(text("figure.entropy", lang), 10), side="top"), thickness=14),
             ),
             customdata=np.stack([head_index.ravel(), entropy.ravel()], axis=1),
-            hovertemplate="block %{x}, head %{customdata[0]}<br>%{y:.1f} px<br>H %{customdata[1]:.2f}<extra></extra>",
+            hovertemplate="%{x} · %{customdata[0]}<br>%{y:.1f} px<br>H %{customdata[1]:.2f}<extra></extra>",
         )
     )
-    figure.update_layout(
-        title=text("figure.distance_title", lang),
-        xaxis_title=text("figure.block", lang),
-        yaxis_title=text("figure.distance", lang),
-        **LAYOUT,
-    )
+    finish(figure, text("figure.distance_title", lang), x=text("figure.block", lang), y=text("figure.distance", lang))
+    figure.update_xaxes(dtick=1)
     return figure
 
 
@@ -92,42 +148,53 @@ def token_norm_bars(
     colours = np.where(outliers, "crimson", "steelblue").astype(object)
     colours[:prefix] = "grey"
     figure = go.Figure(go.Bar(x=list(range(len(norms))), y=norms, marker_color=list(colours)))
-    figure.add_hline(y=threshold, line_dash="dash", annotation_text=text("figure.fence", lang))
-    figure.update_layout(
-        title=text("figure.norms_title", lang, count=int(outliers[prefix:].sum())),
-        xaxis_title=text("figure.token_axis", lang),
-        yaxis_title=text("figure.norm", lang),
-        **LAYOUT,
+    figure.add_hline(
+        y=threshold,
+        line_dash="dash",
+        annotation_text=text("figure.fence", lang),
+        annotation_position="top right",
+    )
+    finish(
+        figure,
+        text("figure.norms_title", lang, count=int(outliers[prefix:].sum())),
+        x=text("figure.token_axis", lang),
+        y=text("figure.norm", lang),
+        width=60,
     )
     return figure
 
 
 def faithfulness_curves(curves: Mapping[str, tuple[Curve, Curve]], lang: str = DEFAULT) -> go.Figure:
-    """Deletion (solid) and insertion (dashed) curves per method, AUC in the legend (Petsiuk et al. 2018)."""
+    """Deletion (solid) and insertion (dashed) curves per method, one colour per method (Petsiuk et al. 2018);
+    the AUCs are in the table beside it."""
     figure = go.Figure()
-    for method, (deletion, insertion) in curves.items():
+    for index, (method, (deletion, insertion)) in enumerate(curves.items()):
+        colour = COLOURS[index % len(COLOURS)]
         figure.add_scatter(
-            x=deletion.fractions, y=deletion.probs, name=text("figure.deletion", lang, method=method, auc=deletion.auc)
+            x=deletion.fractions,
+            y=deletion.probs,
+            name=text("figure.deletion_short", lang, method=method),
+            legendgroup=method,
+            line=dict(color=colour),
         )
         figure.add_scatter(
             x=insertion.fractions,
             y=insertion.probs,
-            name=text("figure.insertion", lang, method=method, auc=insertion.auc),
-            line=dict(dash="dash"),
+            name=text("figure.insertion_short", lang, method=method),
+            legendgroup=method,
+            line=dict(color=colour, dash="dash"),
         )
-    figure.update_layout(
-        title=text("figure.faithfulness_title", lang),
-        xaxis_title=text("figure.fraction", lang),
-        yaxis_title=text("figure.p_target", lang),
-        **LAYOUT,
+    finish(
+        figure,
+        text("figure.faithfulness_title", lang),
+        x=text("figure.fraction", lang),
+        y=text("figure.p_target", lang),
+        height=460,
     )
     return figure
 
 
 def head_importance_bars(drop: np.ndarray, layer: int, lang: str = DEFAULT) -> go.Figure:
-    """The drop in the target probability when each head of `layer` alone is zeroed."""
+    """The drop in the target probability when each head of `layer` alone is zeroed (Michel et al. 2019)."""
     figure = go.Figure(go.Bar(x=[text("figure.head_n", lang, n=h) for h in range(len(drop))], y=drop))
-    figure.update_layout(
-        title=text("figure.importance_title", lang, layer=layer), yaxis_title=text("figure.drop", lang), **LAYOUT
-    )
-    return figure
+    return finish(figure, text("figure.importance_title", lang, layer=layer), y=text("figure.drop", lang))

@@ -53,30 +53,23 @@ def language_of(accept_language: str | None) -> str:
 
 
 COOKIE = "vit_explorer_lang"
+LANGUAGES = {"en": "English", "zh-CN": "中文"}  # the page's toggle; each has a file in app/locales
 
-# Runs once when the page loads (launch(js=...)). A hidden element (#language-code) holds the translation
-# of "language.code", which is the language's own tag: Gradio rewrites it whenever the language changes,
-# and this copies it into a cookie that comes with every request.
+# Runs once when the page loads (launch(js=...)): a language chosen earlier with the toggle (its cookie)
+# becomes Gradio's locale again, through the same `changeLocale` the toggle uses (app.ui.SWITCH_JS).
 LANGUAGE_JS = f"""() => {{
-    let last = null;
-    const store = (marker) => {{
-        const code = marker.textContent.trim();
-        if (code && code !== last) {{
-            last = code;
-            document.cookie = '{COOKIE}=' + encodeURIComponent(code) + '; path=/; SameSite=Lax';
-        }}
+    const match = document.cookie.match(/(?:^|; ){COOKIE}=([^;]*)/);
+    if (!match) return;
+    const choice = decodeURIComponent(match[1]);
+    const apply = async (tries) => {{
+        const url = performance.getEntriesByType('resource').map((entry) => entry.name)
+            .find((name) => /\\/assets\\/core-[\\w-]+\\.js$/.test(name));
+        if (!url) return tries > 0 ? setTimeout(() => apply(tries - 1), 200) : undefined;
+        (await import(url)).changeLocale(choice);
     }};
-    const watch = () => {{
-        const marker = document.querySelector('#language-code');
-        if (!marker) return setTimeout(watch, 200);  // the page is still being built
-        store(marker);
-        // only the marker: watching the whole page would run on every redraw
-        const what = {{subtree: true, childList: true, characterData: true}};
-        new MutationObserver(() => store(marker)).observe(marker, what);
-    }};
-    watch();
+    apply(25);
 }}"""
-LANGUAGE_CSS = "#language-code { display: none !important; }"
+LANGUAGE_CSS = ".empty-state { color: var(--body-text-color-subdued); }"
 
 
 def language_of_request(cookie_header: str | None, accept_language: str | None) -> str:
@@ -131,3 +124,8 @@ def translate_error(message: str, language: str) -> str:
         if found and key in catalogs().get(language, {}):
             return text(key, language, **found.groupdict())
     return text("error.generic", language, message=message)
+
+
+def error_text(error, language: str) -> str:
+    """A core error (`VitCoreError`) as one sentence in `language`."""
+    return translate_error(str(error), language)

@@ -7,7 +7,7 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from vit_core.capture import Capture
 from vit_core.config import DataConfig
@@ -71,7 +71,9 @@ def overlay(
         draw_grid(picture, rows, cols)
     if mark is not None:
         mark_patch(picture, rows, cols, mark)
-    return with_colorbar(picture, style.cmap) if style.colorbar else picture
+    if not style.colorbar:
+        return picture
+    return with_colorbar(picture, style.cmap, float(np.min(grid_map)), float(np.max(grid_map)))
 
 
 def draw_grid(picture: Image.Image, rows: int, cols: int) -> None:
@@ -94,16 +96,37 @@ def mark_patch(picture: Image.Image, rows: int, cols: int, patch: tuple[int, int
     ImageDraw.Draw(picture).rectangle(box, outline=(255, 40, 40), width=max(2, width // 112))
 
 
-def with_colorbar(picture: Image.Image, cmap: str) -> Image.Image:
-    """The picture with a vertical colour scale on its right: high at the top, low at the bottom."""
+@cache
+def font(size: int) -> ImageFont.ImageFont:
+    """Pillow's bundled sans-serif at `size` pixels (no system font needed)."""
+    return ImageFont.load_default(size=size)
+
+
+def tick_label(value: float) -> str:
+    """A short number for a colorbar tick: 0.0123 -> 0.012, 1234.5 -> 1.2e+03."""
+    if value == 0 or 0.01 <= abs(value) < 1000:
+        return f"{value:.3g}"
+    return f"{value:.1e}"
+
+
+def with_colorbar(picture: Image.Image, cmap: str, low: float = 0.0, high: float = 1.0) -> Image.Image:
+    """The picture with a vertical colour scale on its right, high at the top, labelled with the map's own
+    values at the top, middle and bottom (the colours are min-max normalised)."""
     width, height = picture.size
     bar_width, margin = max(8, width // 28), max(4, width // 56)
+    size = max(10, min(14, height // 24))
+    labels = [tick_label(v) for v in (high, (low + high) / 2, low)]
+    text_width = max(font(size).getbbox(label)[2] for label in labels) + 4
     lut = colormap(cmap)[::-1]  # top = high
     column = lut[np.linspace(0, 255, height).round().astype(int)]  # [H, 3]
     bar = Image.fromarray(np.repeat(column[:, None, :], bar_width, axis=1), "RGB")
-    canvas = Image.new("RGB", (width + margin + bar_width, height), (255, 255, 255))
+    canvas = Image.new("RGB", (width + margin + bar_width + text_width, height), (255, 255, 255))
     canvas.paste(picture, (0, 0))
     canvas.paste(bar, (width + margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    x = width + margin + bar_width + 3
+    for label, y, anchor in zip(labels, (0, height / 2, height), ("lt", "lm", "lb"), strict=True):
+        draw.text((x, y), label, fill=(40, 40, 40), font=font(size), anchor=anchor)
     return canvas
 
 
@@ -117,22 +140,56 @@ def patch_at(xy: tuple[float, float], size: tuple[int, int], grid: tuple[int, in
     return int(y * grid[0] // height), int(x * grid[1] // width)
 
 
-def thumbnail_matrix(maps: np.ndarray, cell: int, cmap: str, gap: int = 2) -> Image.Image:
-    """`[layers, heads, rows, cols]` maps as one picture of layers x heads thumbnails (bertviz's model view)."""
+MATRIX_GAP = 2
+MATRIX_MARGIN = 22  # room for the block numbers on the left
+MATRIX_TOP = 40  # room for the head numbers on top, below the picture's label
+
+
+def matrix_cell(heads: int) -> int:
+    """Thumbnail size of the blocks x heads matrix: about 480 pixels wide, 36 to 72 pixels a cell."""
+    return max(36, min(72, 480 // max(heads, 1) - MATRIX_GAP))
+
+
+def thumbnail_matrix(
+    maps: np.ndarray, cell: int, cmap: str, selected: tuple[int, int | None] | None = None, gap: int = MATRIX_GAP
+) -> Image.Image:
+    """`[layers, heads, rows, cols]` maps as one picture of layers x heads thumbnails (bertviz's model view),
+    with block numbers on the left, head numbers on top, and the selected (block, head) outlined (the
+    whole row when the head is None: the mean or max over heads)."""
     layers, heads = maps.shape[:2]
-    canvas = Image.new("RGB", (heads * (cell + gap) - gap, layers * (cell + gap) - gap), (255, 255, 255))
+    left, top = MATRIX_MARGIN, MATRIX_TOP
+    canvas = Image.new("RGB", (left + heads * (cell + gap) - gap, top + layers * (cell + gap) - gap), "white")
+    draw = ImageDraw.Draw(canvas)
     for layer in range(layers):
+        y = top + layer * (cell + gap)
+        draw.text((left - 4, y + cell / 2), str(layer), fill=(60, 60, 60), font=font(12), anchor="rm")
         for head in range(heads):
-            canvas.paste(
-                heat(maps[layer, head], (cell, cell), cmap, "nearest"), (head * (cell + gap), layer * (cell + gap))
-            )
+            canvas.paste(heat(maps[layer, head], (cell, cell), cmap, "nearest"), (left + head * (cell + gap), y))
+    for head in range(heads):
+        x = left + head * (cell + gap) + cell / 2
+        draw.text((x, top - 4), str(head), fill=(60, 60, 60), font=font(12), anchor="mb")
+    if selected is not None:
+        layer, head = selected
+        first, last = (0, heads - 1) if head is None else (head, head)
+        box = [
+            left + first * (cell + gap) - 2,
+            top + layer * (cell + gap) - 2,
+            left + last * (cell + gap) + cell + 1,
+            top + layer * (cell + gap) + cell + 1,
+        ]
+        draw.rectangle(box, outline=(255, 40, 40), width=2)
     return canvas
 
 
-def cell_at(xy: tuple[float, float], shape: tuple[int, int], cell: int, gap: int = 2) -> tuple[int, int] | None:
-    """The (layer, head) thumbnail under pixel `xy` of a `thumbnail_matrix`; None in a gap or outside."""
-    x, y = int(xy[0]), int(xy[1])
-    layer, head = divmod(y, cell + gap)[0], divmod(x, cell + gap)[0]
+def cell_at(
+    xy: tuple[float, float], shape: tuple[int, int], cell: int, gap: int = MATRIX_GAP
+) -> tuple[int, int] | None:
+    """The (layer, head) thumbnail under pixel `xy` of a `thumbnail_matrix`; None in a gap, on the
+    numbers or outside."""
+    x, y = int(xy[0]) - MATRIX_MARGIN, int(xy[1]) - MATRIX_TOP
+    if x < 0 or y < 0:
+        return None
+    layer, head = y // (cell + gap), x // (cell + gap)
     if y % (cell + gap) >= cell or x % (cell + gap) >= cell or not (0 <= layer < shape[0] and 0 <= head < shape[1]):
         return None
     return layer, head

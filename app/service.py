@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from app.cache import Analysis, AnalysisCache
+from app.i18n import catalogs, text
 from vit_core.capture import Capture, capture
 from vit_core.errors import VitCoreError
+from vit_core.hub import hf_endpoint, offline, reachable
 from vit_core.images import load_image
 from vit_core.zoo import CATALOG, LoadedModel, available_offline, load_model
 
@@ -46,14 +48,33 @@ def default_model() -> str:
     return SPACE_DEFAULT_MODEL if os.environ.get("SPACE_ID") else "bundled"
 
 
-def model_choices() -> list[tuple[str, str]]:
-    """The catalog for the dropdown, each marked usable here or not (offline: bundled and cached models)."""
+def model_choices(language: str = "en") -> list[tuple[str, str]]:
+    """The catalog for the dropdown in `language`, each marked usable here or not (offline: bundled and
+    cached models)."""
     on_space = bool(os.environ.get("SPACE_ID"))
     choices = []
     for entry in CATALOG:
         usable = on_space or available_offline(entry.name)
-        choices.append((f"{entry.name} — {entry.description}{'' if usable else ' (needs download)'}", entry.name))
+        description = catalogs().get(language, {}).get(f"model.{entry.name}", entry.description)
+        mark = "" if usable else " " + text("model.needs_download", language)
+        choices.append((f"{entry.name} — {description}{mark}", entry.name))
     return choices
+
+
+def public_mode() -> bool:
+    """On a Space, or with VIT_PUBLIC=1: visitors choose only listed models."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("VIT_PUBLIC", "") == "1"
+
+
+@lru_cache(maxsize=1)
+def suggested_model():
+    """The ImageNet model to suggest beside the bundled one, when the hub can be reached and the operator
+    chose no model (`VIT_MODEL`); None otherwise."""
+    if os.environ.get("VIT_MODEL") or offline():
+        return None
+    if not os.environ.get("SPACE_ID") and not reachable(hf_endpoint(), timeout=1.5):
+        return None
+    return next((entry for entry in CATALOG if entry.name == SPACE_DEFAULT_MODEL), None)
 
 
 _model_lock = threading.Lock()
@@ -72,10 +93,11 @@ def shared_model(name: str) -> LoadedModel:
         return _load(name.strip())
 
 
-def device_description() -> str:
+def device_facts() -> dict:
+    """Where models run, as values for the summary ({"gpu": name} or {"threads": n})."""
     if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    return f"CPU ({torch.get_num_threads()} threads)"
+        return {"gpu": torch.cuda.get_device_name(0)}
+    return {"threads": torch.get_num_threads()}
 
 
 CACHE = AnalysisCache(
@@ -106,8 +128,17 @@ def analyze(image_path: str | None, model_name: str) -> Analysis:
     cached = CACHE.get(key)
     if cached is not None:
         return cached
-    pixels = loaded.preprocess(load_image(image_path, name=Path(image_path).name))
-    return CACHE.put(Analysis(key, model_name.strip(), str(image_path), _run(loaded, pixels)))
+    image = load_image(image_path, name=Path(image_path).name)
+    pixels = loaded.preprocess(image)
+    analysis = Analysis(
+        key, model_name.strip(), str(image_path), _run(loaded, pixels), image_size=image.size, pixels=pixels
+    )
+    return CACHE.put(analysis)
+
+
+def crop_facts(analysis: Analysis) -> dict | None:
+    """How much of the image the model sees, when its preprocessing cuts some off; None when it sees all."""
+    return None
 
 
 def by_key(key: str | None, image_path: str | None, model_name: str | None) -> Analysis:
@@ -138,8 +169,7 @@ def class_capture(analysis: Analysis, choice: int | str | None) -> Capture:
     target = target_class(analysis, choice)
     with analysis.lock:
         if target not in analysis.by_target:
-            pixels = torch.from_numpy(analysis.capture.input.copy())
-            analysis.by_target[target] = _run(shared_model(analysis.model_name), pixels, target)
+            analysis.by_target[target] = _run(shared_model(analysis.model_name), analysis.pixels, target)
     CACHE.grew(analysis)
     return analysis.by_target[target]
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 # key -> English template ({name} placeholders filled from the error's params)
-MESSAGES: dict[str, str] = {}
+MESSAGES: dict[str, str] = {
+    "no_image": "pick an example or upload an image first.",
+    "not_uploaded": "send the image as an upload; files on the server cannot be named.",
+    "query_patch_format": "query patch {value!r} must be ROW,COL.",
+    "head_choice": "head {value!r} is not a head index, mean or max.",
+    "no_head_layers": "this model has no classification head, so there are no per-layer predictions.",
+}
 
 
 def render(key: str, params: dict[str, Any]) -> str:

@@ -5,27 +5,29 @@ import numpy as np
 import pytest
 from gradio.media import get_image
 
-from app import handlers, service
+from app import service
+from app.session import select_patch, view_of
+from app.tabs import anatomy, heads
 from tests.app.conftest import FakeSelect
+from tests.app.helpers import STYLE, analyzed
 from vit_core.anatomy import attention_row, block_internals
 
-NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
 
 
 def draw_anatomy(session, patch, layer, head, query, scaled, request=None):
     """The three handlers of the tab, outputs in the tab's order (steps 1-6)."""
-    grid, pixels, vector, strip, facts, position, route, logits, head_facts = handlers.draw_anatomy_patch(
+    grid, pixels, vector, strip, facts, position, route, logits, head_facts = anatomy.draw_patch(
         session, patch, request=request
     )
-    attention = handlers.draw_anatomy_attention(session, patch, layer, head, query, scaled, request=request)
-    mlp = handlers.draw_anatomy_mlp(session, layer, request=request)
+    attention = anatomy.draw_attention(session, patch, layer, head, query, scaled, request=request)
+    mlp = anatomy.draw_mlp(session, layer, request=request)
     return (grid, pixels, vector, strip, facts, position, *attention, *mlp, route, logits, head_facts)
 
 
 @pytest.fixture
 def session():
-    return handlers.on_analyze(get_image("lion.jpg"), "bundled", progress=NO_PROGRESS)[0]
+    return analyzed(get_image("lion.jpg"), "bundled")[0]
 
 
 def test_every_step_is_drawn_from_the_models_tensors(session):
@@ -77,8 +79,8 @@ def test_the_scaling_toggle_recomputes_the_row_from_the_same_q_and_k(session):
 
 def test_picking_a_patch_and_bad_choices(session):
     analysis = service.CACHE.get(session["key"])
-    width, height = handlers._view(analysis).size
-    assert handlers.select_anatomy_patch(session, FakeSelect([width - 1, 0])) == (0, analysis.capture.grid[1] - 1)
+    width, height = view_of(analysis).size
+    assert select_patch(session, FakeSelect([width - 1, 0])) == (0, analysis.capture.grid[1] - 1)
     with pytest.raises(gr.Error, match="out of range"):
         draw_anatomy(session, None, 99, "0", "class", True)
     with pytest.raises(gr.Error, match="超出范围"):
@@ -89,7 +91,5 @@ def test_a_chinese_browser_gets_chinese_numbers_and_figures(session):
     out = draw_anatomy(session, (1, 1), 0, "0", "patch", True, request=CHINESE)
     assert "个值" in out[4] and "最大权重" in out[8] and "为负" in out[12]
     assert out[6].layout.title.text.startswith("得分") and out[6].layout.xaxis.title.text == "键令牌（前缀在前）"
-    caption = handlers.draw_heads(
-        session, 1, "mean", None, 1.0, 0.5, "Viridis", "bilinear", False, True, request=CHINESE
-    )[3]
-    assert caption.startswith("第 1 块")
+    caption = heads.draw(session, 1, "mean", None, 1.0, STYLE, request=CHINESE)[3]
+    assert caption.startswith("第 1 块") and "mean" not in caption

@@ -6,7 +6,16 @@ import numpy as np
 from PIL import Image
 
 from app.cache import Analysis, AnalysisCache, capture_bytes
-from app.render import OverlayStyle, cell_at, colormap, overlay, patch_at, thumbnail_matrix
+from app.render import (
+    MATRIX_MARGIN,
+    MATRIX_TOP,
+    OverlayStyle,
+    cell_at,
+    colormap,
+    overlay,
+    patch_at,
+    thumbnail_matrix,
+)
 from tests.reference import synthetic_capture
 
 
@@ -71,10 +80,12 @@ def test_patch_and_cell_coordinates():
     assert patch_at((0, 0), (224, 224), (14, 14)) == (0, 0)
     assert patch_at((223, 16), (224, 224), (14, 14)) == (1, 13)  # x is the column, y the row
     assert patch_at((230, 5), (224, 224), (14, 14)) is None  # on the colorbar
-    assert cell_at((0, 0), (2, 3), cell=10) == (0, 0)
-    assert cell_at((2 * 12 + 3, 12 + 9), (2, 3), cell=10) == (1, 2)
-    assert cell_at((10, 3), (2, 3), cell=10) is None  # in the gap
-    assert cell_at((3 * 12 + 1, 0), (2, 3), cell=10) is None  # outside
+    x, y = MATRIX_MARGIN, MATRIX_TOP  # the first thumbnail's corner, after the numbers
+    assert cell_at((x, y), (2, 3), cell=10) == (0, 0)
+    assert cell_at((x + 2 * 12 + 3, y + 12 + 9), (2, 3), cell=10) == (1, 2)
+    assert cell_at((x + 10, y + 3), (2, 3), cell=10) is None  # in the gap
+    assert cell_at((x + 3 * 12 + 1, y), (2, 3), cell=10) is None  # outside
+    assert cell_at((x - 5, y + 3), (2, 3), cell=10) is None  # on the block numbers
 
 
 def test_overlay_colours_the_hot_patch_and_adds_a_colorbar():
@@ -100,11 +111,12 @@ def test_overlay_colours_the_hot_patch_and_adds_a_colorbar():
 def test_thumbnail_matrix_layout():
     maps = np.random.default_rng(0).random((3, 4, 2, 2))
     picture = thumbnail_matrix(maps, cell=8, cmap="Viridis", gap=2)
-    assert picture.size == (4 * 10 - 2, 3 * 10 - 2)
+    assert picture.size == (MATRIX_MARGIN + 4 * 10 - 2, MATRIX_TOP + 3 * 10 - 2)
+    assert cell_at((MATRIX_MARGIN + 10 + 1, MATRIX_TOP + 20 + 1), (3, 4), 8) == (2, 1)
 
 
 def test_output_pictures_are_written_once_by_content(tmp_path):
-    from app.ui import save_png_once
+    from app.tabs.base import save_png_once
 
     picture = Image.new("RGB", (8, 8), "red")
     first = save_png_once(picture, tmp_path)

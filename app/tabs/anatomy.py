@@ -1,4 +1,5 @@
-"""The Anatomy tab: how a ViT sees, step by step, on the user's image with the chosen model.
+"""Anatomy: how a ViT sees, step by step, on the user's image with the chosen model (Dosovitskiy et al.
+2021; Vaswani et al. 2017 for scaled dot-product attention; Hendrycks & Gimpel 2016 for GELU).
 
 Every figure is drawn from the analysis's capture and the model's own weights (`vit_core.anatomy`);
 the explanations are static texts in the locale files, the numbers are written here in the request's
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
@@ -17,12 +19,14 @@ from app import figures, service
 from app.cache import Analysis
 from app.i18n import text
 from app.render import OverlayStyle, overlay
+from app.session import analysis_of, handler, lang, select_patch, view_of
+from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.analysis import layer_predictions, mean_attention_distance, position_similarity
 from vit_core.anatomy import attention_row, block_internals, entropy_by_scale, gelu, patch_token
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 
-_LAYOUT = {**figures.LAYOUT, "margin": dict(l=50, r=20, t=45, b=40), "height": 300}
+HEIGHT = 320
 NEAR_ZERO = 0.1  # |GELU(x)| below this counts as "near zero"
 
 
@@ -50,16 +54,16 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
     pixels = Image.fromarray((shown * 255).round().astype(np.uint8), "RGB").resize((160, 160), Image.NEAREST)
     size, channels = result.patch_size, token.pixels.shape[2]
     vector = go.Figure(go.Scatter(y=token.vector, mode="lines", line=dict(width=1)))
-    vector.update_layout(
-        title=text("anatomy.vector_title", lang, n=token.vector.size, p=size, c=channels),
-        xaxis_title=text("anatomy.vector_axis", lang),
-        **_LAYOUT,
+    figures.finish(
+        vector,
+        text("anatomy.vector_title", lang, n=token.vector.size, p=size, c=channels),
+        x=text("anatomy.vector_axis", lang),
+        height=HEIGHT,
+        width=36,
     )
-    strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, showscale=True))
-    strip.update_layout(
-        title=text("anatomy.embedding_title", lang, d=token.embedding.size),
-        **{**_LAYOUT, "height": 200, "yaxis": dict(visible=False)},
-    )
+    strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, colorbar=dict(thickness=12)))
+    figures.finish(strip, text("anatomy.embedding_title", lang, d=token.embedding.size), height=220, width=36)
+    strip.update_yaxes(visible=False)
     patches = result.grid[0] * result.grid[1]
     facts = text(
         "anatomy.patch_facts",
@@ -100,14 +104,16 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
     row = go.Figure()
     row.add_bar(x=keys, y=shown.scores, name=text("anatomy.scores", lang), marker_color="steelblue")
     row.add_scatter(x=keys, y=shown.weights, name=text("anatomy.weights", lang), yaxis="y2", line=dict(color="crimson"))
-    row.update_layout(
-        title=text(
+    figures.finish(
+        row,
+        text(
             "anatomy.row_title_scaled" if scaled else "anatomy.row_title_unscaled", lang, dk=internals.queries.shape[-1]
         ),
-        xaxis_title=text("anatomy.key_axis", lang),
-        yaxis2=dict(overlaying="y", side="right", range=[0, 1], title=text("anatomy.weights", lang)),
-        legend=dict(orientation="h", y=-0.25),
-        **_LAYOUT,
+        x=text("anatomy.key_axis", lang),
+        y=text("anatomy.scores", lang),
+        y2=dict(range=[0, 1], title=text("anatomy.weights", lang)),
+        height=HEIGHT,
+        width=36,
     )
     _, patch_weights = split_tokens(shown.weights[:, None], result.num_prefix_tokens)
     weights_view = overlay(view, patch_weights[:, 0].reshape(result.grid), OverlayStyle(colorbar=True))
@@ -131,11 +137,13 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
     )
     for factor, key in ((1 / math.sqrt(d_k), "anatomy.scale_mark"), (1.0, "anatomy.no_scale_mark")):
         curve.add_vline(x=factor, line_dash="dash", annotation_text=text(key, lang, dk=d_k))
-    curve.update_layout(
-        title=text("anatomy.entropy_title", lang),
-        xaxis_title=text("anatomy.factor_axis", lang),
-        yaxis_title=text("anatomy.entropy_axis", lang),
-        **_LAYOUT,
+    figures.finish(
+        curve,
+        text("anatomy.entropy_title", lang),
+        x=text("anatomy.factor_axis", lang),
+        y=text("anatomy.entropy_axis", lang),
+        height=HEIGHT,
+        width=60,
     )
     return row, weights_view, table, curve
 
@@ -169,12 +177,14 @@ def mlp_step(analysis, layer: int, lang: str):
         opacity=0.5,
     )
     figure.add_scatter(x=x, y=gelu(x, approximate), name="GELU(x)", yaxis="y2", line=dict(color="crimson"))
-    figure.update_layout(
-        title=text("anatomy.mlp_title", lang, layer=layer),
-        xaxis_title=text("anatomy.pre_axis", lang),
-        yaxis2=dict(overlaying="y", side="right", title="GELU(x)"),
-        legend=dict(orientation="h", y=-0.25),
-        **_LAYOUT,
+    figures.finish(
+        figure,
+        text("anatomy.mlp_title", lang, layer=layer),
+        x=text("anatomy.pre_axis", lang),
+        y=text("anatomy.density", lang),
+        y2=dict(title="GELU(x)"),
+        height=HEIGHT,
+        width=60,
     )
     activated = gelu(pre.astype(np.float64), approximate)
     facts = text(
@@ -200,21 +210,27 @@ def head_step(analysis, lang: str):
     route = go.Figure()
     for index in top[:3]:
         route.add_scatter(x=list(range(result.num_layers)), y=lens[:, index], mode="lines+markers", name=labels[index])
-    route.update_layout(
-        title=text("anatomy.route_title", lang),
-        xaxis_title=text("anatomy.block_axis", lang),
+    figures.finish(
+        route,
+        text("anatomy.route_title", lang),
+        x=text("anatomy.block_axis", lang),
+        y="p",
         yaxis_range=[0, 1],
-        **_LAYOUT,
+        height=HEIGHT,
+        width=36,
     )
+    route.update_xaxes(dtick=1)
     bars = go.Figure()
     bars.add_bar(x=[labels[i] for i in top], y=result.logits[top], name="logit", marker_color="grey")
     bars.add_bar(x=[labels[i] for i in top], y=result.probs[top], name="softmax", yaxis="y2", marker_color="darkorange")
-    bars.update_layout(
-        title=text("anatomy.logits_title", lang),
-        yaxis_title="logit",
-        yaxis2=dict(overlaying="y", side="right", range=[0, 1], title="p"),
+    figures.finish(
+        bars,
+        text("anatomy.logits_title", lang),
+        y="logit",
+        y2=dict(range=[0, 1], title="p"),
         barmode="group",
-        **_LAYOUT,
+        height=HEIGHT,
+        width=36,
     )
     facts = text("anatomy.head_facts", lang, label=labels[top[0]], p=float(result.probs[top[0]]), classes=len(labels))
     return route, bars, facts
@@ -228,3 +244,115 @@ def check_head(analysis: Analysis, head: int | str) -> int:
     if not 0 <= head < analysis.capture.num_heads:
         raise VitCoreError(f"head {head} is out of range; this model has heads 0..{analysis.capture.num_heads - 1}.")
     return head
+
+
+def _patch(analysis: Analysis, patch) -> tuple[int, int]:
+    grid = analysis.capture.grid
+    return tuple(patch) if patch else (grid[0] // 2, grid[1] // 2)
+
+
+@handler(outputs=9)
+def draw_patch(session, patch, request: gr.Request = None):
+    """Steps 1, 2 and 6: the chosen patch's pixels, vector, token and position; the head (once per image)."""
+    analysis = analysis_of(session)
+    language = lang(request)
+    patch = _patch(analysis, patch)
+    view = view_of(analysis)
+    return (
+        *patches_step(analysis, view, patch, language),
+        position_step(analysis, view, patch),
+        *analysis.remember(("anatomy head", language), lambda: head_step(analysis, language)),
+    )
+
+
+@handler(outputs=5)
+def draw_attention(session, patch, layer, head, query, scaled, request: gr.Request = None):
+    """Steps 3 and 4: one query's attention row with the scaling on or off, and every head of the block."""
+    analysis = analysis_of(session)
+    language = lang(request)
+    layer = int(layer)  # vit_core.anatomy.block_internals checks the range
+    head = check_head(analysis, head)
+    view = view_of(analysis)
+    index = query_index(analysis, query, _patch(analysis, patch))
+    return (
+        *attention_step(analysis, view, layer, head, index, bool(scaled), language),
+        heads_step(analysis, view, layer, index, language),
+    )
+
+
+@handler(outputs=2)
+def draw_mlp(session, layer, request: gr.Request = None):
+    """Step 5: GELU over this block's real pre-activations."""
+    return mlp_step(analysis_of(session), int(layer), lang(request))
+
+
+def fit(analysis):
+    """The first block, head 0, the centre patch."""
+    layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
+    return (
+        gr.Slider(0, layers - 1, value=0, step=1, interactive=True),
+        gr.Dropdown(choices=[str(h) for h in range(heads)], value="0", interactive=True),
+        gr.Radio(interactive=True),
+        gr.Checkbox(interactive=True),
+    )
+
+
+def build(shared: Shared) -> Tab:
+    empty = empty_line("anatomy")
+    patch = gr.State(None)
+    gr.Markdown(T("anatomy.intro"))
+    with gr.Row():
+        layer = gr.Slider(0, 11, value=0, step=1, label=T("label.block"), elem_id="anatomy-layer", interactive=False)
+        head = gr.Dropdown(["0"], value="0", label=T("label.head"), elem_id="anatomy-head", interactive=False)
+        query = gr.Radio(
+            [(T("anatomy.query_class"), "class"), (T("anatomy.query_patch"), "patch")],
+            value="class",
+            label=T("anatomy.query"),
+            elem_id="anatomy-query",
+            interactive=False,
+        )
+        scaled = gr.Checkbox(True, label=T("anatomy.scaled"), elem_id="anatomy-scaled", interactive=False)
+    gr.Markdown(T("anatomy.step1"))
+    with gr.Row():
+        grid = picture(T("anatomy.grid_label"), "anatomy-grid")
+        pixels = picture(T("anatomy.pixels_label"), "anatomy-pixels")
+        with gr.Column():
+            vector = gr.Plot(label=T("anatomy.vector_label"), elem_id="anatomy-vector")
+            embedding = gr.Plot(label=T("anatomy.embedding_label"), elem_id="anatomy-embedding")
+    patch_facts = gr.Markdown(elem_id="anatomy-patch-facts")
+    gr.Markdown(T("anatomy.step2"))
+    position = picture(T("label.positions"), "anatomy-position")
+    gr.Markdown(T("anatomy.step3"))
+    with gr.Row():
+        row = gr.Plot(label=T("anatomy.row_label"), elem_id="anatomy-row")
+        weights = picture(T("anatomy.weights_label"), "anatomy-weights")
+    saturation = gr.Markdown(elem_id="anatomy-saturation")
+    entropy = gr.Plot(label=T("anatomy.entropy_label"), elem_id="anatomy-entropy")
+    gr.Markdown(T("anatomy.step4"))
+    heads = gr.Gallery(label=T("label.heads_gallery"), columns=6, height=260, format="png", elem_id="anatomy-heads")
+    gr.Markdown(T("anatomy.step5"))
+    mlp = gr.Plot(label=T("anatomy.mlp_label"), elem_id="anatomy-mlp")
+    mlp_facts = gr.Markdown(elem_id="anatomy-mlp-facts")
+    gr.Markdown(T("anatomy.step6"))
+    with gr.Row():
+        route = gr.Plot(label=T("anatomy.route_label"), elem_id="anatomy-route")
+        logits = gr.Plot(label=T("anatomy.logits_label"), elem_id="anatomy-logits")
+    head_facts = gr.Markdown(elem_id="anatomy-head-facts")
+
+    patch_outputs = [grid, pixels, vector, embedding, patch_facts, position, route, logits, head_facts]
+    drawn_patch = redraw(draw_patch, [shared.session, patch], patch_outputs)
+    drawn_attention = redraw(
+        draw_attention,
+        [shared.session, patch, layer, head, query, scaled],
+        [row, weights, saturation, entropy, heads],
+    )
+    drawn_mlp = redraw(draw_mlp, [shared.session, layer], [mlp, mlp_facts])
+    gr.on([patch.change], **lazy(shared, "anatomy", drawn_patch), **ALWAYS_LAST)
+    gr.on(
+        [layer.input, head.input, query.input, scaled.input, patch.change],
+        **lazy(shared, "anatomy", drawn_attention),
+        **ALWAYS_LAST,
+    )
+    gr.on([layer.input], **lazy(shared, "anatomy", drawn_mlp), **ALWAYS_LAST)
+    grid.select(select_patch, [shared.session], [patch], **PRIVATE)
+    return Tab([drawn_patch, drawn_attention, drawn_mlp], empty, [layer, head, query, scaled], fit, resets=[patch])

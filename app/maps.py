@@ -1,0 +1,21 @@
+"""A method's map for an analysis, computed once per (method, target, options) and kept with the analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app import service
+from app.cache import Analysis
+from vit_core.explain import CLASS_SPECIFIC, NOT_IMPLEMENTED, ExplainOptions, explain
+
+METHODS = tuple(m for m in ("rollout", "grad_rollout", "chefer", "gradcam", "attention") if m not in NOT_IMPLEMENTED)
+
+
+def grid_map(
+    analysis: Analysis, method: str, target: int | str | None, options: ExplainOptions = ExplainOptions()
+) -> np.ndarray:
+    """`[rows, cols]` map of `method`; class-specific methods explain `target` (default: the top class)."""
+    if method not in CLASS_SPECIFIC:
+        return analysis.remember(("map", method, None, options), lambda: explain(analysis.capture, method, options))
+    source = service.class_capture(analysis, target)
+    return analysis.remember(("map", method, source.target, options), lambda: explain(source, method, options))

@@ -1,0 +1,230 @@
+"""The panel above the tabs: the image, the model, the examples and what the model knows, the summary, the
+top-5 and the target class, the overlay style and the language toggle. `analyze` runs the model once per
+(model, image); every tab then draws from the session it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from app import service
+from app.cache import Analysis
+from app.i18n import text
+from app.render import COLORMAPS, OverlayStyle
+from app.session import lang, user_sentence
+from app.tabs.base import T
+from vit_core.errors import VitCoreError
+
+SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
+PHOTOS = ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")
+
+
+class UploadedImage(gr.Image):
+    """gr.Image that hands the uploaded file's path over unopened, so `vit_core.images.load_image` gives
+    the one-sentence message for a broken, empty or enormous file instead of a Pillow traceback."""
+
+    is_template = True  # the frontend is gr.Image's
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            if payload is not None and payload.path:
+                return payload.path
+            raise gr.Error("The uploaded file could not be read as an image.") from None
+
+
+def example_images(model: str) -> list[list[str]]:
+    """ShapeScenes first for the bundled model (what it knows), Gradio's own photos first otherwise."""
+    photos = [gr.media.get_image(name) for name in PHOTOS]
+    scenes = sorted(str(p) for p in SCENES.glob("*.png") if not p.stem.endswith("_mask"))[:8]
+    return [[path] for path in (scenes + photos if model == "bundled" else photos + scenes)]
+
+
+def model_note(model: str | None, language: str) -> str:
+    """What the chosen model knows; for the bundled one, that photos need an ImageNet model, and which one."""
+    if model != "bundled":
+        return text("note.imagenet", language) if model else ""
+    note = text("note.bundled", language)
+    suggestion = service.suggested_model()
+    if suggestion is not None:
+        note += " " + text("note.switch", language, model=suggestion.name, mb=suggestion.download_mb)
+    else:
+        note += " " + text("note.offline", language)
+    return note
+
+
+# ---- the session ------------------------------------------------------------------------------------
+
+
+def summary_text(session: dict | None, language: str) -> str:
+    """The summary of the session's analysis (or the first hint), in `language`: re-rendered on a switch."""
+    if not session or not session.get("facts"):
+        return text("summary.start", language)
+    facts = session["facts"]
+    shape = {k: facts[k] for k in ("model", "layers", "heads", "rows", "cols", "patch", "prefix")}
+    when = text("summary.cached", language) if facts["cached"] else text("summary.ms", language, ms=facts["ms"])
+    if facts.get("gpu"):
+        device = text("device.gpu", language, name=facts["gpu"])
+    else:
+        device = text("device.cpu", language, threads=facts["threads"])
+    lines = [text("summary.done", language, device=device, when=when, **shape)]
+    if facts.get("crop"):
+        lines.append(text("summary.crop", language, **facts["crop"]))
+    return "\n\n".join(lines)
+
+
+def _facts(analysis: Analysis, seconds: float, cached: bool) -> dict:
+    result = analysis.capture
+    device = service.device_facts()
+    return dict(
+        model=analysis.model_name,
+        layers=result.num_layers,
+        heads=result.num_heads,
+        rows=result.grid[0],
+        cols=result.grid[1],
+        patch=result.patch_size,
+        prefix=result.num_prefix_tokens,
+        ms=round(seconds * 1000),
+        cached=cached,
+        crop=service.crop_facts(analysis),
+        **device,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `analyze` sets: the session, the top-5, the target choices, the summary, the model dropdown."""
+
+    session: dict | None
+    predictions: object
+    target: object
+    summary: str
+    model: object
+    note: object
+
+    def values(self) -> tuple:
+        return self.session, self.predictions, self.target, self.summary, self.model, self.note
+
+
+def analyze(
+    image: str | None, model_name: str, session: dict | None, progress=gr.Progress(), request: gr.Request = None
+):
+    """Run the model once for (image, model). A model that cannot be loaded leaves the analysis as it was
+    and puts the dropdown back; an image that cannot be read clears every view. Either way the summary
+    says why, in one sentence."""
+    language = lang(request)
+    previous_model = (session or {}).get("model") or service.default_model()
+    model_name = (model_name or "").strip()
+    try:
+        progress(0.1, desc=text("progress.loading", language))
+        service.shared_model(model_name)
+    except VitCoreError as error:  # the analysis on screen stays; the dropdown returns to its model
+        warning = "⚠️ " + user_sentence(error, request)
+        return Outcome(
+            gr.skip(),
+            gr.skip(),
+            gr.skip(),
+            warning + "\n\n" + summary_text(session, language),
+            previous_model,
+            gr.skip(),
+        ).values()
+    note = model_note(model_name, language)
+    if image is None:  # a model chosen before any image: nothing to analyse yet
+        return Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note).values()
+    try:
+        progress(0.4, desc=text("progress.running", language))
+        start = time.monotonic()
+        analysis = service.analyze(image, model_name)
+        seconds, cached = time.monotonic() - start, analysis.created < start
+    except VitCoreError as error:  # nothing of an earlier image stays beside this one
+        return Outcome(None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note).values()
+    result = analysis.capture
+    session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}
+    session["facts"] = _facts(analysis, seconds, cached)
+    labels = service.labels_of(analysis)
+    top = [] if result.probs is None else [int(i) for i in np.argsort(-result.probs, kind="stable")[:5]]
+    order = top + [i for i in range(len(labels)) if i not in top]
+    target = gr.Dropdown(
+        choices=[(f"{labels[i]} ({i})", i) for i in order], value=top[0] if top else None, interactive=bool(top)
+    )
+    return Outcome(
+        session, top_predictions(analysis, language), target, summary_text(session, language), model_name, note
+    ).values()
+
+
+def _no_targets():
+    return gr.Dropdown(choices=[], value=None, interactive=False)
+
+
+def top_predictions(analysis: Analysis, language: str = "en") -> dict[str, float]:
+    probs = analysis.capture.probs
+    if probs is None:
+        return {text("summary.no_head", language): 1.0}
+    labels = service.labels_of(analysis)
+    return {f"{labels[i]} ({i})": float(probs[i]) for i in np.argsort(-probs, kind="stable")[:5]}
+
+
+def set_style(opacity: float, cmap: str, upsample: str, grid: bool, colorbar: bool) -> OverlayStyle:
+    """The five overlay controls as one value."""
+    return OverlayStyle(float(opacity), cmap or "Viridis", upsample or "bilinear", bool(grid), bool(colorbar))
+
+
+@dataclass
+class Panel:
+    image: gr.Image
+    model: gr.Dropdown
+    run: gr.Button
+    summary: gr.Markdown
+    note: gr.Markdown
+    predictions: gr.Label
+    target: gr.Dropdown
+    style_controls: list
+
+
+def build() -> Panel:
+    """The panel's layout: image and model | examples and what the model knows | top-5 and target."""
+    default = service.default_model()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            image = UploadedImage(
+                type="filepath",
+                label=T("label.image"),
+                sources=["upload", "clipboard", "webcam"],
+                elem_id="input-image",
+                height=260,
+            )
+            model = gr.Dropdown(
+                service.model_choices(),
+                value=default,
+                allow_custom_value=not service.public_mode(),
+                label=T("label.model"),
+                elem_id="model",
+            )
+            run = gr.Button(T("button.analyze"), variant="primary", elem_id="analyze")
+        with gr.Column(scale=4, elem_id="examples-column"):
+            gr.Examples(example_images(default), [image], label=T("label.examples"), examples_per_page=12)
+            note = gr.Markdown(model_note(default, "en"), elem_id="model-note")
+        with gr.Column(scale=4):
+            summary = gr.Markdown(elem_id="summary")
+            predictions = gr.Label(num_top_classes=5, label=T("label.top5"), elem_id="top5")
+            target = gr.Dropdown([], label=T("label.target"), elem_id="target", interactive=False)
+    with gr.Accordion(T("accordion.overlay"), open=False):
+        with gr.Row():
+            style_controls = [
+                gr.Slider(0, 1, value=0.55, step=0.05, label=T("label.opacity")),
+                gr.Dropdown(list(COLORMAPS), value="Viridis", label=T("label.colormap")),
+                gr.Radio(
+                    [(T("choice.bilinear"), "bilinear"), (T("choice.nearest"), "nearest")],
+                    value="bilinear",
+                    label=T("label.upsampling"),
+                ),
+                gr.Checkbox(False, label=T("label.patch_grid")),
+                gr.Checkbox(True, label=T("label.colorbar")),
+            ]
+    return Panel(image, model, run, summary, note, predictions, target, style_controls)

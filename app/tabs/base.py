@@ -1,0 +1,111 @@
+"""What every tab module builds on: the shared inputs (`Shared`), a tab's description (`Tab`), output
+pictures that are written once, and the wiring helpers (`redraw`, `lazy`).
+
+A tab module exposes `build(shared) -> Tab`: it lays out its components and wires its own events; its
+`Tab` tells `app.ui` how to draw it after an upload and how to fit its controls to a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from app.i18n import gradio_translations
+from app.session import when_shown
+
+PRIVATE = dict(api_visibility="private")
+MODEL_RUN = dict(concurrency_id="model", concurrency_limit=1)  # one model run at a time; redraws do not wait
+ALWAYS_LAST = dict(trigger_mode="always_last")
+
+I18N = gr.I18n(**gradio_translations())
+
+
+def T(key: str):  # noqa: N802 - the conventional name of a translation marker
+    """A label the browser translates (gr.I18n)."""
+    return I18N(key)
+
+
+class OutputImage(gr.Image):
+    """gr.Image whose pictures are written once and atomically, named by content.
+
+    Gradio rewrites a cached picture in place each time an event returns the same image; two views
+    that show the same picture could then truncate the file while the browser reads it
+    (net::ERR_CONTENT_LENGTH_MISMATCH).
+    """
+
+    is_template = True  # the frontend is gr.Image's
+
+    def postprocess(self, value):
+        if isinstance(value, Image.Image):
+            value = save_png_once(value, Path(self.GRADIO_CACHE))
+        return super().postprocess(value)
+
+
+def save_png_once(picture: Image.Image, cache_dir: Path) -> str:
+    """PNG bytes under cache_dir/<sha256>/image.png, written to a temporary name and renamed."""
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    data = buffer.getvalue()
+    path = cache_dir / hashlib.sha256(data).hexdigest()[:32] / "image.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    return str(path)
+
+
+def picture(label, elem_id: str | None = None, **kwargs) -> gr.Image:
+    """An output image: PNG (not webp), not editable, with download and fullscreen buttons."""
+    return OutputImage(
+        label=label, format="png", interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id, **kwargs
+    )
+
+
+def empty_line(tab_id: str) -> gr.Markdown:
+    """The tab's one friendly line before any analysis."""
+    return gr.Markdown(T("empty.pick"), elem_id=f"empty-{tab_id}", elem_classes=["empty-state"])
+
+
+@dataclass
+class Shared:
+    """What every tab reads: the session's analysis key, the tab on screen, the target class, the overlay
+    style (one `OverlayStyle` value), and the page's language marker."""
+
+    session: gr.State
+    shown: gr.State
+    target: gr.Dropdown
+    style: gr.State
+
+
+@dataclass
+class Tab:
+    """A tab's drawing: `redraws` (event arguments: fn, inputs, outputs) draw it from the session;
+    `controls` are made active and fitted by `fit(analysis)` once an analysis exists (inactive before);
+    `empty` is its line shown until then."""
+
+    redraws: list[dict]
+    empty: gr.Markdown
+    controls: list[gr.components.Component] = field(default_factory=list)
+    fit: Callable | None = None  # analysis -> one update per control
+    resets: list[gr.State] = field(default_factory=list)  # back to None for a new model (a chosen patch)
+    outputs: list[gr.components.Component] = field(default_factory=list)  # drawn on demand; cleared with the image
+    ui: gr.Tab | None = field(default=None, repr=False)
+
+
+def redraw(fn, inputs: list, outputs: list) -> dict:
+    return dict(fn=fn, inputs=inputs, outputs=outputs, **PRIVATE)
+
+
+def lazy(shared: Shared, tab_id: str, args: dict) -> dict:
+    """The same redraw, drawn only while the tab `tab_id` is on screen."""
+    fn = when_shown(tab_id, args["fn"], len(args["outputs"]))
+    return {**args, "fn": fn, "inputs": [shared.shown, *args["inputs"]]}

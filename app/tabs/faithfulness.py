@@ -1,0 +1,114 @@
+"""Faithfulness & ablation: deletion / insertion curves (Petsiuk et al. 2018) for every map, on demand;
+zeroing chosen heads of a block; the importance of every head of a block (Michel et al. 2019)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app import figures, service
+from app.cache import Analysis
+from app.i18n import text
+from app.maps import METHODS, grid_map
+from app.session import analysis_of, handler, lang
+from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line
+from vit_core.analysis import ablate_heads, head_importance
+from vit_core.errors import VitCoreError
+from vit_core.faithfulness import curves_for_maps
+
+
+def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, language: str = "en") -> dict:
+    """Deletion and insertion curves for every map of `METHODS`, batched, on the model's own input."""
+    if not 2 <= steps <= 50:
+        raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
+    model, pixels, target = rerun_inputs(analysis, target)
+    if progress is not None:
+        progress(0.1, desc=text("progress.maps", language))
+    maps = {m: grid_map(analysis, m, target) for m in METHODS}
+    if progress is not None:
+        progress(0.3, desc=text("progress.faithfulness", language, steps=steps, maps=len(maps)))
+    curves = service.on_gpu(curves_for_maps)(model, pixels, list(maps.values()), target=target, steps=steps)
+    return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
+
+
+def rerun_inputs(analysis: Analysis, target) -> tuple:
+    """(model, the exact input tensor, the target class) for analyses that re-run the model."""
+    target = service.target_class(analysis, target)
+    model = service.shared_model(analysis.model_name).model
+    return model, analysis.pixels, target
+
+
+@handler(outputs=2)
+def run(session, target, steps, progress=gr.Progress(), request: gr.Request = None):
+    """The curves (each method one colour: deletion solid, insertion dashed) and the AUC table."""
+    analysis = analysis_of(session)
+    language = lang(request)
+    report = faithfulness_report(analysis, target, int(steps), progress, language)
+    curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
+    rows = [
+        [text(f"method.{m}", language), round(r["deletion"].auc, 4), round(r["insertion"].auc, 4)]
+        for m, r in report.items()
+    ]
+    headers = [text(f"table.{column}", language) for column in ("method", "deletion_auc", "insertion_auc")]
+    return figures.faithfulness_curves(curves, language), gr.Dataframe(value=rows, headers=headers)
+
+
+@handler(outputs=1)
+def ablate(session, layer, heads, target, request: gr.Request = None):
+    """Zero the chosen heads of one block and report the target probability before and after."""
+    analysis = analysis_of(session)
+    if not heads:
+        raise VitCoreError("choose at least one head to ablate.")
+    model, pixels, target = rerun_inputs(analysis, target)
+    base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
+    return text(
+        "ablation.result",
+        lang(request),
+        label=service.labels_of(analysis)[target],
+        base=base,
+        ablated=ablated,
+        layer=int(layer),
+        heads=", ".join(heads),
+        change=ablated - base,
+    )
+
+
+@handler(outputs=1)
+def importance(session, layer, target, request: gr.Request = None):
+    """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
+    model, pixels, target = rerun_inputs(analysis_of(session), target)
+    drop = service.on_gpu(head_importance)(model, pixels, int(layer), target)
+    return figures.head_importance_bars(drop, int(layer), lang(request))
+
+
+def fit(analysis):
+    layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
+    return (
+        gr.Slider(interactive=True),
+        gr.Button(interactive=True),
+        gr.Slider(0, layers - 1, value=layers - 1, step=1, interactive=True),
+        gr.CheckboxGroup(choices=[str(h) for h in range(heads)], value=[], interactive=True),
+        gr.Button(interactive=True),
+        gr.Button(interactive=True),
+    )
+
+
+def build(shared: Shared) -> Tab:
+    empty = empty_line("faithfulness")
+    with gr.Row():
+        steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"), interactive=False)
+        start = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness", interactive=False)
+    with gr.Row():
+        curves = gr.Plot(label=T("label.curves"), elem_id="faithfulness-plot", scale=2)
+        table = gr.Dataframe(label=T("label.auc"), elem_id="faithfulness-table", interactive=False, scale=1, wrap=True)
+    with gr.Row():
+        layer = gr.Slider(0, 11, value=11, step=1, label=T("label.ablate_block"), interactive=False)
+        heads = gr.CheckboxGroup([], label=T("label.ablate_heads"), interactive=False)
+        ablate_button = gr.Button(T("button.ablate"), interactive=False)
+        sweep = gr.Button(T("button.importance"), interactive=False)
+    result = gr.Markdown(elem_id="ablation-result")
+    bars = gr.Plot(label=T("label.importance"), elem_id="importance-plot")
+    start.click(run, [shared.session, shared.target, steps], [curves, table], **MODEL_RUN, **PRIVATE)
+    ablate_button.click(ablate, [shared.session, layer, heads, shared.target], result, **MODEL_RUN, **PRIVATE)
+    sweep.click(importance, [shared.session, layer, shared.target], bars, **MODEL_RUN, **PRIVATE)
+    controls = [steps, start, layer, heads, ablate_button, sweep]
+    return Tab([], empty, controls, fit, outputs=[curves, table, result, bars])

@@ -1,0 +1,61 @@
+"""Rollout & relevance: one method with its knobs (head fusion, discard ratio, start block)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.maps import METHODS, grid_map
+from app.render import overlay
+from app.session import analysis_of, handler, style_of, view_of
+from app.tabs.base import ALWAYS_LAST, Shared, T, Tab, empty_line, lazy, picture, redraw
+from vit_core.explain import ExplainOptions
+
+
+def method_choices() -> list:
+    """Each method's translated name beside its id (the id is what the CLI and the API take)."""
+    return [(T(f"method.{method}"), method) for method in METHODS]
+
+
+@handler(outputs=1)
+def draw(session, method, head_fusion, discard_ratio, start_layer, target, style, request: gr.Request = None):
+    """One method with its knobs."""
+    analysis = analysis_of(session)
+    options = ExplainOptions(head_fusion=head_fusion, discard_ratio=float(discard_ratio), start_layer=int(start_layer))
+    return overlay(view_of(analysis), grid_map(analysis, method, target, options), style_of(style))
+
+
+def fit(analysis):
+    layers = analysis.capture.num_layers
+    return (
+        gr.Radio(interactive=True),
+        gr.Radio(interactive=True),
+        gr.Slider(interactive=True),
+        gr.Slider(0, layers - 1, value=0, step=1, interactive=True),
+    )
+
+
+def build(shared: Shared) -> Tab:
+    empty = empty_line("relevance")
+    with gr.Row():
+        method = gr.Radio(
+            method_choices(), value="rollout", label=T("label.method"), elem_id="method", interactive=False
+        )
+        head_fusion = gr.Radio(
+            [(T(f"choice.{f}"), f) for f in ("mean", "max", "min")],
+            value="mean",
+            label=T("label.head_fusion"),
+            interactive=False,
+        )
+        discard = gr.Slider(0, 0.95, value=0.0, step=0.05, label=T("label.discard"), interactive=False)
+        start_layer = gr.Slider(0, 11, value=0, step=1, label=T("label.start_block"), interactive=False)
+    view = picture(T("label.map"), "method-view")
+    gr.Markdown(T("relevance.not_here"))
+    drawn = redraw(
+        draw, [shared.session, method, head_fusion, discard, start_layer, shared.target, shared.style], [view]
+    )
+    gr.on(
+        [method.input, head_fusion.input, discard.input, start_layer.input],
+        **lazy(shared, "relevance", drawn),
+        **ALWAYS_LAST,
+    )
+    return Tab([drawn], empty, [method, head_fusion, discard, start_layer], fit)

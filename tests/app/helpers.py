@@ -1,0 +1,13 @@
+"""Shared by the app tests: analyse an image through the panel's own handler, count model runs."""
+
+from app import panel
+from app.render import OverlayStyle
+
+STYLE = OverlayStyle()
+NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
+
+
+def analyzed(image, model, session=None, request=None):
+    """The panel's `analyze` as the page calls it: (session, outputs)."""
+    outputs = panel.analyze(image, model, session, progress=NO_PROGRESS, request=request)
+    return outputs[0], outputs

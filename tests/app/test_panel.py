@@ -1,0 +1,130 @@
+"""The panel: one analysis per (model, image), failures that leave one state, the examples and the note,
+the summary in both languages."""
+
+import gradio as gr
+import pytest
+from gradio.media import get_image
+
+from app import panel, service
+from tests.app.helpers import analyzed
+from tests.corpus import write
+
+CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
+
+
+def test_bad_images_become_one_sentence_and_clear_every_view(tmp_path):
+    good, _ = analyzed(get_image("lion.jpg"), "bundled")
+    for name, (path, expect) in write(tmp_path).items():
+        session, outputs = analyzed(str(path), "bundled", good)
+        if expect is None:
+            assert len(outputs[1]) == 5, name
+            continue
+        assert session is None and outputs[1] is None, name  # nothing of the earlier image stays
+        summary = outputs[3]
+        assert summary.startswith("⚠️") and __import__("re").search(expect, summary), (name, summary)
+        assert "\n" not in summary and summary.endswith("."), (name, summary)
+        assert outputs[2].interactive is False and outputs[2].choices == []  # no target classes
+        assert outputs[4] == "bundled"
+
+
+def test_a_model_that_cannot_be_loaded_keeps_the_analysis_and_puts_the_dropdown_back():
+    good, _ = analyzed(get_image("lion.jpg"), "bundled")
+    session, outputs = analyzed(get_image("lion.jpg"), "no-such-model", good)
+    assert session == gr.skip() and outputs[1] == gr.skip()  # the analysis on screen stays
+    assert outputs[4] == "bundled"  # the dropdown returns to the model in use
+    assert outputs[3].startswith("⚠️ Unknown model") and "bundled" in outputs[3].split("\n\n", 1)[1]
+    assert "--" not in outputs[3]  # a sentence for the page, not for the command line
+
+
+def test_before_an_image_the_summary_invites_and_a_model_change_is_checked():
+    session, outputs = analyzed(None, "bundled")
+    assert session is None and outputs[3] == "Pick an example or upload an image."
+    _, outputs = analyzed(None, "no-such-model")
+    assert outputs[3].startswith("⚠️ Unknown model") and outputs[4] == service.default_model()
+
+
+def test_the_summary_follows_the_language_and_speaks_chinese():
+    session, outputs = analyzed(get_image("bus.png"), "bundled", request=CHINESE)
+    assert "个块" in outputs[3] and "线程" in outputs[3] and "threads" not in outputs[3]
+    assert "blocks" in panel.summary_text(session, "en")
+    assert "个块" in panel.summary_text(session, "zh-CN")
+    assert panel.summary_text(None, "zh-CN") == "请选择一个示例或上传一张图片。"
+    _, outputs = analyzed(str(__file__), "bundled", request=CHINESE)
+    assert outputs[3].startswith("⚠️") and "test_panel.py" in outputs[3]
+
+
+def test_examples_put_what_the_model_knows_first_and_the_note_says_so(monkeypatch):
+    bundled = [row[0] for row in panel.example_images("bundled")]
+    assert "assets/scenes" in bundled[0] and not any(p.endswith("_mask.png") for p in bundled)
+    assert any(p.endswith("cheetah1.jpg") for p in bundled)
+    imagenet = [row[0] for row in panel.example_images(service.SPACE_DEFAULT_MODEL)]
+    assert imagenet[0].endswith("cheetah1.jpg")
+    note = panel.model_note("bundled", "en")
+    assert "ten shapes" in note and "ImageNet" in note
+    assert "VIT_MODEL" in note  # offline here: says how to get a photo model
+    assert "十种形状" in panel.model_note("bundled", "zh-CN")
+    service.suggested_model.cache_clear()
+    monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("VIT_MODEL", raising=False)
+    try:
+        note = panel.model_note("bundled", "en")
+        assert service.SPACE_DEFAULT_MODEL in note and "MB download" in note
+    finally:
+        service.suggested_model.cache_clear()
+
+
+def test_the_demo_builds_without_launching_and_names_its_api():
+    from app import ui
+
+    demo = ui.build_demo()
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert names == {"analyze", "explain", "layer_predictions", "faithfulness"}
+
+
+def test_spaces_gpu_wraps_model_runs_only_when_the_package_is_there(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.delitem(sys.modules, "spaces", raising=False)
+    monkeypatch.setattr("builtins.__import__", _refuse("spaces", __import__))
+    plain = service._gpu_decorator()
+    assert plain(len) is len  # a no-op off Spaces
+    monkeypatch.undo()
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda fn: ("wrapped", fn)
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert service._gpu_decorator()(len) == ("wrapped", len)
+
+
+def _refuse(name, real_import):
+    def guarded(module, *args, **kwargs):
+        if module == name:
+            raise ImportError(module)
+        return real_import(module, *args, **kwargs)
+
+    return guarded
+
+
+def test_default_model_follows_vit_model_then_space_id(monkeypatch):
+    monkeypatch.delenv("VIT_MODEL", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert service.default_model() == "bundled"
+    monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
+    assert service.default_model() == service.SPACE_DEFAULT_MODEL
+    assert service.SPACE_DEFAULT_MODEL in {entry.name for entry in service.CATALOG}
+    assert all("needs download" not in label for label, _ in service.model_choices())  # a Space has a hub
+    monkeypatch.setenv("VIT_MODEL", "timm:deit_small_patch16_224.fb_in1k")
+    assert service.default_model() == "timm:deit_small_patch16_224.fb_in1k"
+    monkeypatch.delenv("SPACE_ID")
+    offline = dict(service.model_choices())
+    assert not any("needs download" in label for label in offline if label.startswith("bundled"))
+    assert any("需要下载" in label for label, _ in service.model_choices("zh-CN"))
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_model_choices_are_described_in_the_language(language):
+    labels = [label for label, _ in service.model_choices(language)]
+    assert labels[0].startswith("bundled — ")
+    if language == "zh-CN":
+        assert "本项目" in labels[0]

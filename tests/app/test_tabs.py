@@ -1,0 +1,192 @@
+"""Every tab's handlers on real models: analyse once, then redraw from the cache without a model run;
+before any analysis every handler is quietly empty."""
+
+import inspect
+import json
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio.media import get_image
+from PIL import Image
+
+from app import service
+from app.maps import METHODS
+from app.render import MATRIX_MARGIN, MATRIX_TOP, OverlayStyle, matrix_cell
+from app.session import select_patch, view_of, when_shown
+from app.tabs import anatomy, downloads, faithfulness, heads, layers, overview, relevance, tokens
+from tests.app.conftest import FakeSelect
+from tests.app.helpers import STYLE, analyzed
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    """Counts model runs (forward, or forward + backward) through the service."""
+    calls = []
+    real = service._run
+
+    def counted(loaded, pixels, target=None):
+        calls.append(target)
+        return real(loaded, pixels, target)
+
+    monkeypatch.setattr(service, "_run", counted)
+    return calls
+
+
+@pytest.mark.parametrize("model", ["bundled", "timm-tiny"])
+def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
+    name = timm_tiny_file if model == "timm-tiny" else "bundled"
+    image = get_image("lion.jpg")
+    session, outputs = analyzed(image, name)
+    analysis = service.CACHE.get(session["key"])
+    n_layers, n_heads = analysis.capture.num_layers, analysis.capture.num_heads
+    top5 = outputs[1]
+    assert len(top5) == 5 and abs(sum(top5.values()) - sum(sorted(analysis.capture.probs)[-5:])) < 1e-5
+    assert heads.fit(analysis)[0].maximum == n_layers - 1 and tokens.fit(analysis)[0].maximum == n_layers
+    assert anatomy.fit(analysis)[1].choices[-1][1] == str(n_heads - 1)
+    assert runs == [None]  # one forward pass
+
+    pictures = overview.draw(session, None, STYLE)
+    assert len(pictures) == 4 and all(isinstance(p, Image.Image) for p in pictures)
+    assert runs == [None, int(np.argmax(analysis.capture.probs))]  # one backward for the top class, lazily
+
+    main, gallery, matrix, _ = heads.draw(session, n_layers - 1, "mean", None, 1.0, STYLE)
+    cell = matrix_cell(n_heads)
+    assert len(gallery) == n_heads and matrix.size[1] >= n_layers * cell + MATRIX_TOP
+    other_layer = heads.draw(session, 0, "mean", None, 1.0, STYLE)
+    assert not np.array_equal(np.asarray(main), np.asarray(other_layer[0]))
+    queried = heads.draw(session, n_layers - 1, "0", (1, 2), 0.5, STYLE)
+    assert "row 1, col 2" in queried[3] and not np.array_equal(np.asarray(queried[0]), np.asarray(main))
+
+    for method in METHODS:
+        assert isinstance(relevance.draw(session, method, "max", 0.5, 1, None, STYLE), Image.Image)
+    heatmap, line, scatter = layers.draw(session, None)
+    assert len(heatmap.data[0].y) == n_layers and len(scatter.data[0].x) == n_layers * n_heads
+    pca, norms, similarity, positions = tokens.draw(session, 2, (1, 1), STYLE)
+    assert pca.size[1] == similarity.size[1] == positions.size[1] == view_of(analysis).size[1]
+    assert len(norms.data[0].y) == analysis.capture.tokens.shape[1]
+    assert runs == [None, int(np.argmax(analysis.capture.probs))]  # still no further model run
+
+    # the same image again (another session, or the same one) reuses the analysis, and says so
+    again, outputs = analyzed(image, name)
+    assert again["key"] == session["key"] and len(runs) == 2
+    assert "from cache" in outputs[3] and " ms" not in outputs[3]
+
+
+def test_before_any_image_every_handler_is_quietly_empty():
+    """The likeliest first click: a tab before any upload. No error, every output cleared."""
+    assert overview.draw(None, None, STYLE) == (None,) * 4
+    assert heads.draw(None, 11, "mean", None, 1.0, STYLE) == (None,) * 4
+    assert relevance.draw(None, "rollout", "mean", 0, 0, None, STYLE) is None
+    assert layers.draw(None, None) == (None,) * 3
+    assert tokens.draw(None, 12, None, STYLE) == (None,) * 4
+    assert anatomy.draw_patch(None, None) == (None,) * 9
+    assert anatomy.draw_attention(None, None, 0, "0", "class", True) == (None,) * 5
+    assert anatomy.draw_mlp(None, 0) == (None,) * 2
+    assert faithfulness.run(None, None, 16, progress=lambda *a, **k: None) == (None,) * 2
+    assert faithfulness.ablate(None, 0, ["0"], None) is None
+    assert faithfulness.importance(None, 0, None) is None
+    assert downloads.prepare(None, None, STYLE) is None
+    assert select_patch(None, FakeSelect([1, 1])) == gr.skip()
+    assert heads.select_cell(None, FakeSelect([1, 1])) == (gr.skip(), gr.skip())
+
+
+def test_class_specific_maps_follow_the_target_and_each_target_runs_once(runs):
+    session, _ = analyzed(get_image("bus.png"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    first, second = np.argsort(-analysis.capture.probs)[:2]
+    chefer_top = relevance.draw(session, "chefer", "mean", 0.0, 0, int(first), STYLE)
+    chefer_second = relevance.draw(session, "chefer", "mean", 0.0, 0, int(second), STYLE)
+    assert not np.array_equal(np.asarray(chefer_top), np.asarray(chefer_second))
+    overview.draw(session, int(second), STYLE)
+    layers.draw(session, int(second))
+    assert runs == [None, int(first), int(second)]
+    by_name = service.class_index(analysis, service.labels_of(analysis)[int(second)].upper())
+    assert by_name == int(second)
+    with pytest.raises(gr.Error, match="out of range"):
+        relevance.draw(session, "chefer", "mean", 0.0, 0, 999, STYLE)
+
+
+def test_clicks_select_patches_and_heads():
+    session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    width, height = view_of(analysis).size
+    rows, cols = analysis.capture.grid
+    # the last patch's centre; a click on the colorbar (right of the image) changes nothing
+    assert select_patch(session, FakeSelect([width - 1, height - 1])) == (rows - 1, cols - 1)
+    assert select_patch(session, FakeSelect([width + 3, 5])) == gr.skip()
+    assert select_patch(session, FakeSelect([0, 0])) == (0, 0)
+    step = matrix_cell(analysis.capture.num_heads) + 2
+    x, y = MATRIX_MARGIN + 2 * step + 5, MATRIX_TOP + 3 * step + 5
+    assert heads.select_cell(session, FakeSelect([x, y])) == (3, "2")
+    assert heads.select_cell(session, FakeSelect([5, 5])) == (gr.skip(), gr.skip())  # on the numbers
+    assert heads.select_gallery_head(FakeSelect(4)) == "4"
+
+
+def test_the_matrix_marks_the_selected_cell():
+    session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
+    cell = matrix_cell(6)
+    plain = np.asarray(heads.draw(session, 2, "mean", None, 1.0, STYLE)[2]).astype(int)
+    chosen = np.asarray(heads.draw(session, 2, "3", None, 1.0, STYLE)[2]).astype(int)
+    step = cell + 2
+    left, top = MATRIX_MARGIN + 3 * step - 2, MATRIX_TOP + 2 * step - 2  # the outline's top-left corner
+    assert tuple(chosen[top, left + 5]) == (255, 40, 40)
+    assert tuple(plain[top, left + 5]) == (255, 40, 40)  # mean: the whole block's row is outlined
+    assert tuple(plain[top + 3 * step, left + 5]) != (255, 40, 40)
+
+
+def test_faithfulness_ablation_and_downloads():
+    session, _ = analyzed(get_image("tower.jpg"), "bundled")
+    plot, table = faithfulness.run(session, None, 6, progress=lambda *a, **k: None)
+    rows = table.value["data"]
+    assert [row[0] for row in rows] == [f"{name} ({m})" for m, name in zip(METHODS, _names(), strict=True)]
+    assert all(0 <= row[1] <= 1 and 0 <= row[2] <= 1 for row in rows)
+    assert len(plot.data) == 2 * len(METHODS)
+    for solid, dashed in zip(plot.data[::2], plot.data[1::2], strict=True):  # one colour per method
+        assert solid.line.color == dashed.line.color and dashed.line.dash == "dash" and solid.line.dash is None
+    assert len({trace.line.color for trace in plot.data}) == len(METHODS)
+    text = faithfulness.ablate(session, 2, ["0", "3"], None)
+    assert "heads 0, 3 zeroed" in text
+    bars = faithfulness.importance(session, 2, None)
+    assert len(bars.data[0].y) == 6
+    with pytest.raises(gr.Error, match="at least one head"):
+        faithfulness.ablate(session, 2, [], None)
+
+    files = downloads.prepare(session, None, STYLE)
+    names = sorted(p.split("/")[-1] for p in files)
+    assert names == ["attention.png", "capture.npz", "chefer.png", "gradcam.png", "results.json", "rollout.png"]
+    saved = np.load(next(p for p in files if p.endswith(".npz")))
+    analysis = service.CACHE.get(session["key"])
+    assert np.array_equal(saved["attentions"], analysis.capture.attentions)
+    results = json.loads(open(next(p for p in files if p.endswith(".json"))).read())
+    assert results["top5"][0]["index"] == int(np.argmax(analysis.capture.probs))
+    assert np.asarray(results["mean_attention_distance_px"]).shape == (6, 6)
+
+
+def _names():
+    from app.i18n import text
+
+    return [text(f"method.{m}").rsplit(" (", 1)[0] for m in METHODS]
+
+
+def test_an_evicted_analysis_is_rebuilt_from_the_session(runs):
+    session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
+    service.CACHE.clear()  # as if the TTL had passed
+    assert len(overview.draw(session, None, STYLE)) == 4
+    assert runs.count(None) == 2
+
+
+def test_hidden_tabs_draw_only_when_shown():
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    lazy = when_shown("layers", layers.draw, 3)
+    assert lazy("overview", session, None) == (gr.skip(),) * 3
+    heatmap, _, _ = lazy("layers", session, None)
+    assert heatmap.data[0].type == "heatmap"
+    assert list(inspect.signature(lazy).parameters)[:2] == ["shown", "session"]  # Gradio injects by signature
+    assert "request" in inspect.signature(lazy).parameters
+
+
+def test_the_overlay_style_is_one_value():
+    from app.panel import set_style
+
+    assert set_style(0.3, "Magma", "nearest", True, False) == OverlayStyle(0.3, "Magma", "nearest", True, False)
