@@ -49,19 +49,18 @@ def finish(
     **layout,
 ) -> go.Figure:
     """The house layout: a wrapped title above the plot, wrapped axis titles, every margin grown to fit its
-    text (automargin), and any legend below the plot, outside the data."""
+    text (automargin), and any legend on the right, outside the data. A figure with a second y axis names
+    its two traces by its axis titles and shows no legend."""
+    heading = wrap(title, width + 8)
+    lines = heading.count("<br>") + 1
+    # room for the title: plotly's title automargin is not reliable here, so the top margin is set
+    margin = {**LAYOUT["margin"], "t": 18 * lines + 24, **layout.pop("margin", {})}
+    layout = {**LAYOUT, **layout, "margin": margin}
     figure.update_layout(
-        title=dict(
-            text=wrap(title, width + 8),
-            x=0.01,
-            xanchor="left",
-            y=0.98,
-            yanchor="top",
-            yref="container",
-            automargin=True,
-        ),
-        legend=dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top"),
-        **{**LAYOUT, **layout},
+        title=dict(text=heading, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=10)),
+        legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"),
+        showlegend=y2 is None and len(figure.data) > 1,
+        **layout,
     )
     figure.update_xaxes(**AXIS, title_text=wrap(x, width) if x else None)
     figure.update_yaxes(**AXIS, title_text=wrap(y, width // 2) if y else None)

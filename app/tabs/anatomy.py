@@ -221,8 +221,15 @@ def head_step(analysis, lang: str):
     )
     route.update_xaxes(dtick=1)
     bars = go.Figure()
-    bars.add_bar(x=[labels[i] for i in top], y=result.logits[top], name="logit", marker_color="grey")
-    bars.add_bar(x=[labels[i] for i in top], y=result.probs[top], name="softmax", yaxis="y2", marker_color="darkorange")
+    bars.add_bar(x=[labels[i] for i in top], y=result.logits[top], name="logit", marker_color="grey", offsetgroup=0)
+    bars.add_bar(
+        x=[labels[i] for i in top],
+        y=result.probs[top],
+        name="softmax",
+        yaxis="y2",
+        marker_color="darkorange",
+        offsetgroup=1,
+    )
     figures.finish(
         bars,
         text("anatomy.logits_title", lang),
@@ -317,26 +324,26 @@ def build(shared: Shared) -> Tab:
         grid = picture(T("anatomy.grid_label"), "anatomy-grid")
         pixels = picture(T("anatomy.pixels_label"), "anatomy-pixels")
         with gr.Column():
-            vector = gr.Plot(label=T("anatomy.vector_label"), elem_id="anatomy-vector")
-            embedding = gr.Plot(label=T("anatomy.embedding_label"), elem_id="anatomy-embedding")
+            vector = gr.Plot(show_label=False, label=T("anatomy.vector_label"), elem_id="anatomy-vector")
+            embedding = gr.Plot(show_label=False, label=T("anatomy.embedding_label"), elem_id="anatomy-embedding")
     patch_facts = gr.Markdown(elem_id="anatomy-patch-facts")
     gr.Markdown(T("anatomy.step2"))
     position = picture(T("label.positions"), "anatomy-position")
     gr.Markdown(T("anatomy.step3"))
     with gr.Row():
-        row = gr.Plot(label=T("anatomy.row_label"), elem_id="anatomy-row")
+        row = gr.Plot(show_label=False, label=T("anatomy.row_label"), elem_id="anatomy-row")
         weights = picture(T("anatomy.weights_label"), "anatomy-weights")
     saturation = gr.Markdown(elem_id="anatomy-saturation")
-    entropy = gr.Plot(label=T("anatomy.entropy_label"), elem_id="anatomy-entropy")
+    entropy = gr.Plot(show_label=False, label=T("anatomy.entropy_label"), elem_id="anatomy-entropy")
     gr.Markdown(T("anatomy.step4"))
     heads = gr.Gallery(label=T("label.heads_gallery"), columns=6, height=260, format="png", elem_id="anatomy-heads")
     gr.Markdown(T("anatomy.step5"))
-    mlp = gr.Plot(label=T("anatomy.mlp_label"), elem_id="anatomy-mlp")
+    mlp = gr.Plot(show_label=False, label=T("anatomy.mlp_label"), elem_id="anatomy-mlp")
     mlp_facts = gr.Markdown(elem_id="anatomy-mlp-facts")
     gr.Markdown(T("anatomy.step6"))
     with gr.Row():
-        route = gr.Plot(label=T("anatomy.route_label"), elem_id="anatomy-route")
-        logits = gr.Plot(label=T("anatomy.logits_label"), elem_id="anatomy-logits")
+        route = gr.Plot(show_label=False, label=T("anatomy.route_label"), elem_id="anatomy-route")
+        logits = gr.Plot(show_label=False, label=T("anatomy.logits_label"), elem_id="anatomy-logits")
     head_facts = gr.Markdown(elem_id="anatomy-head-facts")
 
     patch_outputs = [grid, pixels, vector, embedding, patch_facts, position, route, logits, head_facts]

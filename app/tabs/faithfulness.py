@@ -98,15 +98,15 @@ def build(shared: Shared) -> Tab:
         steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"), interactive=False)
         start = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness", interactive=False)
     with gr.Row():
-        curves = gr.Plot(label=T("label.curves"), elem_id="faithfulness-plot", scale=2)
-        table = gr.Dataframe(label=T("label.auc"), elem_id="faithfulness-table", interactive=False, scale=1, wrap=True)
+        curves = gr.Plot(show_label=False, label=T("label.curves"), elem_id="faithfulness-plot", scale=3)
+        table = gr.Dataframe(label=T("label.auc"), elem_id="faithfulness-table", interactive=False, scale=2, wrap=True)
     with gr.Row():
         layer = gr.Slider(0, 11, value=11, step=1, label=T("label.ablate_block"), interactive=False)
         heads = gr.CheckboxGroup([], label=T("label.ablate_heads"), interactive=False)
         ablate_button = gr.Button(T("button.ablate"), interactive=False)
         sweep = gr.Button(T("button.importance"), interactive=False)
     result = gr.Markdown(elem_id="ablation-result")
-    bars = gr.Plot(label=T("label.importance"), elem_id="importance-plot")
+    bars = gr.Plot(show_label=False, label=T("label.importance"), elem_id="importance-plot")
     start.click(run, [shared.session, shared.target, steps], [curves, table], **MODEL_RUN, **PRIVATE)
     ablate_button.click(ablate, [shared.session, layer, heads, shared.target], result, **MODEL_RUN, **PRIVATE)
     sweep.click(importance, [shared.session, layer, shared.target], bars, **MODEL_RUN, **PRIVATE)

@@ -35,7 +35,7 @@ def draw(session, target, request: gr.Request = None):
 def build(shared: Shared) -> Tab:
     empty = empty_line("layers")
     with gr.Row():
-        heatmap = gr.Plot(label=T("label.layer_heatmap"), elem_id="layer-heatmap")
-        line = gr.Plot(label=T("label.class_line"), elem_id="class-line")
-    scatter = gr.Plot(label=T("label.head_scatter"), elem_id="head-scatter")
+        heatmap = gr.Plot(show_label=False, label=T("label.layer_heatmap"), elem_id="layer-heatmap")
+        line = gr.Plot(show_label=False, label=T("label.class_line"), elem_id="class-line")
+    scatter = gr.Plot(show_label=False, label=T("label.head_scatter"), elem_id="head-scatter")
     return Tab([redraw(draw, [shared.session, shared.target], [heatmap, line, scatter])], empty)

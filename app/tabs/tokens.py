@@ -57,7 +57,7 @@ def build(shared: Shared) -> Tab:
         pca = picture(T("label.pca"), "pca")
         similarity = picture(T("label.similarity"), "similarity")
         positions = picture(T("label.positions"), "positions")
-    norms = gr.Plot(label=T("label.token_norms"), elem_id="token-norms")
+    norms = gr.Plot(show_label=False, label=T("label.token_norms"), elem_id="token-norms")
     drawn = redraw(draw, [shared.session, token_layer, patch, shared.style], [pca, norms, similarity, positions])
     gr.on([token_layer.input, patch.change], **lazy(shared, "tokens", drawn), **ALWAYS_LAST)
     similarity.select(select_patch, [shared.session], [patch], **PRIVATE)
