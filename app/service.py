@@ -106,7 +106,8 @@ def analyze(image_path: str | None, model_name: str) -> Analysis:
     cached = CACHE.get(key)
     if cached is not None:
         return cached
-    pixels = loaded.preprocess(load_image(image_path, name=Path(image_path).name))
+    image = load_image(image_path, name=Path(image_path).name, min_size=max(loaded.data_config.input_size[1:]))
+    pixels = loaded.preprocess(image)
     return CACHE.put(Analysis(key, model_name.strip(), str(image_path), _run(loaded, pixels)))
 
 
