@@ -1,4 +1,5 @@
-"""Open any image a user may throw at us as 8-bit RGB, or refuse it with one clear sentence.
+"""Open any image a user may throw at us as 8-bit RGB, or refuse it with one clear sentence; and say
+which part of it the model's preprocessing actually shows.
 
 Handles EXIF rotation, animated files (first frame), 16-bit and float images, CMYK, palettes and
 alpha (composited on white). Refuses empty, truncated and non-image files, decompression bombs and
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vit_core.config import DataConfig
 from vit_core.errors import VitCoreError
 
 MAX_PIXELS = 120_000_000  # 120 MP: 108-MP phone photos pass; decoded, at most 480 MB (Pillow: 4 bytes a pixel)
@@ -151,3 +154,57 @@ def _check_size(image: Image.Image, label: str) -> None:
         )
     if max(width, height) / min(width, height) > MAX_ASPECT:
         raise VitCoreError("image_aspect", name=label, width=width, height=height, limit=MAX_ASPECT)
+
+
+# ---- what the model sees ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelView:
+    """Which part of an image the model's preprocessing keeps, in the original image's pixels."""
+
+    box: tuple[float, float, float, float] | None  # (left, top, right, bottom) shown; None: nothing cut
+    squashed: bool  # the resize changed the aspect ratio by more than 1% (HF processors, timm "squash")
+    fraction_shown: float  # area of the shown part / area of the image, 1.0 when nothing is cut
+
+
+def model_view(image_size: tuple[int, int], data_config: DataConfig) -> ModelView:
+    """What `data_config`'s eval transform keeps of an image of `image_size` (width, height).
+
+    Mirrors timm's `transforms_imagenet_eval` (which every zoo source but torchvision uses) step by
+    step: `scale = floor(input / crop_pct)`; "center" resizes the shortest side to `scale` (torchvision's
+    `int()` for the long side, or timm's `ResizeKeepRatio` rounding for a non-square input), "squash"
+    resizes both sides to `scale`, "border" fits the longest side and pads; then a centre crop of the
+    input size (`round((resized - input) / 2)` from the top left). torchvision's own transform resizes
+    to its `resize_size`, which `crop / (crop / resize)` gives back exactly for its ViTs. "Nothing cut"
+    allows one resized pixel per side, the rounding of the resize rather than a choice of the transform.
+    """
+    width, height = image_size
+    input_height, input_width = data_config.input_size[-2:]
+    crop_pct = data_config.crop_pct or 0.875  # timm's default when a config leaves it out
+    scale_height, scale_width = math.floor(input_height / crop_pct), math.floor(input_width / crop_pct)
+    if data_config.crop_mode == "squash":
+        resized_width, resized_height = scale_width, scale_height
+    elif data_config.crop_mode == "border" or scale_height != scale_width:
+        ratio_height, ratio_width = height / scale_height, width / scale_width
+        longest = data_config.crop_mode == "border"  # fit the longest side (pad) or the shortest (crop)
+        ratio = max(ratio_height, ratio_width) if longest else min(ratio_height, ratio_width)
+        resized_width, resized_height = round(width / ratio), round(height / ratio)
+    else:  # torchvision's Resize(int): the shortest side to `scale`, the long side truncated
+        short, long = min(width, height), max(width, height)
+        new_short, new_long = scale_height, int(scale_height * long / short)
+        resized_width, resized_height = (new_short, new_long) if width <= height else (new_long, new_short)
+    left, right = _centre_crop(resized_width, input_width)
+    top, bottom = _centre_crop(resized_height, input_height)
+    step_x, step_y = width / resized_width, height / resized_height  # original pixels per resized pixel
+    box = (left * step_x, top * step_y, right * step_x, bottom * step_y)
+    fraction = (right - left) * (bottom - top) / (resized_width * resized_height)
+    cut = left > 1 or top > 1 or resized_width - right > 1 or resized_height - bottom > 1
+    aspect_change = (resized_width / resized_height) / (width / height)
+    return ModelView(box if cut else None, abs(aspect_change - 1) > 0.01, fraction)
+
+
+def _centre_crop(resized: int, crop: int) -> tuple[int, int]:
+    """The span `[start, end)` of a resized side that torchvision's `center_crop` keeps (padding if short)."""
+    if resized <= crop:
+        return 0, resized
+    start = int(round((resized - crop) / 2.0))
+    return start, start + crop

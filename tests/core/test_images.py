@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFile
 
 from tests.corpus import encode, png_claiming
-from vit_core import VitCoreError
-from vit_core.images import load_image
+from vit_core import DataConfig, ViTConfig, VitCoreError, zoo
+from vit_core.images import ModelView, load_image, model_view
 
 
 @pytest.mark.parametrize(
@@ -161,6 +162,7 @@ def test_up_to_twelve_megapixels_decodes_exactly_as_pillow_does(tmp_path):
 CHILD = r"""
 import json, resource, sys
 from pathlib import Path
+import torch
 from vit_core.images import load_image
 from vit_core.zoo import load_model
 
@@ -195,3 +197,107 @@ def test_a_108_megapixel_photo_decodes_in_draft_mode_within_memory(tmp_path):
     assert abs(width / height - 12_000 / 9_000) < 0.01 and width < 12_000  # drafted, not fully decoded
     assert report["used"] < 2**30, f"peak {report['used'] / 2**20:.0f} MiB above idle"
     assert report["diff_mean"] < 0.02  # the model's input barely changes (normalised units; 1/255 = 0.008)
+
+
+# ---- what the model sees of an image ----------------------------------------------------------------
+def coordinate_image(width: int, height: int) -> Image.Image:
+    """Red = x and green = y of each pixel (exact up to 256 pixels): a tensor's pixel says where it came from."""
+    red = np.broadcast_to(np.arange(width, dtype=np.uint8)[None, :], (height, width))
+    green = np.broadcast_to(np.arange(height, dtype=np.uint8)[:, None], (height, width))
+    return Image.fromarray(np.stack([red, green, np.zeros_like(red)], axis=-1), "RGB")
+
+
+def hf_data_config(tmp_path: Path, processor: dict) -> DataConfig:
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(json.dumps(processor))
+    return zoo._hf_data_config(path, ViTConfig())
+
+
+def torchvision_view(name: str):
+    """torchvision's own transform and the data config the zoo derives from it (no weights needed)."""
+    import torchvision
+
+    transform = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    crop, resize = transform.crop_size[0], transform.resize_size[0]
+    return DataConfig(input_size=(3, crop, crop), crop_pct=crop / resize, crop_mode="center"), transform
+
+
+@pytest.fixture(scope="module")
+def transforms(tmp_path_factory):
+    """name -> (data config, transform) for every kind of preprocessing the zoo produces."""
+    folder = tmp_path_factory.mktemp("processors")
+    found = {}
+    for name in ("bundled", "timm:vit_tiny_patch16_224"):
+        loaded = zoo.load_model(name, random_weights=name != "bundled")
+        found[name] = (loaded.data_config, loaded.transform)
+    processors = {
+        "hf squash": {"size": {"height": 224, "width": 224}},  # google/vit-base-patch16-224
+        "hf squash + crop": {"size": {"height": 256, "width": 256}, "do_center_crop": True, "crop_size": 224},
+        "hf shortest edge + crop": {"size": {"shortest_edge": 256}, "do_center_crop": True, "crop_size": 224},
+    }
+    for name, processor in processors.items():
+        (folder / name).mkdir()
+        data_config = hf_data_config(folder / name, processor)
+        found[name] = (data_config, zoo.timm_transform(data_config))
+    for name in ("vit_b_16", "vit_l_16"):  # resize 256 / 242, crop 224
+        found[f"torchvision:{name}"] = torchvision_view(name)
+    timm_border = DataConfig(input_size=(3, 224, 224), crop_pct=0.9, crop_mode="border")
+    found["timm border"] = (timm_border, zoo.timm_transform(timm_border))
+    return found
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bundled",
+        "timm:vit_tiny_patch16_224",
+        "hf squash",
+        "hf squash + crop",
+        "hf shortest edge + crop",
+        "torchvision:vit_b_16",
+        "torchvision:vit_l_16",
+        "timm border",
+    ],
+)
+@pytest.mark.parametrize("size", [(256, 128), (100, 250), (200, 200), (256, 250), (256, 64)])
+def test_model_view_matches_the_real_transform(transforms, name, size):
+    data_config, transform = transforms[name]
+    width, height = size
+    view = model_view(size, data_config)
+    pixels = transform(coordinate_image(width, height))  # [3, h, w], normalised
+    std, mean = torch.tensor(data_config.std)[:, None, None], torch.tensor(data_config.mean)[:, None, None]
+    seen = (pixels * std + mean) * 255  # red = source x, green = source y
+    _, rows, cols = seen.shape
+    left, top, right, bottom = view.box or (0, 0, width, height)
+    step_x, step_y = (right - left) / cols, (bottom - top) / rows  # source pixels per input pixel
+    # the centre of the input's first and last pixel along the middle row and column, in source pixels
+    predicted_x = (left + step_x / 2 - 0.5, right - step_x / 2 - 0.5)
+    predicted_y = (top + step_y / 2 - 0.5, bottom - step_y / 2 - 0.5)
+    measured_x = (float(seen[0, rows // 2, 0]), float(seen[0, rows // 2, -1]))
+    measured_y = (float(seen[1, 0, cols // 2]), float(seen[1, -1, cols // 2]))
+    padded = name == "timm border" and width != height  # the short side is padded with the mean, not an image
+    tolerance_x, tolerance_y = max(1.5, step_x), max(1.5, step_y)  # one input pixel, or the edge's blur
+    if not (padded and width < height):
+        assert measured_x == pytest.approx(predicted_x, abs=tolerance_x), (view, measured_x)
+    if not (padded and height < width):
+        assert measured_y == pytest.approx(predicted_y, abs=tolerance_y), (view, measured_y)
+    shown = (right - left) * (bottom - top) / (width * height)
+    if view.box is None:  # "nothing cut" allows the resize's rounding: one resized pixel per side
+        assert view.fraction_shown == pytest.approx(1, abs=0.03)
+    else:
+        assert view.fraction_shown == pytest.approx(shown) and view.fraction_shown < 1
+    assert view.squashed == (data_config.crop_mode == "squash" and abs(width / height - 1) > 0.01)  # square inputs
+
+
+def test_model_view_says_what_is_cut_and_what_is_squashed(transforms):
+    wide = (1600, 900)
+    bundled, _ = transforms["bundled"]
+    view = model_view(wide, bundled)  # shortest side to 96, centre crop 96x96
+    assert view.box == pytest.approx((350, 0, 1250, 900), abs=10) and not view.squashed
+    assert view.fraction_shown == pytest.approx(900 / 1600, abs=0.01)
+    squash, _ = transforms["hf squash"]
+    assert model_view(wide, squash) == ModelView(None, True, 1.0)  # everything, but squeezed to a square
+    assert model_view((500, 500), squash) == ModelView(None, False, 1.0)
+    tiny, _ = transforms["timm:vit_tiny_patch16_224"]
+    square = model_view((500, 500), tiny)  # crop_pct 0.9 trims a 5% frame even from a square
+    assert square.box == pytest.approx((25, 25, 475, 475), abs=2) and square.fraction_shown == pytest.approx(0.81, 0.01)
