@@ -13,7 +13,7 @@ if __name__ == "__main__":
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        max_file_size="20mb",
+        max_file_size="50mb",
         i18n=I18N,
         js=LANGUAGE_JS,
         css=LANGUAGE_CSS,

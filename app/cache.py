@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from vit_core.capture import Capture
 
@@ -39,6 +40,7 @@ class Analysis:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # memos may nest
     created: float = field(default_factory=time.monotonic)  # a summary says "from cache" for an older one
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image, before preprocessing
+    preview: Image.Image | None = None  # the decoded image, at most 384 pixels a side (where the crop is marked)
     pixels: torch.Tensor | None = None  # [C, H, W] the model's input, kept for re-runs (maps, ablations)
 
     @property

@@ -15,9 +15,9 @@ import numpy as np
 from app import service
 from app.cache import Analysis
 from app.i18n import text
-from app.render import COLORMAPS, OverlayStyle
+from app.render import COLORMAPS, OverlayStyle, mark_crop
 from app.session import lang, user_sentence
-from app.tabs.base import T
+from app.tabs.base import T, picture
 from vit_core.errors import VitCoreError
 
 SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
@@ -74,8 +74,11 @@ def summary_text(session: dict | None, language: str) -> str:
     else:
         device = text("device.cpu", language, threads=facts["threads"])
     lines = [text("summary.done", language, device=device, when=when, **shape)]
-    if facts.get("crop"):
-        lines.append(text("summary.crop", language, **facts["crop"]))
+    crop = facts.get("crop")
+    if crop and crop["kind"] == "crop":
+        lines.append(text("summary.crop", language, percent=crop["percent"]))
+    elif crop:
+        lines.append(text("summary.squash", language, width=crop["width"], height=crop["height"]))
     return "\n\n".join(lines)
 
 
@@ -107,9 +110,10 @@ class Outcome:
     summary: str
     model: object
     note: object
+    seen: object = None  # the image with what the model sees marked, when its preprocessing cuts some off
 
     def values(self) -> tuple:
-        return self.session, self.predictions, self.target, self.summary, self.model, self.note
+        return self.session, self.predictions, self.target, self.summary, self.model, self.note, self.seen
 
 
 def analyze(
@@ -136,14 +140,16 @@ def analyze(
         ).values()
     note = model_note(model_name, language)
     if image is None:  # a model chosen before any image: nothing to analyse yet
-        return Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note).values()
+        return Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note, _unseen()).values()
     try:
         progress(0.4, desc=text("progress.running", language))
         start = time.monotonic()
         analysis = service.analyze(image, model_name)
         seconds, cached = time.monotonic() - start, analysis.created < start
     except VitCoreError as error:  # nothing of an earlier image stays beside this one
-        return Outcome(None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note).values()
+        return Outcome(
+            None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note, _unseen()
+        ).values()
     result = analysis.capture
     session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}
     session["facts"] = _facts(analysis, seconds, cached)
@@ -154,8 +160,26 @@ def analyze(
         choices=[(f"{labels[i]} ({i})", i) for i in order], value=top[0] if top else None, interactive=bool(top)
     )
     return Outcome(
-        session, top_predictions(analysis, language), target, summary_text(session, language), model_name, note
+        session,
+        top_predictions(analysis, language),
+        target,
+        summary_text(session, language),
+        model_name,
+        note,
+        seen_picture(analysis, session["facts"]["crop"]),
     ).values()
+
+
+def seen_picture(analysis: Analysis, crop: dict | None):
+    """The uploaded image with the part the model does not see dimmed; hidden when it sees everything."""
+    if not crop or crop["kind"] != "crop" or analysis.preview is None:
+        return gr.Image(value=None, visible=False)
+    marked = mark_crop(analysis.preview, tuple(crop["box"]), source_size=analysis.image_size)
+    return gr.Image(value=marked, visible=True)
+
+
+def _unseen():
+    return gr.Image(value=None, visible=False)
 
 
 def _no_targets():
@@ -184,6 +208,7 @@ class Panel:
     note: gr.Markdown
     predictions: gr.Label
     target: gr.Dropdown
+    seen: gr.Image
     style_controls: list
 
 
@@ -214,6 +239,7 @@ def build() -> Panel:
             summary = gr.Markdown(elem_id="summary")
             predictions = gr.Label(num_top_classes=5, label=T("label.top5"), elem_id="top5")
             target = gr.Dropdown([], label=T("label.target"), elem_id="target", interactive=False)
+            seen = picture(T("label.model_view"), "model-view", visible=False, height=220)
     with gr.Accordion(T("accordion.overlay"), open=False):
         with gr.Row():
             style_controls = [
@@ -227,4 +253,4 @@ def build() -> Panel:
                 gr.Checkbox(False, label=T("label.patch_grid")),
                 gr.Checkbox(True, label=T("label.colorbar")),
             ]
-    return Panel(image, model, run, summary, note, predictions, target, style_controls)
+    return Panel(image, model, run, summary, note, predictions, target, seen, style_controls)

@@ -193,3 +193,33 @@ def cell_at(
     if y % (cell + gap) >= cell or x % (cell + gap) >= cell or not (0 <= layer < shape[0] and 0 <= head < shape[1]):
         return None
     return layer, head
+
+
+def mark_crop(
+    image: Image.Image,
+    box: tuple[float, float, float, float],
+    source_size: tuple[int, int] | None = None,
+    dim: float = 0.6,
+) -> Image.Image:
+    """`image` with what the model does not see dimmed and what it sees outlined (`vit_core.images.model_view`).
+
+    `box` is (left, top, right, bottom) in the pixels of an image of `source_size` (width, height), by default
+    `image.size`, so a thumbnail of a large photo takes the original's box. Pixels inside the box are left
+    exactly as they are; outside, they are darkened by `dim`, and a white line runs just outside the box.
+    """
+    picture = image.convert("RGB")
+    width, height = picture.size
+    source_width, source_height = source_size or picture.size
+    scale_x, scale_y = width / source_width, height / source_height
+    left, right = round(box[0] * scale_x), round(box[2] * scale_x)
+    top, bottom = round(box[1] * scale_y), round(box[3] * scale_y)
+    pixels = np.asarray(picture)  # [H, W, 3]
+    shown = pixels[top:bottom, left:right].copy()
+    out = (pixels * (1.0 - dim)).round().astype(np.uint8)
+    out[top:bottom, left:right] = shown
+    marked = Image.fromarray(out, "RGB")
+    line = max(2, round(min(width, height) / 150))
+    ImageDraw.Draw(marked).rectangle(
+        [left - line, top - line, right + line - 1, bottom + line - 1], outline=(255, 255, 255), width=line
+    )
+    return marked

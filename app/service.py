@@ -23,7 +23,7 @@ from app.i18n import catalogs, text
 from vit_core.capture import Capture, capture
 from vit_core.errors import VitCoreError
 from vit_core.hub import hf_endpoint, offline, reachable
-from vit_core.images import load_image
+from vit_core.images import load_image, model_view
 from vit_core.zoo import CATALOG, LoadedModel, available_offline, load_model
 
 F = TypeVar("F", bound=Callable)
@@ -128,16 +128,27 @@ def analyze(image_path: str | None, model_name: str) -> Analysis:
     cached = CACHE.get(key)
     if cached is not None:
         return cached
-    image = load_image(image_path, name=Path(image_path).name)
+    image = load_image(image_path, name=Path(image_path).name, min_size=max(loaded.data_config.input_size[1:]))
     pixels = loaded.preprocess(image)
+    preview = image.copy()
+    preview.thumbnail((384, 384))
+    capture = _run(loaded, pixels)
     analysis = Analysis(
-        key, model_name.strip(), str(image_path), _run(loaded, pixels), image_size=image.size, pixels=pixels
+        key, model_name.strip(), str(image_path), capture, image_size=image.size, preview=preview, pixels=pixels
     )
     return CACHE.put(analysis)
 
 
 def crop_facts(analysis: Analysis) -> dict | None:
-    """How much of the image the model sees, when its preprocessing cuts some off; None when it sees all."""
+    """What of the image the model sees, when its preprocessing cuts or squeezes it; None when it sees all."""
+    if analysis.image_size is None:
+        return None
+    view = model_view(analysis.image_size, shared_model(analysis.model_name).data_config)
+    if view.box is not None:
+        return {"kind": "crop", "percent": 100 * view.fraction_shown, "box": list(view.box)}
+    if view.squashed:
+        height, width = shared_model(analysis.model_name).data_config.input_size[1:]
+        return {"kind": "squash", "width": width, "height": height}
     return None
 
 

@@ -158,7 +158,7 @@ def build_demo() -> gr.Blocks:
         analyzed = dict(
             fn=panel.analyze,
             inputs=[top.image, top.model, session],
-            outputs=[session, top.predictions, top.target, top.summary, top.model, top.note],
+            outputs=[session, top.predictions, top.target, top.summary, top.model, top.note, top.seen],
             **MODEL_RUN,
             **PRIVATE,
             **ALWAYS_LAST,  # a new picture while the previous one is still being analysed is not dropped

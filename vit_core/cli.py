@@ -114,14 +114,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vit_core.capture import capture
-    from vit_core.images import load_image
+    from vit_core.images import load_image, open_image
     from vit_core.zoo import load_model
 
     out = Path(args.out)
     if out.suffix != ".npz":
         raise VitCoreError(f"--out must end in .npz, got {out.name!r}.")
-    image = load_image(args.image)
+    image = open_image(args.image)  # a bad file is refused before the model loads
     loaded = load_model(args.model, weights=args.weights, device=args.device)
+    image = load_image(image, name=Path(args.image).name, min_size=max(loaded.data_config.input_size[1:]))
     result = capture(loaded.model, loaded.preprocess(image), autocast=_autocast_dtype(args))
     arrays: dict[str, np.ndarray] = {
         "input": result.input,
@@ -221,7 +222,7 @@ def _parse_target(text: str | None, labels: list[str] | None, classes: int) -> i
 def cmd_explain(args: argparse.Namespace) -> int:
     from vit_core.capture import capture
     from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, ExplainOptions, explain, normalise
-    from vit_core.images import load_image
+    from vit_core.images import load_image, open_image
     from vit_core.zoo import load_model
 
     out = Path(args.out)
@@ -239,8 +240,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         discard_ratio=args.discard_ratio,
         start_layer=args.start_layer,
     )
-    image = load_image(args.image)
+    image = open_image(args.image)  # a bad file is refused before the model loads
     loaded = load_model(args.model, weights=args.weights, device=args.device)
+    image = load_image(image, name=Path(args.image).name, min_size=max(loaded.data_config.input_size[1:]))
     target = None
     if args.method in CLASS_SPECIFIC:
         if loaded.model.head is None:

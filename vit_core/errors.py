@@ -16,6 +16,21 @@ MESSAGES: dict[str, str] = {
     "query_patch_format": "query patch {value!r} must be ROW,COL.",
     "head_choice": "head {value!r} is not a head index, mean or max.",
     "no_head_layers": "this model has no classification head, so there are no per-layer predictions.",
+    # images (vit_core.images)
+    "image_missing": "{name} does not exist.",
+    "image_not_a_file": "{name} is not a file.",
+    "image_unreadable": "{name} cannot be read ({reason}).",
+    "image_empty": "{name} is empty (0 bytes).",
+    "image_bomb": "{name} is too large to open safely (over {limit} MP).",
+    "image_too_compressed": (
+        "{name} claims to be {width}x{height} pixels but holds only {kilobytes} KB of data; "
+        "a file compressed this far is refused as a possible decompression bomb."
+    ),
+    "image_not_an_image": "{name} is not an image file that can be read (use PNG, JPEG, WebP, GIF, BMP or TIFF).",
+    "image_corrupt": "{name} is truncated or corrupt and cannot be decoded.",
+    "image_no_pixels": "{name} has no pixels.",
+    "image_too_many_pixels": "{name} is {width}x{height} pixels ({megapixels} MP); the limit is {limit} MP.",
+    "image_aspect": "{name} is {width}x{height} pixels, an aspect ratio beyond {limit}:1 that cannot be analysed.",
 }
 
 

@@ -73,7 +73,7 @@ def test_bad_inputs_get_one_sentence_and_the_server_keeps_serving(client, live_s
 
 def test_uploads_are_capped_by_max_file_size(live_server, tmp_path):
     big = tmp_path / "big.png"
-    big.write_bytes(b"\x89PNG" + b"\0" * (21 * 2**20))  # over the 20 MB cap
+    big.write_bytes(b"\x89PNG" + b"\0" * (51 * 2**20))  # over the 50 MB cap
     with pytest.raises(Exception, match="(?i)size|large|413"):
         Client(live_server.url, verbose=False).predict(handle_file(str(big)), "bundled", api_name="/analyze")
     assert live_server.alive()

@@ -128,3 +128,20 @@ def test_model_choices_are_described_in_the_language(language):
     assert labels[0].startswith("bundled — ")
     if language == "zh-CN":
         assert "本项目" in labels[0]
+
+
+def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (3000, 200), (200, 120, 40)).save(wide)
+    session, outputs = analyzed(str(wide), "bundled")
+    assert "centre crop" in outputs[3] and "7%" in outputs[3]  # 200 x 200 of 3000 x 200
+    seen = outputs[6]
+    assert seen.visible is True
+    session, outputs = analyzed(get_image("tower.jpg"), "bundled")  # 377 x 600 into a square: a crop too
+    assert "centre crop" in outputs[3]
+    square = tmp_path / "square.png"
+    Image.new("RGB", (300, 300), (10, 200, 40)).save(square)
+    _, outputs = analyzed(str(square), "bundled")
+    assert "crop" not in outputs[3] and outputs[6].visible is False
