@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 # key -> English template ({name} placeholders filled from the error's params)
-MESSAGES: dict[str, str] = {}
+MESSAGES: dict[str, str] = {
+    "model_not_offered": "this page runs only the models in its model menu; choose one of those.",
+    "model_too_large": "{name} has {millions} M parameters, more than this page's limit of {limit} M; "
+    "choose a smaller model.",
+}
 
 
 def render(key: str, params: dict[str, Any]) -> str:
@@ -28,6 +32,15 @@ class VitCoreError(Exception):
         self.key = key
         self.params = params
         super().__init__(render(key, params))
+
+    def __reduce__(self):
+        # pickled as key and parameters (a ZeroGPU worker sends its errors back pickled): the app still
+        # translates by key on the other side; Exception's default would rebuild it from the sentence
+        return _rebuild, (type(self), self.key, self.params)
+
+
+def _rebuild(cls: type[VitCoreError], key: str, params: dict[str, Any]) -> VitCoreError:
+    return cls(key, **params)
 
 
 class WeightsUnavailable(VitCoreError):
