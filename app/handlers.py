@@ -32,9 +32,7 @@ from app.render import (
     thumbnail_matrix,
 )
 from vit_core.analysis import (
-    ablate_heads,
     attention_entropy,
-    head_importance,
     layer_predictions,
     mean_attention_distance,
     patch_similarity,
@@ -44,7 +42,6 @@ from vit_core.analysis import (
 )
 from vit_core.errors import VitCoreError
 from vit_core.explain import CLASS_SPECIFIC, NOT_IMPLEMENTED, ExplainOptions, explain
-from vit_core.faithfulness import curves_for_maps
 from vit_core.maps import attention_map, mass_threshold
 
 OVERVIEW_METHODS = ("attention", "rollout", "chefer", "gradcam")
@@ -411,21 +408,20 @@ def faithfulness_report(
     """Deletion and insertion curves for every map of `MAP_METHODS`, batched, on the model's own input."""
     if not 2 <= steps <= 50:
         raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
-    model, pixels, target = _rerun_inputs(analysis, target, "faithfulness curves")
+    model_name, pixels, target = _rerun_inputs(analysis, target, "faithfulness curves")
     if progress is not None:
         progress(0.1, desc=text("progress.maps", lang))
     maps = {m: _map(analysis, m, target) for m in MAP_METHODS}
     if progress is not None:
         progress(0.3, desc=text("progress.faithfulness", lang, steps=steps, maps=len(maps)))
-    curves = service.on_gpu(curves_for_maps)(model, pixels, list(maps.values()), target=target, steps=steps)
+    curves = service.faithfulness_curves(model_name, pixels, list(maps.values()), target, steps)
     return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
 
 
 def _rerun_inputs(analysis: Analysis, target, what: str) -> tuple:
-    """(model, the exact input tensor, the target class) for analyses that re-run the model."""
+    """(model name, the exact input tensor, the target class) for analyses that re-run the model."""
     target = service.target_class(analysis, target, what)
-    model = service.shared_model(analysis.model_name).model
-    return model, torch.from_numpy(analysis.capture.input.copy()), target
+    return analysis.model_name, torch.from_numpy(analysis.capture.input.copy()), target
 
 
 @errors_as_messages
@@ -434,8 +430,8 @@ def run_ablation(session, layer, heads, target, request: gr.Request = None):
     analysis = _analysis(session)
     if not heads:
         raise VitCoreError("choose at least one head to ablate.")
-    model, pixels, target = _rerun_inputs(analysis, target, "head ablations")
-    base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
+    model_name, pixels, target = _rerun_inputs(analysis, target, "head ablations")
+    base, ablated = service.ablate(model_name, pixels, [(int(layer), int(h)) for h in heads], target)
     return text(
         "ablation.result",
         _lang(request),
@@ -451,8 +447,8 @@ def run_ablation(session, layer, heads, target, request: gr.Request = None):
 @errors_as_messages
 def run_importance(session, layer, target, request: gr.Request = None):
     """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
-    model, pixels, target = _rerun_inputs(_analysis(session), target, "head ablations")
-    drop = service.on_gpu(head_importance)(model, pixels, int(layer), target)
+    model_name, pixels, target = _rerun_inputs(_analysis(session), target, "head ablations")
+    drop = service.importance(model_name, pixels, int(layer), target)
     return figures.head_importance_bars(drop, int(layer), _lang(request))
 
 
