@@ -4,9 +4,11 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from app import service  # noqa: E402
 from app.i18n import LANGUAGE_CSS, LANGUAGE_JS  # noqa: E402
 from app.ui import I18N, build_demo  # noqa: E402
 
+service.start_up()  # on ZeroGPU: the default model, loaded before any GPU worker is forked
 demo = build_demo()
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
-"""What the page does, without the page: load models once, run each (model, image) once, keep the result.
+"""What the page does, without the page: which models a visitor may use, load them once, run each
+(model, image) once, keep the result.
 
 Everything here raises `VitCoreError` with one sentence on bad input; `app.ui` turns that into a
-`gr.Error`. Model runs go through `on_gpu`, which is `spaces.GPU` on a ZeroGPU Space and a no-op
-elsewhere.
+`gr.Error`. Model runs are the `on_gpu` functions below: `spaces.GPU` on a ZeroGPU Space, plain calls
+elsewhere. ZeroGPU runs them in a forked worker and sends their arguments and results through a queue,
+pickled, so they take small values (a model name, the input tensor, a target) and find the model in
+`MODELS`, which the fork inherits.
+
+Public mode (on a Space, or with `VIT_PUBLIC=1`): only the catalog's models and the operator's
+(`VIT_MODELS`, `VIT_MODEL`) can be used, each within a parameter budget (`VIT_MAX_PARAMS`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
+import logging
 import os
-import threading
+import pickle
 from collections.abc import Callable
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,25 +29,32 @@ import torch
 
 from app.cache import Analysis, AnalysisCache
 from app.i18n import catalogs, text
+from app.models import ModelStore
+from vit_core.analysis import ablate_heads, head_importance
 from vit_core.capture import Capture, capture
 from vit_core.errors import VitCoreError
+from vit_core.faithfulness import Curve, curves_for_maps
 from vit_core.hub import hf_endpoint, offline, reachable
 from vit_core.images import load_image, model_view
-from vit_core.zoo import CATALOG, LoadedModel, available_offline, load_model
+from vit_core.model import ViT
+from vit_core.zoo import (
+    CATALOG,
+    CatalogEntry,
+    LoadedModel,
+    available_offline,
+    catalog_entry,
+    count_parameters,
+    load_model,
+)
 
 F = TypeVar("F", bound=Callable)
 SPACE_DEFAULT_MODEL = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"
+DEFAULT_MAX_PARAMS = 350_000_000  # admits ViT-L/16 (304 M parameters), not ViT-H/14 (632 M)
+log = logging.getLogger(__name__)
 
 
-def _gpu_decorator() -> Callable[[F], F]:
-    try:
-        import spaces  # ZeroGPU Spaces only
-    except ImportError:
-        return lambda fn: fn
-    return spaces.GPU
-
-
-on_gpu = _gpu_decorator()
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def default_model() -> str:
@@ -48,49 +64,150 @@ def default_model() -> str:
     return SPACE_DEFAULT_MODEL if os.environ.get("SPACE_ID") else "bundled"
 
 
+# ---- which models this server offers ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """Which models can be used here, as the environment says."""
+
+    public: bool  # on a Space (`SPACE_ID`) or with `VIT_PUBLIC=1`
+    operator_models: tuple[str, ...]  # `VIT_MODELS` (comma-separated) and `VIT_MODEL`: the operator's choice
+    max_params: int  # `VIT_MAX_PARAMS`: bounds every model in public mode, catalog entries included
+
+    @classmethod
+    def from_environment(cls) -> Access:
+        listed = [*os.environ.get("VIT_MODELS", "").split(","), os.environ.get("VIT_MODEL", "")]
+        return cls(
+            public=bool(os.environ.get("SPACE_ID")) or _flag("VIT_PUBLIC"),
+            operator_models=tuple(dict.fromkeys(name.strip() for name in listed if name.strip())),
+            max_params=int(float(os.environ.get("VIT_MAX_PARAMS", DEFAULT_MAX_PARAMS))),
+        )
+
+    def offers(self, name: str) -> bool:
+        """Whether `name` may be used, by comparing names only: nothing on disk or on the network is looked at."""
+        return not self.public or name in self.operator_models or catalog_entry(name) is not None
+
+
+def check_model(name: str) -> int | None:
+    """`name`'s parameter count when it is known before loading (None: local use of a model outside the catalog).
+
+    In public mode a model neither in the catalog nor listed by the operator is refused with one sentence
+    that is the same for every such name (whether a path or a repository exists or not), before anything
+    on disk or on the network is touched. A model over the parameter budget is refused before its weights
+    are downloaded: the catalog declares its count; the operator's models are counted from their config.
+    """
+    access = Access.from_environment()
+    entry = catalog_entry(name)
+    if not access.public:
+        return entry.params if entry else None
+    if not access.offers(name):
+        raise VitCoreError("model_not_offered")
+    params = entry.params if entry else _counted_parameters(name)
+    if params > access.max_params:
+        raise VitCoreError(
+            "model_too_large",
+            name=display_name(name),
+            millions=round(params / 1e6, 1),
+            limit=round(access.max_params / 1e6, 1),
+        )
+    return params
+
+
+@functools.lru_cache(maxsize=64)  # only the operator's models are counted: a short list
+def _counted_parameters(name: str) -> int:
+    return count_parameters(name)
+
+
+def display_name(name: str) -> str:
+    """A model as the page shows it: a file by its name, anything else as it is named."""
+    return Path(name).name if name.endswith(".safetensors") else name
+
+
+def catalog_label(entry: CatalogEntry, check_cache: bool = True, language: str = "en") -> str:
+    """'timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — ViT-B/16 AugReg, ImageNet-1k · 86.6 M params ·
+    346 MB download' in `language`; with `check_cache`, a model already in the local cache shows no download."""
+    description = catalogs().get(language, {}).get(f"model.{entry.name}", entry.description)
+    parts = [f"{entry.name} — {description}", text("model.params", language, millions=entry.params / 1e6)]
+    if entry.download_mb and not (check_cache and available_offline(entry.name)):
+        parts.append(text("model.download", language, mb=entry.download_mb))
+    return " · ".join(parts)
+
+
 def model_choices(language: str = "en") -> list[tuple[str, str]]:
-    """The catalog for the dropdown in `language`, each marked usable here or not (offline: bundled and
-    cached models)."""
-    on_space = bool(os.environ.get("SPACE_ID"))
-    choices = []
-    for entry in CATALOG:
-        usable = on_space or available_offline(entry.name)
-        description = catalogs().get(language, {}).get(f"model.{entry.name}", entry.description)
-        mark = "" if usable else " " + text("model.needs_download", language)
-        choices.append((f"{entry.name} — {description}{mark}", entry.name))
+    """The dropdown in `language`: the catalog with each model's size (in public mode only those within the
+    budget), then the operator's models. Locally, a catalog model not in the cache shows its download size."""
+    access = Access.from_environment()
+    check_cache = not os.environ.get("SPACE_ID")  # a Space downloads on first use
+    choices = [
+        (catalog_label(entry, check_cache, language), entry.name)
+        for entry in CATALOG
+        if not access.public or entry.params <= access.max_params
+    ]
+    choices += [(display_name(name), name) for name in access.operator_models if catalog_entry(name) is None]
     return choices
 
 
+# ---- loaded models, shared ---------------------------------------------------------------------------
+
+
+def zero_gpu() -> bool:
+    """On a ZeroGPU Space: `SPACES_ZERO_GPU` is set and the `spaces` package is there."""
+    if not _flag("SPACES_ZERO_GPU"):
+        return False
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def public_mode() -> bool:
-    """On a Space, or with VIT_PUBLIC=1: visitors choose only listed models."""
-    return bool(os.environ.get("SPACE_ID")) or os.environ.get("VIT_PUBLIC", "") == "1"
+    """On a Space, or with VIT_PUBLIC=1: visitors choose only the models on the menu."""
+    return Access.from_environment().public
 
 
-@lru_cache(maxsize=1)
-def suggested_model():
+@functools.lru_cache(maxsize=1)
+def suggested_model() -> CatalogEntry | None:
     """The ImageNet model to suggest beside the bundled one, when the hub can be reached and the operator
     chose no model (`VIT_MODEL`); None otherwise."""
     if os.environ.get("VIT_MODEL") or offline():
         return None
     if not os.environ.get("SPACE_ID") and not reachable(hf_endpoint(), timeout=1.5):
         return None
-    return next((entry for entry in CATALOG if entry.name == SPACE_DEFAULT_MODEL), None)
+    return catalog_entry(SPACE_DEFAULT_MODEL)
 
 
-_model_lock = threading.Lock()
-
-
-@lru_cache(maxsize=3)
 def _load(name: str) -> LoadedModel:
-    return load_model(name)
+    # On ZeroGPU the page's process keeps its models on the CPU: ZeroGPU offloads the CUDA tensors of
+    # this process to disk once the page starts, and the page still reads weights here (positions,
+    # anatomy). Each GPU worker moves a model to the GPU once (`_model_here`).
+    return load_model(name, device="cpu" if zero_gpu() else None)
+
+
+MODELS = ModelStore(max_bytes=int(float(os.environ.get("VIT_MODELS_MB", "4096")) * 2**20), load=_load)
+os.register_at_fork(after_in_child=MODELS.after_fork)
 
 
 def shared_model(name: str) -> LoadedModel:
-    """Models are loaded once per process and shared by every session (at most three stay loaded)."""
+    """Models are loaded once per process and shared by every session (`MODELS`, bounded by
+    `VIT_MODELS_MB`); in public mode only the models offered, within the parameter budget."""
     if not name or not name.strip():
         raise VitCoreError("choose a model first.")
-    with _model_lock:  # two sessions asking for a new model at once load it once
-        return _load(name.strip())
+    name = name.strip()
+    params = check_model(name)
+    return MODELS.get(name, expected_bytes=4 * params if params else 0)  # float32 weights
+
+
+def start_up() -> None:
+    """Once, when the page starts. On a ZeroGPU Space the default model is loaded now, so every GPU
+    worker (a fork of this process) inherits it instead of loading it."""
+    if not zero_gpu():
+        return
+    try:
+        shared_model(default_model())
+    except VitCoreError as error:
+        log.warning("the default model did not load at start-up (%s); it loads on first use.", error)
 
 
 def device_facts() -> dict:
@@ -99,6 +216,130 @@ def device_facts() -> dict:
         return {"gpu": torch.cuda.get_device_name(0)}
     return {"threads": torch.get_num_threads()}
 
+
+# ---- model runs: on the GPU worker on ZeroGPU, plain calls elsewhere -------------------------------------
+
+
+def _gpu_decorator(duration: int | None = None) -> Callable[[F], F]:
+    """`spaces.GPU(duration=...)` when the `spaces` package is there (it is a no-op off ZeroGPU); else nothing."""
+    try:
+        import spaces  # ZeroGPU Spaces only
+    except ImportError:
+        return lambda fn: fn
+    return spaces.GPU(duration=duration) if duration else spaces.GPU
+
+
+GPU_WRAPPER: Callable[[Callable], Callable] | None = None
+"""Test hook, looked up at every call of an `on_gpu` function: `pickled` makes arguments, results and
+errors cross a pickle round trip as on ZeroGPU. `VIT_PICKLE_CHECK=1` installs it (tests/live.py does)."""
+
+
+def on_gpu(duration: int) -> Callable[[F], F]:
+    """Run the function through `spaces.GPU(duration=duration)`; `duration` (seconds) is what ZeroGPU
+    reserves, and a shorter one queues sooner. Its arguments and result must be small and picklable."""
+
+    def decorate(fn: F) -> F:
+        on_device = _gpu_decorator(duration)(fn)  # at import: ZeroGPU looks for its functions at start-up
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            run = on_device if GPU_WRAPPER is None else GPU_WRAPPER(on_device)
+            return run(*args, **kwargs)
+
+        call.duration = duration
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
+def _model_here(model_name: str) -> ViT:
+    """The model, in the process that runs it. A ZeroGPU worker inherits the models loaded before it was
+    forked and loads any other itself; there the model moves to the GPU once."""
+    loaded = shared_model(model_name)
+    if zero_gpu() and torch.cuda.is_available() and loaded.device.type == "cpu":
+        loaded.model.to("cuda")
+    return loaded.model
+
+
+@on_gpu(duration=20)
+def run_capture(model_name: str, pixels: torch.Tensor, target: int | None = None) -> Capture:
+    """One run on the input `[C, H, W]` with everything captured; with a target, also one backward pass."""
+    return capture(_model_here(model_name), pixels, target=target)
+
+
+@on_gpu(duration=45)
+def faithfulness_curves(
+    model_name: str, pixels: torch.Tensor, maps: list[np.ndarray], target: int, steps: int
+) -> list[tuple[Curve, Curve]]:
+    """(deletion, insertion) for each `[rows, cols]` map: 2 x (steps + 1) images per map, batched."""
+    return curves_for_maps(_model_here(model_name), pixels, maps, target=target, steps=steps)
+
+
+@on_gpu(duration=15)
+def ablate(model_name: str, pixels: torch.Tensor, pairs: list[tuple[int, int]], target: int) -> tuple[float, float]:
+    """(probability of `target`, the same with the (layer, head) pairs zeroed): two forward passes."""
+    return ablate_heads(_model_here(model_name), pixels, pairs, target)
+
+
+@on_gpu(duration=15)
+def importance(model_name: str, pixels: torch.Tensor, layer: int, target: int) -> np.ndarray:
+    """`[head]` drop in the target probability with each head of `layer` zeroed: one batch of heads + 1."""
+    return head_importance(_model_here(model_name), pixels, layer, target)
+
+
+# ---- the pickle check (tests) ------------------------------------------------------------------------
+
+PICKLE_LIMIT_BYTES = {"bundled": 8 * 2**20}  # its capture with gradients pickles to 6.5 MiB
+PICKLE_LIMIT_DEFAULT = 16 * 2**20  # a random ViT-Ti at 224 px (the tests' other model): 13.3 MiB with gradients
+
+
+class PickleCheckFailed(AssertionError):
+    """What crosses to the GPU worker would be too large, or would hold a model."""
+
+
+class _NoModelPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.nn.Module | LoadedModel):
+            raise PickleCheckFailed(f"a {type(obj).__name__} would be pickled to the GPU worker; pass its name.")
+        return NotImplemented
+
+
+def _round_trip(value, limit: int, label: str, record: list | None):
+    buffer = io.BytesIO()
+    _NoModelPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    size = buffer.tell()
+    if record is not None:
+        record.append((label, size))
+    if size > limit:
+        raise PickleCheckFailed(f"{label} pickles to {size / 2**20:.1f} MiB, over {limit / 2**20:.0f} MiB.")
+    return pickle.loads(buffer.getvalue())
+
+
+def pickled(fn: F, record: list | None = None) -> F:
+    """`fn` as a ZeroGPU worker runs it: its arguments, its result or its error go through pickle, each
+    under the model's limit (`PICKLE_LIMIT_BYTES`) and holding no model. `record` collects
+    (`"fn arguments"` | `"fn result"` | `"fn error"`, bytes)."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        model_name = args[0] if args else kwargs.get("model_name")
+        limit = PICKLE_LIMIT_BYTES.get(model_name, PICKLE_LIMIT_DEFAULT)
+        name = getattr(fn, "__name__", "fn")
+        args, kwargs = _round_trip((args, kwargs), limit, f"{name} arguments", record)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:
+            raise _round_trip(error, limit, f"{name} error", record) from None
+        return _round_trip(result, limit, f"{name} result", record)
+
+    return call  # type: ignore[return-value]
+
+
+if _flag("VIT_PICKLE_CHECK"):
+    GPU_WRAPPER = pickled
+
+
+# ---- analyses ------------------------------------------------------------------------------------------
 
 CACHE = AnalysisCache(
     max_bytes=int(float(os.environ.get("VIT_CACHE_MB", "1536")) * 2**20),
@@ -114,17 +355,13 @@ def image_digest(path: str | Path) -> str:
         raise VitCoreError(f"{Path(path).name} cannot be read ({error.strerror or error}).") from error
 
 
-@on_gpu
-def _run(loaded: LoadedModel, pixels: torch.Tensor, target: int | None = None) -> Capture:
-    return capture(loaded.model, pixels, target=target)
-
-
 def analyze(image_path: str | None, model_name: str) -> Analysis:
     """The analysis of (model, image): from the cache, or one model run."""
     if image_path is None:
         raise VitCoreError("upload an image first.")
     loaded = shared_model(model_name)
-    key = f"{model_name.strip()}|{image_digest(image_path)}"
+    name = model_name.strip()
+    key = f"{name}|{image_digest(image_path)}"
     cached = CACHE.get(key)
     if cached is not None:
         return cached
@@ -132,10 +369,8 @@ def analyze(image_path: str | None, model_name: str) -> Analysis:
     pixels = loaded.preprocess(image)
     preview = image.copy()
     preview.thumbnail((384, 384))
-    capture = _run(loaded, pixels)
-    analysis = Analysis(
-        key, model_name.strip(), str(image_path), capture, image_size=image.size, preview=preview, pixels=pixels
-    )
+    capture = run_capture(name, pixels)
+    analysis = Analysis(key, name, str(image_path), capture, image_size=image.size, preview=preview, pixels=pixels)
     return CACHE.put(analysis)
 
 
@@ -180,7 +415,7 @@ def class_capture(analysis: Analysis, choice: int | str | None) -> Capture:
     target = target_class(analysis, choice)
     with analysis.lock:
         if target not in analysis.by_target:
-            analysis.by_target[target] = _run(shared_model(analysis.model_name), analysis.pixels, target)
+            analysis.by_target[target] = run_capture(analysis.model_name, analysis.pixels, target)
     CACHE.grew(analysis)
     return analysis.by_target[target]
 

@@ -39,6 +39,7 @@ def start(log: Path, timeout_s: float = 120.0, **env: str) -> Server:
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "VIT_MODEL": "bundled",
+        "VIT_PICKLE_CHECK": "1",  # model runs cross a pickle round trip, as to a ZeroGPU worker
         **env,
     }
     environment.pop("SPACE_ID", None)

@@ -31,6 +31,10 @@ MESSAGES: dict[str, str] = {
     "image_no_pixels": "{name} has no pixels.",
     "image_too_many_pixels": "{name} is {width}x{height} pixels ({megapixels} MP); the limit is {limit} MP.",
     "image_aspect": "{name} is {width}x{height} pixels, an aspect ratio beyond {limit}:1 that cannot be analysed.",
+    # models offered on a public page (app.service)
+    "model_not_offered": "this page runs only the models in its model menu; choose one of those.",
+    "model_too_large": "{name} has {millions} M parameters, more than this page's limit of {limit} M; "
+    "choose a smaller model.",
 }
 
 
@@ -49,6 +53,15 @@ class VitCoreError(Exception):
         self.key = key
         self.params = params
         super().__init__(render(key, params))
+
+    def __reduce__(self):
+        # pickled as key and parameters (a ZeroGPU worker sends its errors back pickled): the app still
+        # translates by key on the other side; Exception's default would rebuild it from the sentence
+        return _rebuild, (type(self), self.key, self.params)
+
+
+def _rebuild(cls: type[VitCoreError], key: str, params: dict[str, Any]) -> VitCoreError:
+    return cls(key, **params)
 
 
 class WeightsUnavailable(VitCoreError):

@@ -13,6 +13,7 @@ image processor's config, torchvision's `weights.transforms()`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -322,18 +323,78 @@ def _load_torchvision(ref: str, weights: str | Path | None, random_weights: bool
 class CatalogEntry:
     name: str
     description: str
+    params: int  # parameters of the architecture (tests/core/test_catalog.py builds each one and counts)
+    download_mb: float  # size of the weights file a first use downloads, in MB (10^6 bytes); 0 = ships here
 
 
 CATALOG = (
-    CatalogEntry("bundled", "ShapeScenes ViT trained by this project; ships in assets/, always offline"),
-    CatalogEntry("timm:vit_small_patch16_224.augreg_in21k_ft_in1k", "ViT-S/16 AugReg, ImageNet-1k"),
-    CatalogEntry("timm:vit_base_patch16_224.augreg2_in21k_ft_in1k", "ViT-B/16 AugReg, ImageNet-1k"),
-    CatalogEntry("timm:deit_small_patch16_224.fb_in1k", "DeiT-S/16, ImageNet-1k"),
-    CatalogEntry("timm:vit_small_patch16_224.dino", "DINO ViT-S/16 backbone (no head)"),
-    CatalogEntry("timm:vit_small_patch14_reg4_dinov2.lvd142m", "DINOv2 ViT-S/14 with 4 registers (no head)"),
-    CatalogEntry("hf:google/vit-base-patch16-224", "Google ViT-B/16, ImageNet-1k (transformers)"),
-    CatalogEntry("torchvision:vit_b_16", "torchvision ViT-B/16 IMAGENET1K_V1"),
+    CatalogEntry(
+        "bundled", "ShapeScenes ViT trained by this project; ships in assets/, always offline", 1_554_778, 0.0
+    ),
+    CatalogEntry("timm:vit_small_patch16_224.augreg_in21k_ft_in1k", "ViT-S/16 AugReg, ImageNet-1k", 22_050_664, 88.2),
+    CatalogEntry("timm:vit_base_patch16_224.augreg2_in21k_ft_in1k", "ViT-B/16 AugReg, ImageNet-1k", 86_567_656, 346.3),
+    CatalogEntry("timm:deit_small_patch16_224.fb_in1k", "DeiT-S/16, ImageNet-1k", 22_050_664, 88.2),
+    CatalogEntry("timm:vit_small_patch16_224.dino", "DINO ViT-S/16 backbone (no head)", 21_665_664, 86.7),
+    CatalogEntry(
+        "timm:vit_small_patch14_reg4_dinov2.lvd142m",
+        "DINOv2 ViT-S/14 with 4 registers (no head)",
+        22_057_344,
+        88.2,
+    ),
+    CatalogEntry("hf:google/vit-base-patch16-224", "Google ViT-B/16, ImageNet-1k (transformers)", 86_567_656, 346.3),
+    # torchvision lists this .pth as 330.3: MiB, the same 346.3 MB
+    CatalogEntry("torchvision:vit_b_16", "torchvision ViT-B/16 IMAGENET1K_V1", 86_567_656, 346.3),
 )
+
+
+def catalog_entry(name: str) -> CatalogEntry | None:
+    return next((entry for entry in CATALOG if entry.name == name), None)
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of `name`'s architecture, counted without reading or downloading its weights.
+
+    Our own files: from the tensor shapes in the safetensors header. timm, transformers and
+    torchvision: the source's model built on the `meta` device (no memory, no initialisation); an `hf:`
+    repository id needs only its config.json.
+    """
+    kind, _, ref = name.partition(":")
+    if name == "bundled" or name.endswith(".safetensors"):
+        counted = _count_own(BUNDLED_PATH if name == "bundled" else Path(name))
+        if counted is not None:
+            return counted
+    elif kind == "timm" and ref:
+        with torch.device("meta"):
+            return _numel(_create_timm(ref))
+    elif kind == "hf" and ref:
+        from transformers import AutoModelForImageClassification
+
+        config_path, _, _ = _hf_files(ref, None, random_weights=True)  # the config only
+        hf_config = _hf_config(config_path)
+        with torch.device("meta"):
+            return _numel(AutoModelForImageClassification.from_config(hf_config))
+    elif kind == "torchvision" and ref in TORCHVISION_VITS:
+        import torchvision
+
+        size = torchvision.models.get_model_weights(ref).DEFAULT.meta["min_size"][0]
+        with torch.device("meta"):
+            return _numel(torchvision.models.get_model(ref, weights=None, image_size=size))
+    # an unknown name or a file that is not ours: load_model says what is wrong with it
+    return _numel(load_model(name, random_weights=True, device="cpu").model)
+
+
+def _count_own(path: Path) -> int | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def available_offline(name: str) -> bool:

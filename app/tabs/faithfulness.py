@@ -11,30 +11,21 @@ from app.i18n import text
 from app.maps import METHODS, grid_map
 from app.session import analysis_of, handler, lang
 from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line
-from vit_core.analysis import ablate_heads, head_importance
 from vit_core.errors import VitCoreError
-from vit_core.faithfulness import curves_for_maps
 
 
 def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, language: str = "en") -> dict:
     """Deletion and insertion curves for every map of `METHODS`, batched, on the model's own input."""
     if not 2 <= steps <= 50:
         raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
-    model, pixels, target = rerun_inputs(analysis, target)
+    pixels, target = analysis.pixels, service.target_class(analysis, target)
     if progress is not None:
         progress(0.1, desc=text("progress.maps", language))
     maps = {m: grid_map(analysis, m, target) for m in METHODS}
     if progress is not None:
         progress(0.3, desc=text("progress.faithfulness", language, steps=steps, maps=len(maps)))
-    curves = service.on_gpu(curves_for_maps)(model, pixels, list(maps.values()), target=target, steps=steps)
+    curves = service.faithfulness_curves(analysis.model_name, pixels, list(maps.values()), target, steps)
     return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
-
-
-def rerun_inputs(analysis: Analysis, target) -> tuple:
-    """(model, the exact input tensor, the target class) for analyses that re-run the model."""
-    target = service.target_class(analysis, target)
-    model = service.shared_model(analysis.model_name).model
-    return model, analysis.pixels, target
 
 
 @handler(outputs=2)
@@ -58,8 +49,9 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
     analysis = analysis_of(session)
     if not heads:
         raise VitCoreError("choose at least one head to ablate.")
-    model, pixels, target = rerun_inputs(analysis, target)
-    base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
+    target = service.target_class(analysis, target)
+    pairs = [(int(layer), int(h)) for h in heads]
+    base, ablated = service.ablate(analysis.model_name, analysis.pixels, pairs, target)
     return text(
         "ablation.result",
         lang(request),
@@ -75,8 +67,9 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
 @handler(outputs=1)
 def importance(session, layer, target, request: gr.Request = None):
     """Zero each head of one block alone (one batched pass) and plot the drop in the target probability."""
-    model, pixels, target = rerun_inputs(analysis_of(session), target)
-    drop = service.on_gpu(head_importance)(model, pixels, int(layer), target)
+    analysis = analysis_of(session)
+    target = service.target_class(analysis, target)
+    drop = service.importance(analysis.model_name, analysis.pixels, int(layer), target)
     return figures.head_importance_bars(drop, int(layer), lang(request))
 
 

@@ -88,13 +88,17 @@ def test_spaces_gpu_wraps_model_runs_only_when_the_package_is_there(monkeypatch)
 
     monkeypatch.delitem(sys.modules, "spaces", raising=False)
     monkeypatch.setattr("builtins.__import__", _refuse("spaces", __import__))
-    plain = service._gpu_decorator()
+    plain = service._gpu_decorator(20)
     assert plain(len) is len  # a no-op off Spaces
     monkeypatch.undo()
     fake = types.ModuleType("spaces")
-    fake.GPU = lambda fn: ("wrapped", fn)
+    fake.GPU = lambda fn=None, duration=None: (lambda f: ("wrapped", f, duration)) if fn is None else ("wrapped", fn)
     monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert service._gpu_decorator(20)(len) == ("wrapped", len, 20)  # spaces.GPU(duration=20)
     assert service._gpu_decorator()(len) == ("wrapped", len)
+    # every model run states the seconds it reserves on ZeroGPU
+    runs = [service.run_capture, service.faithfulness_curves, service.ablate, service.importance]
+    assert all(0 < fn.duration <= 60 for fn in runs)
 
 
 def _refuse(name, real_import):
@@ -113,13 +117,14 @@ def test_default_model_follows_vit_model_then_space_id(monkeypatch):
     monkeypatch.setenv("SPACE_ID", "someone/vit-explorer")
     assert service.default_model() == service.SPACE_DEFAULT_MODEL
     assert service.SPACE_DEFAULT_MODEL in {entry.name for entry in service.CATALOG}
-    assert all("needs download" not in label for label, _ in service.model_choices())  # a Space has a hub
+    on_space = {value: label for label, value in service.model_choices()}
+    assert on_space[service.SPACE_DEFAULT_MODEL].endswith("86.6 M params · 346 MB download")  # a Space has a hub
     monkeypatch.setenv("VIT_MODEL", "timm:deit_small_patch16_224.fb_in1k")
     assert service.default_model() == "timm:deit_small_patch16_224.fb_in1k"
     monkeypatch.delenv("SPACE_ID")
-    offline = dict(service.model_choices())
-    assert not any("needs download" in label for label in offline if label.startswith("bundled"))
-    assert any("需要下载" in label for label, _ in service.model_choices("zh-CN"))
+    offline = {value: label for label, value in service.model_choices()}
+    assert "download" not in offline["bundled"] and "1.6 M params" in offline["bundled"]
+    assert any("需下载" in label for label, _ in service.model_choices("zh-CN"))
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])

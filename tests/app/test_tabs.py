@@ -23,13 +23,13 @@ from tests.app.helpers import STYLE, analyzed
 def runs(monkeypatch):
     """Counts model runs (forward, or forward + backward) through the service."""
     calls = []
-    real = service._run
+    real = service.run_capture
 
-    def counted(loaded, pixels, target=None):
+    def counted(model_name, pixels, target=None):
         calls.append(target)
-        return real(loaded, pixels, target)
+        return real(model_name, pixels, target)
 
-    monkeypatch.setattr(service, "_run", counted)
+    monkeypatch.setattr(service, "run_capture", counted)
     return calls
 
 
