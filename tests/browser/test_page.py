@@ -1,4 +1,5 @@
-"""The page in a real browser: upload a real photo, explore heads, patches, methods, faithfulness, downloads."""
+"""The page in a real browser, as a newcomer meets it: every tab before any image, a real photo, a bad file,
+a model that cannot be loaded, the language toggle, a Chinese browser, and every plot's text readable."""
 
 import re
 import time
@@ -8,6 +9,11 @@ from gradio.media import get_image
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 60_000
+TAB_IDS = ["overview", "heads", "relevance", "layers", "tokens", "faithfulness", "anatomy", "downloads"]
+TITLES = {
+    "en": ["Overview", "Heads", "Rollout & relevance", "Layers", "Tokens", "Faithfulness & ablation", "Anatomy"],
+    "zh-CN": ["概览", "注意力头", "展开与相关性", "各层", "令牌", "忠实度与消融", "解剖", "下载"],
+}
 
 
 def src(page, selector: str) -> str:
@@ -41,14 +47,20 @@ def changed(page, selector: str, before: str, timeout_s: float = 30) -> str:
 
 
 def error_toasts(page) -> list[str]:
-    """The texts of Gradio's error notifications on the page (a gr.Error, or a rejected input value)."""
-    return page.locator(".toast-body.error").all_inner_texts()
+    """The texts of Gradio's notifications on the page (a gr.Error, a warning, a rejected input value)."""
+    return page.locator(".toast-body").all_inner_texts()
+
+
+def error_badges(page) -> int:
+    """Gradio's red "Error" labels on outputs whose event failed."""
+    return page.get_by_text(re.compile(r"^\s*Error\s*$")).count()
 
 
 def finish(context, page, errors: list[str]) -> None:
-    """No console errors, no failed file, no error notification; then close."""
+    """No console errors, no failed file, no notification, no error badge; then close."""
     assert not errors, errors
     assert not error_toasts(page), error_toasts(page)
+    assert error_badges(page) == 0
     context.close()
 
 
@@ -68,16 +80,113 @@ def open_page(browser, url, locale="en-US"):
     return context, page, errors
 
 
+def tab(page, tab_id: str):
+    return page.locator(f"#tabs button[role=tab]").nth(TAB_IDS.index(tab_id))
+
+
+def upload(page, path: str) -> None:
+    page.locator("#input-image input[type=file]").set_input_files(path)
+
+
+def analysed(page) -> None:
+    src(page, "#overview-gradcam")
+    settled(page, "#overview-gradcam")
+
+
+# Every text of every plotly figure on screen: inside its figure, and not on top of another text.
+# Tick labels of one axis are checked against everything else, not against each other (plotly thins them).
+PLOT_TEXTS = """() => {
+    const problems = [];
+    const group = (element) => {
+        for (const name of ['xtick', 'ytick', 'y2tick', 'cbaxis', 'legendtext', 'annotation', 'gtitle',
+                            'xtitle', 'ytitle', 'y2title', 'cbtitle']) {
+            if (element.closest('.' + name) || element.classList.contains(name)) return name;
+        }
+        return 'other';
+    };
+    for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+        const frame = plot.getBoundingClientRect();
+        if (frame.width === 0 || frame.height === 0) continue;  // a hidden tab
+        const boxes = [];
+        for (const element of plot.querySelectorAll('svg text')) {
+            const content = element.textContent.trim();
+            const box = element.getBoundingClientRect();
+            if (!content || box.width === 0) continue;
+            const where = plot.closest('[id]') ? plot.closest('[id]').id : '?';
+            if (box.left < frame.left - 1 || box.right > frame.right + 1 || box.top < frame.top - 1
+                || box.bottom > frame.bottom + 1) {
+                problems.push(`${where}: "${content}" leaves the figure`);
+            }
+            boxes.push({content, box, group: group(element), where});
+        }
+        for (let i = 0; i < boxes.length; i++) {
+            for (let j = i + 1; j < boxes.length; j++) {
+                const a = boxes[i], b = boxes[j];
+                if (a.group === b.group && a.group.endsWith('tick')) continue;
+                const overlap = Math.min(a.box.right, b.box.right) - Math.max(a.box.left, b.box.left) > 1
+                    && Math.min(a.box.bottom, b.box.bottom) - Math.max(a.box.top, b.box.top) > 1;
+                if (overlap) problems.push(`${a.where}: "${a.content}" overlaps "${b.content}"`);
+            }
+        }
+    }
+    return problems;
+}"""
+
+
+def readable_plots(page) -> int:
+    """Assert every plot on screen is readable; returns how many plots were checked."""
+    page.wait_for_timeout(500)  # plotly lays out after the figure arrives
+    assert page.evaluate(PLOT_TEXTS) == []
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.getBoundingClientRect().width).length"
+    )
+
+
+def test_a_fresh_page_shows_no_error_whatever_is_clicked_first(browser, live_server, artifacts):
+    """Before any image: every tab shows its one friendly line, its controls inactive; no badge, no toast."""
+    context, page, errors = open_page(browser, live_server.url)
+    for tab_id in TAB_IDS:
+        tab(page, tab_id).click()
+        page.locator(f"#empty-{tab_id}").get_by_text("Pick an example or upload an image").wait_for(timeout=TIMEOUT)
+        page.wait_for_timeout(400)
+        assert error_badges(page) == 0 and not error_toasts(page), tab_id
+    tab(page, "heads").click()
+    assert page.locator("#layer input[type=number]").is_disabled()
+    assert page.locator("#head input").is_disabled()
+    tab(page, "faithfulness").click()
+    assert page.locator("#run-faithfulness").is_disabled()
+    page.locator("#analyze").click()  # the button before any image
+    page.wait_for_timeout(800)
+    assert page.locator("#summary").inner_text().strip() == "Pick an example or upload an image."
+    page.screenshot(path=str(artifacts / "fresh-page.png"), full_page=True)
+    finish(context, page, errors)
+
+
+def test_the_examples_are_beside_the_upload_box_with_what_the_model_knows(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url)
+    gallery = page.locator("#examples-column img").first
+    gallery.wait_for(timeout=TIMEOUT)
+    box = gallery.bounding_box()
+    assert box["y"] + box["height"] < 1000  # visible without scrolling at 1400 x 1000
+    assert "assets/scenes" in (gallery.get_attribute("src") or "")  # the bundled model's scenes come first
+    assert "ten shapes" in page.locator("#model-note").inner_text()
+    gallery.click()
+    analysed(page)
+    assert "from cache" in page.locator("#summary").inner_text() or " ms" in page.locator("#summary").inner_text()
+    finish(context, page, errors)
+
+
 def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
     context, page, errors = open_page(browser, live_server.url)
-    page.locator("#input-image input[type=file]").set_input_files(get_image("cheetah1.jpg"))
+    upload(page, get_image("cheetah1.jpg"))
     for method in ("attention", "rollout", "chefer", "gradcam"):
         src(page, f"#overview-{method}")
     assert "blocks" in page.locator("#summary").inner_text()
+    assert not page.locator("#empty-overview").is_visible()
     page.screenshot(path=str(artifacts / "overview.png"), full_page=True)
 
     # Heads: change the block, then the head, and see the enlarged view change
-    page.get_by_role("tab", name="Heads").click()
+    tab(page, "heads").click()
     src(page, "#head-view")
     settled(page, "#head-view")
     before = src(page, "#head-view")
@@ -86,7 +195,16 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
     slider.fill("0")
     slider.press("Enter")
     after_layer = changed(page, "#head-view", before)
-    page.locator("#matrix img").first.click(position={"x": 3 * 42 + 10, "y": 2 * 42 + 10})  # block 2, head 3
+    settled(page, "#matrix")
+    # block 2, head 3 on the matrix: its picture is scaled to fit, so click by fractions of its size
+    matrix = page.locator("#matrix img").first
+    natural = page.evaluate("(img) => [img.naturalWidth, img.naturalHeight]", matrix.element_handle())
+    shown = matrix.bounding_box()
+    from app.render import MATRIX_MARGIN, MATRIX_TOP, matrix_cell
+
+    step = matrix_cell(6) + 2
+    x, y = MATRIX_MARGIN + 3 * step + step / 2, MATRIX_TOP + 2 * step + step / 2
+    matrix.click(position={"x": x * shown["width"] / natural[0], "y": y * shown["height"] / natural[1]})
     after_head = changed(page, "#head-view", after_layer)
     page.wait_for_function("document.querySelector('#head input').value === '3'", timeout=TIMEOUT)
     # click a patch: the view becomes that patch's attention, with the patch marked
@@ -95,28 +213,37 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
     page.get_by_text("where the patch (row").wait_for(timeout=TIMEOUT)
     page.screenshot(path=str(artifacts / "heads.png"), full_page=True)
 
-    # Rollout & relevance: switch the method
-    page.get_by_role("tab", name="Rollout & relevance").click()
+    # Rollout & relevance: switch the method (translated names beside the ids)
+    tab(page, "relevance").click()
     src(page, "#method-view")
     settled(page, "#method-view")
     before = src(page, "#method-view")
-    page.locator("#method").get_by_text("chefer", exact=True).click()
+    page.locator("#method").get_by_text("Chefer et al. 2021 (chefer)", exact=True).click()
     changed(page, "#method-view", before)
 
-    # Layers: the plots are there
-    page.get_by_role("tab", name="Layers").click()
+    # Layers and Tokens: the plots are there and readable
+    tab(page, "layers").click()
     for plot in ("#layer-heatmap", "#class-line", "#head-scatter"):
         page.locator(f"{plot} .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    settled(page, "#head-scatter")
+    assert readable_plots(page) == 3
     page.screenshot(path=str(artifacts / "layers.png"), full_page=True)
+    tab(page, "tokens").click()
+    page.locator("#token-norms .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+    settled(page, "#token-norms")
+    assert readable_plots(page) == 1
 
-    # Faithfulness, on demand
-    page.get_by_role("tab", name="Faithfulness & ablation").click()
+    # Faithfulness, on demand: curves and a table of AUCs
+    tab(page, "faithfulness").click()
     page.locator("#run-faithfulness").click()
     page.locator("#faithfulness-plot .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
-    page.get_by_text("deletion_auc").first.wait_for(timeout=TIMEOUT)
+    page.locator("#faithfulness-table").get_by_text("Deletion AUC").first.wait_for(timeout=TIMEOUT)
+    assert page.locator("#faithfulness-table").get_by_text("Attention rollout (rollout)").count() == 1
+    assert readable_plots(page) >= 1
+    page.screenshot(path=str(artifacts / "faithfulness.png"), full_page=True)
 
     # Downloads: a real PNG file arrives
-    page.get_by_role("tab", name="Downloads").click()
+    tab(page, "downloads").click()
     page.locator("#prepare-downloads").click()
     link = page.locator("#downloads a[download='rollout.png']").first
     link.wait_for(timeout=TIMEOUT)
@@ -124,31 +251,124 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
         link.click()
     path = download.value.path()
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    page.screenshot(path=str(artifacts / "downloads.png"), full_page=True)
     finish(context, page, errors)
 
 
-def test_a_broken_upload_shows_one_sentence_and_the_page_keeps_working(browser, live_server, artifacts, tmp_path):
+def test_a_bad_file_after_a_good_image_shows_the_sentence_and_no_earlier_map(browser, live_server, artifacts, tmp_path):
     context, page, errors = open_page(browser, live_server.url)
+    upload(page, get_image("lion.jpg"))
+    analysed(page)
+    tab(page, "heads").click()
+    src(page, "#head-view")
+    settled(page, "#head-view")
+    tab(page, "overview").click()
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    page.locator("#input-image input[type=file]").set_input_files(str(broken))
-    page.get_by_text("truncated or corrupt").first.wait_for(timeout=TIMEOUT)
-    page.screenshot(path=str(artifacts / "bad-upload.png"), full_page=True)
     page.locator("#input-image button[aria-label='Remove Image']").first.click()
-    page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
-    try:
-        src(page, "#overview-rollout")
-    except Exception:
-        page.screenshot(path=str(artifacts / "bad-upload-then-good.png"), full_page=True)
-        raise
-    context.close()
+    upload(page, str(broken))
+    page.locator("#summary").get_by_text("truncated or corrupt").wait_for(timeout=TIMEOUT)
+    page.wait_for_function("!document.querySelector('#overview-rollout img')", timeout=TIMEOUT)
+    assert page.locator("#top5 .output-class").count() == 0 or not page.locator("#top5").inner_text().strip()
+    assert page.locator("#empty-overview").is_visible()
+    tab(page, "heads").click()  # the hidden tab's picture of the lion is gone too
+    page.locator("#empty-heads").wait_for(state="visible", timeout=TIMEOUT)
+    assert page.locator("#head-view img").count() == 0
+    page.screenshot(path=str(artifacts / "bad-upload.png"), full_page=True)
+    assert error_badges(page) == 0 and not error_toasts(page)
+    tab(page, "overview").click()
+    page.locator("#input-image button[aria-label='Remove Image']").first.click()
+    upload(page, get_image("tower.jpg"))  # the server keeps serving
+    analysed(page)
+    finish(context, page, errors)
 
 
-def walk_through_anatomy(page, artifacts, name: str, facts_marker: str) -> None:
+def test_a_model_that_cannot_be_loaded_says_so_once_and_the_dropdown_reverts(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url)
+    upload(page, get_image("lion.jpg"))
+    analysed(page)
+    before = src(page, "#overview-rollout")
+    box = page.locator("#model input")
+    box.fill("timm:no_such_model_at_all")
+    box.press("Enter")
+    page.locator("#summary").get_by_text("nknown model").wait_for(timeout=TIMEOUT)
+    settled(page, "#summary")
+    page.wait_for_timeout(1500)  # a second request, if one were sent, would have answered by now
+    summary = page.locator("#summary").inner_text()
+    assert summary.count("⚠️") == 1 and "--" not in summary, summary
+    assert "6 blocks" in summary  # the analysis on screen is still the bundled model's
+    page.wait_for_function("document.querySelector('#model input').value.startsWith('bundled')", timeout=TIMEOUT)
+    assert src(page, "#overview-rollout") == before
+    page.screenshot(path=str(artifacts / "unknown-model.png"), full_page=True)
+    finish(context, page, errors)
+
+
+def test_the_language_toggle_switches_every_title_at_once_and_keeps_the_analysis(browser, live_server, artifacts):
+    context, page, errors = open_page(browser, live_server.url)
+    upload(page, get_image("bus.png"))
+    analysed(page)
+    assert "blocks" in page.locator("#summary").inner_text()
+    page.locator("#language").get_by_text("中文").click()
+    for title in TITLES["zh-CN"]:  # every tab title, the ones never opened too
+        page.locator("#tabs button[role=tab]").get_by_text(title, exact=True).wait_for(timeout=TIMEOUT)
+    page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)  # the same analysis, in Chinese
+    assert page.get_by_role("button", name="分析").count() == 1
+    assert src(page, "#overview-rollout")  # the maps stay
+    page.screenshot(path=str(artifacts / "language-zh.png"), full_page=True)
+    page.locator("#language").get_by_text("English").click()
+    for title in TITLES["en"]:
+        page.locator("#tabs button[role=tab]").get_by_text(title, exact=True).wait_for(timeout=TIMEOUT)
+    page.locator("#summary").get_by_text("blocks").wait_for(timeout=TIMEOUT)
+    finish(context, page, errors)
+
+
+# Words a Chinese page may show in Latin letters: identifiers (models, methods, classes, file types,
+# environment variables), names of methods and architectures, and units.
+IDENTIFIERS = {
+    "API", "AUC", "CPU", "GPU", "CVPR", "ICCV", "Chefer", "DINO", "GELU", "Grad-CAM", "Gradio", "IQR", "ImageNet",
+    "JSON", "LRP", "MLP", "NPZ", "PCA", "PNG", "RGB", "ShapeScenes", "Transformer", "Vision", "ViT", "VIT_MODEL",
+    "English", "softmax", "logit", "d_k", "diag", "GELU", "MB", "bundled", "flow", "transformer_attribution",
+}
+
+
+def english_words(page, labels: set[str], methods: set[str]) -> set[str]:
+    text = page.evaluate("() => document.body.innerText")
+    text += " " + page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot svg text')].map(e => e.textContent).join(' ')"
+    )
+    words = set(re.findall(r"[A-Za-z][A-Za-z_\-]{2,}", text))
+    return {w for w in words if w not in IDENTIFIERS | labels | methods}
+
+
+def test_a_chinese_browser_sees_no_english_outside_identifiers(browser, live_server, artifacts):
+    from app.maps import METHODS
+    from vit_core.zoo import load_model
+
+    labels = set(load_model("bundled").labels)
+    context, page, errors = open_page(browser, live_server.url, locale="zh-CN")
+    tab(page, "heads").click()  # before any image too
+    assert english_words(page, labels, set(METHODS)) == set()
+    tab(page, "overview").click()
+    upload(page, get_image("cheetah1.jpg"))
+    analysed(page)
+    for tab_id in TAB_IDS:
+        tab(page, tab_id).click()
+        page.wait_for_timeout(300)
+        if tab_id == "faithfulness":
+            page.locator("#run-faithfulness").click()
+            page.locator("#faithfulness-plot .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+        if tab_id == "anatomy":
+            page.locator("#anatomy-route .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
+        settled(page, "#summary")
+        page.wait_for_timeout(700)
+        assert english_words(page, labels, set(METHODS)) == set(), tab_id
+        page.screenshot(path=str(artifacts / f"zh-{tab_id}.png"), full_page=True)
+    finish(context, page, errors)
+
+
+def walk_through_anatomy(page, name: str, facts_marker: str) -> None:
     """Open the Anatomy tab after an upload, pick a patch, flip the scaling toggle, and see the figures change."""
-    page.locator("#overview-gradcam img").first.wait_for(timeout=TIMEOUT)  # the analysis is there
-    page.get_by_role("tab", name=name).click()
+    analysed(page)
+    tab(page, "anatomy").click()
     page.locator("#anatomy-grid img").first.wait_for(timeout=TIMEOUT)
     page.locator("#anatomy-patch-facts").get_by_text(facts_marker).first.wait_for(timeout=TIMEOUT)
     facts = page.locator("#anatomy-patch-facts").inner_text()
@@ -159,6 +379,8 @@ def walk_through_anatomy(page, artifacts, name: str, facts_marker: str) -> None:
     for plot in ("#anatomy-vector", "#anatomy-row", "#anatomy-entropy", "#anatomy-mlp", "#anatomy-route"):
         page.locator(f"{plot} .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
     settled(page, "#anatomy-weights")
+    settled(page, "#anatomy-mlp")
+    assert readable_plots(page) == 7
     before = src(page, "#anatomy-weights")
     row_title = page.locator("#anatomy-row .gtitle").first.text_content()
     page.locator("#anatomy-scaled input[type=checkbox]").click()
@@ -171,12 +393,18 @@ def walk_through_anatomy(page, artifacts, name: str, facts_marker: str) -> None:
         arg=row_title,
         timeout=TIMEOUT,
     )
+    # the heads of the block arrive as pictures
+    page.locator("#anatomy-heads img").first.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#anatomy-heads img')].some((img) => img.naturalWidth > 0)",
+        timeout=TIMEOUT,
+    )
 
 
 def test_anatomy_walk_through_in_english(browser, live_server, artifacts):
     context, page, errors = open_page(browser, live_server.url)
-    page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
-    walk_through_anatomy(page, artifacts, "Anatomy", "values")
+    upload(page, get_image("lion.jpg"))
+    walk_through_anatomy(page, "Anatomy", "values")
     assert "no 1/√" in page.locator("#anatomy-row .gtitle").first.text_content()
     page.screenshot(path=str(artifacts / "anatomy-en.png"), full_page=True)
     finish(context, page, errors)
@@ -184,40 +412,22 @@ def test_anatomy_walk_through_in_english(browser, live_server, artifacts):
 
 def test_a_chinese_browser_gets_the_chinese_page(browser, live_server, artifacts):
     context, page, errors = open_page(browser, live_server.url, locale="zh-CN")
-    page.get_by_role("tab", name="概览").wait_for(timeout=TIMEOUT)
+    tab(page, "overview").get_by_text("概览").wait_for(timeout=TIMEOUT)
     assert page.get_by_role("button", name="分析").count() == 1
-    page.locator("#input-image input[type=file]").set_input_files(get_image("cheetah1.jpg"))
+    upload(page, get_image("cheetah1.jpg"))
     page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)  # the server's summary, in Chinese
-    walk_through_anatomy(page, artifacts, "解剖", "个值")
+    walk_through_anatomy(page, "解剖", "个值")
     assert "不除以" in page.locator("#anatomy-row .gtitle").first.text_content()
     page.screenshot(path=str(artifacts / "anatomy-zh.png"), full_page=True)
-    finish(context, page, errors)
-
-
-def test_the_language_switch_on_the_page_turns_it_chinese(browser, live_server, artifacts):
-    context, page, errors = open_page(browser, live_server.url)
-    page.get_by_role("tab", name="Overview").wait_for(timeout=TIMEOUT)
-    page.locator("#language").click()
-    choose = page.get_by_role("combobox", name="Language")
-    choose.click()
-    page.get_by_role("option", name=re.compile("中文")).first.click()
-    page.get_by_role("tab", name="概览").wait_for(timeout=TIMEOUT)
-    page.get_by_role("button", name="分析").wait_for(timeout=TIMEOUT)
-    page.keyboard.press("Escape")
-    page.mouse.click(5, 5)  # close the settings panel
-    # the server follows the switch too (the browser itself still asks for English)
-    page.locator("#input-image input[type=file]").set_input_files(get_image("bus.png"))
-    page.locator("#summary").get_by_text("个块").wait_for(timeout=TIMEOUT)
-    page.screenshot(path=str(artifacts / "language-switch.png"))
     finish(context, page, errors)
 
 
 def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, artifacts, timm_tiny_file):
     """From the bundled model (6 blocks x 6 heads) to a ViT-Ti (12 blocks x 3 heads) while on the Heads tab."""
     context, page, errors = open_page(browser, live_server.url)
-    page.locator("#input-image input[type=file]").set_input_files(get_image("lion.jpg"))
-    src(page, "#overview-gradcam")
-    page.get_by_role("tab", name="Heads").click()
+    upload(page, get_image("lion.jpg"))
+    analysed(page)
+    tab(page, "heads").click()
     page.get_by_text("Block 5, head mean").wait_for(timeout=TIMEOUT)
     settled(page, "#head-view")
     box = page.locator("#model input")
