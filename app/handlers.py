@@ -46,6 +46,7 @@ from vit_core.errors import VitCoreError
 from vit_core.explain import CLASS_SPECIFIC, NOT_IMPLEMENTED, ExplainOptions, explain
 from vit_core.faithfulness import curves_for_maps
 from vit_core.maps import attention_map, mass_threshold
+from vit_core.validate import check_range
 
 OVERVIEW_METHODS = ("attention", "rollout", "chefer", "gradcam")
 MAP_METHODS = tuple(
@@ -87,7 +88,7 @@ def _lang(request: gr.Request | None) -> str:
 
 def _analysis(session: dict | None) -> Analysis:
     if not session:
-        raise VitCoreError("upload an image first.")
+        raise VitCoreError("upload_image")
     return service.by_key(session.get("key"), session.get("image"), session.get("model"))
 
 
@@ -115,7 +116,7 @@ def _head(head: str | int | None) -> str | int:
     try:
         return int(head)
     except (TypeError, ValueError):
-        raise VitCoreError(f"head {head!r} is not a head index, mean or max.") from None
+        raise VitCoreError("bad_head_choice", value=str(head)) from None
 
 
 # ---- analyze -----------------------------------------------------------------------------------------
@@ -409,8 +410,7 @@ def faithfulness_report(
     analysis: Analysis, target: int | str | None, steps: int, progress=None, lang: str = "en"
 ) -> dict:
     """Deletion and insertion curves for every map of `MAP_METHODS`, batched, on the model's own input."""
-    if not 2 <= steps <= 50:
-        raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
+    check_range(steps, 2, 50, "steps")
     model, pixels, target = _rerun_inputs(analysis, target, "faithfulness curves")
     if progress is not None:
         progress(0.1, desc=text("progress.maps", lang))
@@ -433,7 +433,7 @@ def run_ablation(session, layer, heads, target, request: gr.Request = None):
     """Zero the chosen heads of one block and report the target probability before and after."""
     analysis = _analysis(session)
     if not heads:
-        raise VitCoreError("choose at least one head to ablate.")
+        raise VitCoreError("choose_heads")
     model, pixels, target = _rerun_inputs(analysis, target, "head ablations")
     base, ablated = service.on_gpu(ablate_heads)(model, pixels, [(int(layer), int(h)) for h in heads], target)
     return text(
@@ -577,7 +577,7 @@ def api_explain(image, model_name, method, layer, head, query_patch, target, hea
         try:
             query = tuple(int(v) for v in str(query_patch).split(","))
         except ValueError:
-            raise VitCoreError(f"query patch {query_patch!r} must be ROW,COL.") from None
+            raise VitCoreError("bad_query_patch", value=str(query_patch)) from None
     options = ExplainOptions(
         layer=None if layer in (None, "") else int(layer),
         head=_head(head),
@@ -596,7 +596,7 @@ def api_layer_predictions(image, model_name, k):
     analysis = service.analyze(image, model_name)
     result = analysis.capture
     if result.layer_logits is None:
-        raise VitCoreError("this model has no classification head, so there are no per-layer predictions.")
+        raise VitCoreError("no_head", what="per-layer predictions")
     predictions = layer_predictions(result, k=int(k or 5))
     labels = service.labels_of(analysis)
     return {

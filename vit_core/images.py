@@ -29,19 +29,17 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
         try:
             image = Image.open(io.BytesIO(data))  # reads the header only; pixels are decoded below
         except Image.DecompressionBombError as error:
-            raise VitCoreError(f"{label} is too large to open safely (over {MAX_PIXELS // 1_000_000} MP).") from error
+            raise VitCoreError("image_bomb", name=label, limit=MAX_PIXELS // 1_000_000) from error
         except UnidentifiedImageError as error:
-            raise VitCoreError(
-                f"{label} is not an image file that can be read (use PNG, JPEG, WebP, GIF, BMP or TIFF)."
-            ) from error
+            raise VitCoreError("image_not_an_image", name=label) from error
         except (OSError, ValueError, SyntaxError) as error:
-            raise VitCoreError(f"{label} is truncated or corrupt and cannot be decoded.") from error
+            raise VitCoreError("image_corrupt", name=label) from error
     _check_size(image, label)
     try:
         image.seek(0)  # animated GIF/WebP/APNG: the first frame
         image.load()
     except (OSError, ValueError, SyntaxError) as error:
-        raise VitCoreError(f"{label} is truncated or corrupt and cannot be decoded.") from error
+        raise VitCoreError("image_corrupt", name=label) from error
     try:
         image = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError):
@@ -78,28 +76,30 @@ def _read_bytes(source: str | Path | bytes, label: str) -> bytes:
     else:
         path = Path(source)
         if not path.exists():
-            raise VitCoreError(f"{label} does not exist.")
+            raise VitCoreError("image_missing", name=label)
         if not path.is_file():
-            raise VitCoreError(f"{label} is not a file.")
+            raise VitCoreError("image_not_a_file", name=label)
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise VitCoreError(f"{label} cannot be read ({error.strerror or error}).") from error
+            raise VitCoreError("image_unreadable", name=label, reason=str(error.strerror or error)) from error
     if not data:
-        raise VitCoreError(f"{label} is empty (0 bytes).")
+        raise VitCoreError("image_empty", name=label)
     return data
 
 
 def _check_size(image: Image.Image, label: str) -> None:
     width, height = image.size
     if width < 1 or height < 1:
-        raise VitCoreError(f"{label} has no pixels.")
+        raise VitCoreError("image_no_pixels", name=label)
     if width * height > MAX_PIXELS:
         raise VitCoreError(
-            f"{label} is {width}x{height} pixels ({width * height / 1e6:.0f} MP); "
-            f"the limit is {MAX_PIXELS // 1_000_000} MP."
+            "image_too_many_pixels",
+            name=label,
+            width=width,
+            height=height,
+            megapixels=round(width * height / 1e6),
+            limit=MAX_PIXELS // 1_000_000,
         )
     if max(width, height) / min(width, height) > MAX_ASPECT:
-        raise VitCoreError(
-            f"{label} is {width}x{height} pixels, an aspect ratio beyond {MAX_ASPECT}:1 that cannot be analysed."
-        )
+        raise VitCoreError("image_aspect", name=label, width=width, height=height, limit=MAX_ASPECT)

@@ -171,7 +171,7 @@ def test_explain_png_overlay_and_attention_options(tmp_path, tiny_weights):
         (["--method", "attention", "--head", "9"], "head 9 is out of range"),
         (["--method", "attention", "--query-patch", "14,0"], "outside the 14x14 patch grid"),
         (["--method", "chefer", "--target", "5000"], "target class 5000 is out of range"),
-        (["--method", "chefer", "--target", "not a label"], "unknown target class"),
+        (["--method", "chefer", "--target", "not a label"], "unknown class 'not a label'"),
         (["--method", "transformer_attribution"], "not implemented yet"),
     ],
 )
