@@ -22,7 +22,7 @@ from PIL import Image
 
 from app import anatomy_tab, figures, service
 from app.cache import Analysis
-from app.i18n import language_of, language_of_request, text, translate_error
+from app.i18n import error_text, language_of, language_of_request, text
 from app.render import (
     OverlayStyle,
     cell_at,
@@ -71,7 +71,7 @@ def errors_as_messages(fn):
             return fn(*args, **kwargs)
         except VitCoreError as error:
             request = kwargs.get("request") or next((a for a in args if isinstance(a, gr.Request)), None)
-            raise gr.Error(sentence(translate_error(str(error), _lang(request)))) from None
+            raise gr.Error(sentence(error_text(error, _lang(request)))) from None
 
     return wrapped
 
