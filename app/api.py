@@ -37,7 +37,7 @@ def _image(image: FileData | dict | str | None) -> str:
     read: a path anywhere else on the server's disk is refused, whether or not it exists."""
     path = image.get("path") if isinstance(image, dict) else getattr(image, "path", image)
     if not path:
-        raise VitCoreError("no_image")
+        raise VitCoreError("upload_image")
     if not is_in_or_equal(str(path), get_upload_folder()):
         raise VitCoreError("not_uploaded")
     return str(path)
@@ -83,7 +83,7 @@ def explain(
         try:
             query = tuple(int(v) for v in str(query_patch).split(","))
         except ValueError:
-            raise VitCoreError("query_patch_format", value=str(query_patch)) from None
+            raise VitCoreError("bad_query_patch", value=str(query_patch)) from None
     options = ExplainOptions(
         layer=None if layer in (None, "") else int(layer),
         head=head_value(head),
@@ -102,7 +102,7 @@ def layer_predictions_(image: FileData, model: str = "bundled", k: int = 5) -> d
     """Top-k after every block (the logit lens)."""
     analysis = service.analyze(_image(image), model)
     if analysis.capture.layer_logits is None:
-        raise VitCoreError("no_head_layers")
+        raise VitCoreError("no_head", what="per-layer predictions")
     predictions = layer_predictions(analysis.capture, k=int(k or 5))
     labels = service.labels_of(analysis)
     return {

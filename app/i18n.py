@@ -5,14 +5,19 @@ Static labels go through `gr.I18n` (the browser translates them by its locale; G
 switches it). Texts the server writes (summaries, captions, figure titles, error messages) follow the
 same choice: the page keeps a cookie with the language the frontend shows (`LANGUAGE_JS`), and without
 it the request's `Accept-Language` decides. English (`en.json`) is the source and the fallback.
+
+Errors are data (`VitCoreError(key, **params)`): their English sentences live in `vit_core.errors.MESSAGES`,
+and another language's catalog holds `error.<key>` with the same placeholders and `what.<word>` for the words
+of `vit_core.errors.WHAT`. An English sentence is never parsed back.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from functools import cache
 from pathlib import Path
+
+from vit_core.errors import VitCoreError
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 DEFAULT = "en"
@@ -97,35 +102,14 @@ def text(key: str, language: str = DEFAULT, **values: object) -> str:
     return template.format(**values)
 
 
-# The core's one-sentence errors (English), matched to catalog keys; named groups fill the translation.
-ERRORS = [
-    ("error.not_image", r"(?P<name>.+) is not an image file that can be read \(use .*\)\."),
-    ("error.corrupt", r"(?P<name>.+) is truncated or corrupt and cannot be decoded\."),
-    ("error.empty", r"(?P<name>.+) is empty \(0 bytes\)\."),
-    ("error.bomb", r"(?P<name>.+) is too large to open safely \(over (?P<limit>\d+) MP\)\."),
-    ("error.pixels", r"(?P<name>.+) is (?P<size>\d+x\d+) pixels \((?P<mp>\d+) MP\); the limit is (?P<limit>\d+) MP\."),
-    ("error.aspect", r"(?P<name>.+) is (?P<size>\d+x\d+) pixels, an aspect ratio beyond (?P<limit>\d+):1 .*\."),
-    ("error.no_image", r"[Uu]pload an image first\."),
-    ("error.unknown_model", r"[Uu]nknown model (?P<name>'.*?'); .*\."),
-    ("error.no_head", r"[Tt]his model has no classification head, so (?P<what>.+) are not available\."),
-    (
-        "error.out_of_range",
-        r"(?P<what>.+?) (?P<value>\(?-?[\d, ]+\)?) (?:is out of range|is outside)[;,]? (?P<rest>.*)\.",
-    ),
-]
-
-
-def translate_error(message: str, language: str) -> str:
-    """A core error sentence in `language`; a sentence without a pattern keeps its English words."""
-    if language == DEFAULT:
-        return message
-    for key, pattern in ERRORS:
-        found = re.fullmatch(pattern, message)
-        if found and key in catalogs().get(language, {}):
-            return text(key, language, **found.groupdict())
-    return text("error.generic", language, message=message)
-
-
-def error_text(error, language: str) -> str:
-    """A core error (`VitCoreError`) as one sentence in `language`."""
-    return translate_error(str(error), language)
+def error_text(error: VitCoreError, language: str = DEFAULT) -> str:
+    """The sentence of `error` in `language`: the catalog's `error.<key>` filled with the error's parameters
+    (a `what` word through `what.<word>`); English, and any language without that key, use `vit_core`'s own."""
+    texts = catalogs().get(language, {})
+    template = texts.get(f"error.{error.key}") if language != DEFAULT else None
+    if template is None:
+        return str(error)
+    params = dict(error.params)
+    if "what" in params:
+        params["what"] = texts.get(f"what.{params['what']}", params["what"])
+    return template.format(**params)

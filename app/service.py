@@ -32,11 +32,12 @@ from app.i18n import catalogs, text
 from app.models import ModelStore
 from vit_core.analysis import ablate_heads, head_importance
 from vit_core.capture import Capture, capture
-from vit_core.errors import VitCoreError
+from vit_core.errors import VitCoreError, What
 from vit_core.faithfulness import Curve, curves_for_maps
 from vit_core.hub import hf_endpoint, offline, reachable
 from vit_core.images import load_image, model_view
 from vit_core.model import ViT
+from vit_core.validate import check_index
 from vit_core.zoo import (
     CATALOG,
     CatalogEntry,
@@ -193,7 +194,7 @@ def shared_model(name: str) -> LoadedModel:
     """Models are loaded once per process and shared by every session (`MODELS`, bounded by
     `VIT_MODELS_MB`); in public mode only the models offered, within the parameter budget."""
     if not name or not name.strip():
-        raise VitCoreError("choose a model first.")
+        raise VitCoreError("choose_model")
     name = name.strip()
     params = check_model(name)
     return MODELS.get(name, expected_bytes=4 * params if params else 0)  # float32 weights
@@ -352,13 +353,13 @@ def image_digest(path: str | Path) -> str:
     try:
         return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
     except OSError as error:
-        raise VitCoreError(f"{Path(path).name} cannot be read ({error.strerror or error}).") from error
+        raise VitCoreError("image_unreadable", name=Path(path).name, reason=str(error.strerror or error)) from error
 
 
 def analyze(image_path: str | None, model_name: str) -> Analysis:
     """The analysis of (model, image): from the cache, or one model run."""
     if image_path is None:
-        raise VitCoreError("upload an image first.")
+        raise VitCoreError("upload_image")
     loaded = shared_model(model_name)
     name = model_name.strip()
     key = f"{name}|{image_digest(image_path)}"
@@ -393,20 +394,17 @@ def by_key(key: str | None, image_path: str | None, model_name: str | None) -> A
     if found is not None:
         return found
     if image_path is None or model_name is None:
-        raise VitCoreError("upload an image first.")
+        raise VitCoreError("upload_image")
     return analyze(image_path, model_name)
 
 
-def target_class(analysis: Analysis, choice: int | str | None, what: str = "class-specific maps") -> int:
+def target_class(analysis: Analysis, choice: int | str | None, what: What = "class-specific maps") -> int:
     """The class a request means: an index, a label, or None for the top prediction; checked against the head."""
     probs = analysis.capture.probs
     if probs is None:
-        raise VitCoreError(f"this model has no classification head, so {what} are not available.")
+        raise VitCoreError("no_head", what=what)
     target = class_index(analysis, choice)
-    target = int(np.argmax(probs)) if target is None else target
-    if not 0 <= target < len(probs):
-        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{len(probs) - 1}.")
-    return target
+    return int(np.argmax(probs)) if target is None else check_index(target, len(probs), "class")
 
 
 def class_capture(analysis: Analysis, choice: int | str | None) -> Capture:
@@ -438,4 +436,4 @@ def class_index(analysis: Analysis, choice: int | str | None) -> int | None:
     for index, label in enumerate(labels):
         if label.lower() == wanted:
             return index
-    raise VitCoreError(f"unknown class {choice!r}; use a class index or one of this model's labels.")
+    raise VitCoreError("unknown_class", value=str(choice))

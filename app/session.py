@@ -108,7 +108,7 @@ def head_value(head: str | int | None) -> str | int:
     try:
         return int(head)
     except (TypeError, ValueError):
-        raise VitCoreError("head_choice", value=str(head)) from None
+        raise VitCoreError("bad_head_choice", value=str(head)) from None
 
 
 def style_of(value: Any) -> OverlayStyle:

@@ -21,6 +21,7 @@ from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
+from vit_core.validate import check_index, check_patch, check_range
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,9 @@ class LayerPredictions:
 def layer_predictions(capture: Capture, k: int = 5) -> LayerPredictions:
     """Top-k classes after every block, from the model's own final norm and head."""
     if capture.layer_logits is None:
-        raise VitCoreError("this model has no classification head, so there are no per-layer predictions.")
+        raise VitCoreError("no_head", what="per-layer predictions")
     probs = tensor_view(capture.layer_logits).double().softmax(dim=-1)  # torch: 15x faster than numpy's argsort here
-    k = min(k, probs.shape[-1])
+    k = min(int(check_range(k, 1, None, "top-k")), probs.shape[-1])
     top_probs, top = probs.sort(dim=-1, descending=True, stable=True)  # ties: the lower class first
     return LayerPredictions(probs.float().numpy(), top[:, :k].numpy(), top_probs[:, :k].float().numpy())
 
@@ -43,9 +44,7 @@ def layer_predictions(capture: Capture, k: int = 5) -> LayerPredictions:
 def class_probability_by_layer(capture: Capture, target: int) -> np.ndarray:
     """`[layer]`: the probability of `target` after each block."""
     probs = layer_predictions(capture, k=1).probs
-    if not 0 <= target < probs.shape[-1]:
-        raise VitCoreError(f"class {target} is out of range; this model has classes 0..{probs.shape[-1] - 1}.")
-    return probs[:, target]
+    return probs[:, check_index(target, probs.shape[-1], "class")]
 
 
 @functools.lru_cache(maxsize=16)
@@ -90,8 +89,7 @@ def attention_entropy(capture: Capture) -> np.ndarray:
 
 
 def _patch_tokens(capture: Capture, layer: int) -> np.ndarray:
-    if not 0 <= layer <= capture.num_layers:
-        raise VitCoreError(f"token layer {layer} is out of range; use 0 (embeddings) to {capture.num_layers}.")
+    layer = check_index(layer, capture.num_layers + 1, "token layer")  # 0: the embeddings
     _, patches = split_tokens(capture.tokens[layer], capture.num_prefix_tokens)
     return patches  # [P, D], float32
 
@@ -132,8 +130,7 @@ def token_norms(capture: Capture, layer: int) -> TokenNorms:
     Darcet et al. 2024 ("Vision Transformers Need Registers") find a few patch tokens with norms far
     above the rest in large models: a robust fence flags them without a model-specific constant.
     """
-    if not 0 <= layer <= capture.num_layers:
-        raise VitCoreError(f"token layer {layer} is out of range; use 0 (embeddings) to {capture.num_layers}.")
+    layer = check_index(layer, capture.num_layers + 1, "token layer")  # 0: the embeddings
     norms = np.linalg.norm(capture.tokens[layer].astype(np.float64), axis=-1)
     _, patch_norms = split_tokens(norms[:, None], capture.num_prefix_tokens)
     q1, q3 = np.percentile(patch_norms[:, 0], [25, 75])
@@ -149,9 +146,7 @@ def _cosine_to(vectors: np.ndarray, index: int) -> np.ndarray:
 def patch_similarity(capture: Capture, layer: int, patch: tuple[int, int]) -> np.ndarray:
     """Cosine similarity of the patch token at (row, col) to every patch token at `layer`, `[rows, cols]`."""
     rows, cols = capture.grid
-    row, col = patch
-    if not (0 <= row < rows and 0 <= col < cols):
-        raise VitCoreError(f"patch ({row}, {col}) is outside the {rows}x{cols} patch grid.")
+    row, col = check_patch(patch, capture.grid)
     similarity = _cosine_to(_patch_tokens(capture, layer).astype(np.float64), row * cols + col)
     return similarity.reshape(rows, cols).astype(np.float32)
 
@@ -190,10 +185,7 @@ def ablate_heads(
     """
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
-        if not (0 <= layer < model.cfg.depth and 0 <= head < model.cfg.num_heads):
-            raise VitCoreError(
-                f"head ({layer}, {head}) does not exist in a {model.cfg.depth}x{model.cfg.num_heads} model."
-            )
+        layer, head = check_index(layer, model.cfg.depth, "layer"), check_index(head, model.cfg.num_heads, "head")
         by_layer.setdefault(layer, []).append(head)
 
     def zero(selected: list[int]):
@@ -219,8 +211,7 @@ def head_importance(model: ViT, pixels: torch.Tensor, layer: int, target: int) -
     One batched forward pass: copy h of the image has head h zeroed; the last copy is intact.
     """
     heads = model.cfg.num_heads
-    if not 0 <= layer < model.cfg.depth:
-        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{model.cfg.depth - 1}.")
+    layer = check_index(layer, model.cfg.depth, "layer")
     pixels = pixels.unsqueeze(0) if pixels.ndim == 3 else pixels
     batch = pixels.expand(heads + 1, *pixels.shape[1:])
 

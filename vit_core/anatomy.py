@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from vit_core.capture import Capture, tensor_view
-from vit_core.errors import VitCoreError
 from vit_core.model import ViT
+from vit_core.validate import check_index, check_patch
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,7 @@ class PatchToken:
 
 def patch_token(model: ViT, capture: Capture, patch: tuple[int, int]) -> PatchToken:
     """One patch of the input, flattened, and its linear projection (the conv weight as a D x P·P·C matrix)."""
-    rows, cols = capture.grid
-    row, col = patch
-    if not (0 <= row < rows and 0 <= col < cols):
-        raise VitCoreError(f"patch ({row}, {col}) is outside the {rows}x{cols} patch grid.")
+    row, col = check_patch(patch, capture.grid)
     size = capture.patch_size
     pixels = capture.input[:, row * size : (row + 1) * size, col * size : (col + 1) * size]  # [C, P, P]
     vector = pixels.reshape(-1).astype(np.float32)  # C·P·P, the order of the conv weight's last three axes
@@ -56,8 +53,7 @@ class BlockInternals:
 
 def block_internals(model: ViT, capture: Capture, layer: int) -> BlockInternals:
     """Run block `layer` on its captured input and read its q, k and MLP pre-activations."""
-    if not 0 <= layer < capture.num_layers:
-        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{capture.num_layers - 1}.")
+    layer = check_index(layer, capture.num_layers, "layer")
     seen: dict[str, torch.Tensor] = {}
 
     def keep(kind: str):
@@ -96,10 +92,8 @@ def softmax_jacobian_norm(weights: np.ndarray) -> float:
 
 def attention_row(queries: np.ndarray, keys: np.ndarray, head: int, query: int, scaled: bool = True) -> AttentionRow:
     """Query `query`'s scores over every key in `head`, with or without the 1/√d_k scaling."""
-    if not 0 <= head < queries.shape[0]:
-        raise VitCoreError(f"head {head} is out of range; this model has heads 0..{queries.shape[0] - 1}.")
-    if not 0 <= query < queries.shape[1]:
-        raise VitCoreError(f"token {query} is out of range; this image has tokens 0..{queries.shape[1] - 1}.")
+    head = check_index(head, queries.shape[0], "head")
+    query = check_index(query, queries.shape[1], "token")
     q = queries[head, query].astype(np.float64)  # [d_k]
     k = keys[head].astype(np.float64)  # [N, d_k]
     scores = k @ q / (math.sqrt(q.shape[0]) if scaled else 1.0)

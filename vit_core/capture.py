@@ -19,6 +19,7 @@ import torch
 
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
+from vit_core.validate import check_index
 
 Target = int | Sequence[int] | Literal["top"] | None
 
@@ -61,11 +62,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise VitCoreError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'auto'.") from error
+        raise VitCoreError("unknown_device", device=str(device)) from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise VitCoreError(f"device {device!r} was requested but CUDA is not available on this machine.")
+        raise VitCoreError("cuda_unavailable", device=str(device))
     if resolved.type not in ("cpu", "cuda"):
-        raise VitCoreError(f"device {device!r} is not supported; use 'cpu', 'cuda' or 'auto'.")
+        raise VitCoreError("unknown_device", device=str(device))
     return resolved
 
 
@@ -114,7 +115,7 @@ def capture_batch(
     device = weight.device
     pixels = pixels.to(device, weight.dtype)
     if pixels.ndim != 4:
-        raise VitCoreError(f"expected a batch of images [B, C, H, W], got a tensor of shape {list(pixels.shape)}.")
+        raise VitCoreError("not_a_batch", shape=str(list(pixels.shape)))
 
     want_grad = target is not None
     # Each captured tensor is copied into one [slots, ...] buffer as it goes by, so the per-layer
@@ -168,7 +169,7 @@ def capture_batch(
         logits = model.head_logits(final) if model.head is not None else None  # [B, C]
         if want_grad:
             if logits is None:
-                raise VitCoreError("attention gradients need a class target, but this model has no head.")
+                raise VitCoreError("no_head", what="class-specific maps")
             targets = _resolve_targets(target, logits)
             chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
             *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
@@ -237,7 +238,7 @@ def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture:
     if pixels.ndim == 3:
         pixels = pixels.unsqueeze(0)
     if pixels.shape[0] != 1:
-        raise VitCoreError("capture() takes one image; use capture_batch() for a batch.")
+        raise VitCoreError("one_image_only")
     return capture_batch(model, pixels, **options)[0]  # type: ignore[arg-type]
 
 
@@ -247,8 +248,5 @@ def _resolve_targets(target: Target, logits: torch.Tensor) -> list[int]:
         return logits.argmax(-1).tolist()
     targets = [int(target)] * batch if isinstance(target, int | np.integer) else [int(t) for t in target]  # type: ignore[union-attr]
     if len(targets) != batch:
-        raise VitCoreError(f"got {len(targets)} targets for a batch of {batch} images.")
-    for t in targets:
-        if not 0 <= t < classes:
-            raise VitCoreError(f"target class {t} is out of range; this model has classes 0..{classes - 1}.")
-    return targets
+        raise VitCoreError("target_count_mismatch", targets=len(targets), batch=batch)
+    return [check_index(t, classes, "target class") for t in targets]

@@ -14,8 +14,26 @@ from pathlib import Path
 import numpy as np
 
 from vit_core.errors import VitCoreError, WeightsUnavailable
+from vit_core.validate import check_choice, check_index
 
 EXIT_BAD_INPUT = 2
+
+# The core's sentences speak to anyone (the page too); on the command line some errors add the flags that fix them.
+_USE_BUNDLED = "Use --model bundled or a local --weights file."
+CLI_HINTS = {
+    "hub_offline": _USE_BUNDLED,
+    "hub_unreachable": _USE_BUNDLED,
+    "hub_download_failed": _USE_BUNDLED,
+    "host_unreachable": _USE_BUNDLED,
+    "timm_no_hub_weights": "Pass --weights FILE.",
+    "weights_for_own_model": "Leave out --weights.",
+    "model_file_without_config": (
+        "For another library's weights use --model timm:NAME, hf:NAME or torchvision:NAME together with --weights FILE."
+    ),
+    "weights_unmappable": "`python -m vit_core models` lists what is supported.",
+    "bundled_missing": "Train it with `python -m vit_core.train`.",
+    "not_shapescenes": "Use --model bundled.",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except VitCoreError as error:
-        print(f"error: {error}", file=sys.stderr)
+        hint = CLI_HINTS.get(error.key)
+        print(f"error: {error}" + (f" {hint}" if hint else ""), file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -119,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix != ".npz":
-        raise VitCoreError(f"--out must end in .npz, got {out.name!r}.")
+        raise VitCoreError("cli_out_suffix", suffixes=".npz", name=out.name)
     image = open_image(args.image)  # a bad file is refused before the model loads
     loaded = load_model(args.model, weights=args.weights, device=args.device)
     image = load_image(image, name=Path(args.image).name, min_size=max(loaded.data_config.input_size[1:]))
@@ -153,8 +172,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from vit_core.bench import benchmark
     from vit_core.zoo import load_model
 
-    if args.batch < 1 or args.repeats < 1 or args.threads < 1:
-        raise VitCoreError("--batch, --repeats and --threads must be positive.")
+    for option, value in (("--batch", args.batch), ("--repeats", args.repeats), ("--threads", args.threads)):
+        if value < 1:
+            raise VitCoreError("cli_option_too_small", option=option, low=1, value=value)
     torch.set_num_threads(args.threads)
     try:
         loaded = load_model(args.model, weights=args.weights, device=args.device)
@@ -180,7 +200,7 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     from vit_core.scenes import export_examples
 
     if args.n < 1:
-        raise VitCoreError("--n must be at least 1.")
+        raise VitCoreError("cli_option_too_small", option="--n", low=1, value=args.n)
     written = export_examples(args.out, args.n, args.seed)
     print(f"wrote {len(written)} scenes and masks to {args.out}")
     return 0
@@ -192,7 +212,7 @@ def _parse_head(text: str):
     try:
         return int(text)
     except ValueError:
-        raise VitCoreError(f"--head must be a head index, mean or max, got {text!r}.") from None
+        raise VitCoreError("bad_head_choice", value=text) from None
 
 
 def _parse_patch(text: str | None) -> tuple[int, int] | None:
@@ -201,7 +221,7 @@ def _parse_patch(text: str | None) -> tuple[int, int] | None:
     try:
         row, col = (int(part) for part in text.split(","))
     except ValueError:
-        raise VitCoreError(f"--query-patch must be ROW,COL, got {text!r}.") from None
+        raise VitCoreError("bad_query_patch", value=text) from None
     return row, col
 
 
@@ -213,10 +233,8 @@ def _parse_target(text: str | None, labels: list[str] | None, classes: int) -> i
     elif labels and text in labels:
         target = labels.index(text)
     else:
-        raise VitCoreError(f"unknown target class {text!r}; give a class index 0..{classes - 1} or an exact label.")
-    if not 0 <= target < classes:
-        raise VitCoreError(f"target class {target} is out of range; this model has classes 0..{classes - 1}.")
-    return target
+        raise VitCoreError("unknown_class", value=text)
+    return check_index(target, classes, "target class")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -227,11 +245,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
-        raise VitCoreError(f"--out must end in .npy or .png, got {out.name!r}.")
-    if args.method not in METHODS:
-        raise VitCoreError(f"unknown method {args.method!r}; use one of {', '.join(METHODS)}.")
+        raise VitCoreError("cli_out_suffix", suffixes=".npy, .png", name=out.name)
+    check_choice(args.method, METHODS, "method")
     if args.method in NOT_IMPLEMENTED:
-        raise VitCoreError(NOT_IMPLEMENTED[args.method] + ".")
+        raise VitCoreError("method_not_implemented", method=args.method, instead=NOT_IMPLEMENTED[args.method])
     options = ExplainOptions(
         layer=args.layer,
         head=_parse_head(args.head),
@@ -246,7 +263,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     target = None
     if args.method in CLASS_SPECIFIC:
         if loaded.model.head is None:
-            raise VitCoreError(f"{args.method} is class-specific, but this model has no classification head.")
+            raise VitCoreError("no_head", what="class-specific maps")
         target = _parse_target(args.target, loaded.labels, loaded.cfg.num_classes)
         target = "top" if target is None else target
     result = capture(loaded.model, loaded.preprocess(image), target=target, autocast=_autocast_dtype(args))

@@ -51,17 +51,17 @@ class ViTConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         if self.embed_dim % self.num_heads:
-            raise VitCoreError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.")
+            raise VitCoreError("embed_dim_not_divisible", embed_dim=self.embed_dim, num_heads=self.num_heads)
         if self.global_pool == "token" and not self.class_token:
-            raise VitCoreError("global_pool='token' needs a class token; use global_pool='avg'.")
+            raise VitCoreError("token_pool_without_class_token")
         if self.global_pool not in ("token", "avg"):
-            raise VitCoreError(f"global_pool {self.global_pool!r} is not supported; use 'token' or 'avg'.")
+            raise VitCoreError("global_pool_unsupported", value=str(self.global_pool))
         if self.distill_token and not self.class_token:
-            raise VitCoreError("a distillation token needs a class token before it.")
+            raise VitCoreError("distill_token_without_class_token")
         if self.distill_head and not (self.distill_token and self.num_classes):
-            raise VitCoreError("a distillation head needs a distillation token and num_classes > 0.")
+            raise VitCoreError("distill_head_without_token")
         if self.final_norm and self.fc_norm:
-            raise VitCoreError("final_norm and fc_norm are exclusive: the norm sits before or after pooling.")
+            raise VitCoreError("norms_exclusive")
 
     @property
     def head_dim(self) -> int:
@@ -90,7 +90,7 @@ class ViTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise VitCoreError(f"unknown ViTConfig fields {unknown}; known fields are {sorted(known)}.")
+            raise VitCoreError("unknown_config_fields", fields=", ".join(unknown), known=", ".join(sorted(known)))
         return cls(**data)
 
 

@@ -12,6 +12,7 @@ from vit_core.explain import METHODS, NOT_IMPLEMENTED, explain
 from vit_core.faithfulness import curves_for_maps
 from vit_core.metrics import Localization, localization, mean_localization, patch_coverage
 from vit_core.scenes import CLASSES, scene_batch
+from vit_core.validate import check_range
 from vit_core.zoo import LoadedModel
 
 SCORED = [method for method in METHODS if method not in NOT_IMPLEMENTED]
@@ -24,12 +25,8 @@ def evaluate(loaded: LoadedModel, n: int = 2000, seed: int = 20_000, batch: int 
     Class-specific maps explain the true class; one forward and one backward pass per batch serve all.
     """
     if loaded.labels != list(CLASSES):
-        raise VitCoreError(
-            f"model {loaded.name!r} does not predict the ShapeScenes classes ({', '.join(CLASSES)}); "
-            "evaluate needs --model bundled or another ShapeScenes model."
-        )
-    if n < 1:
-        raise VitCoreError("--n must be at least 1.")
+        raise VitCoreError("not_shapescenes", name=loaded.name, classes=", ".join(CLASSES))
+    check_range(n, 1, None, "number of scenes")
     correct = 0
     scores: dict[str, list[Localization]] = {name: [] for name in SCORED}
     random_hits = []

@@ -17,15 +17,15 @@ from vit_core.errors import VitCoreError
 from vit_core.maps import HeadChoice, attention_map
 from vit_core.relevance import chefer, grad_rollout, gradcam
 from vit_core.rollout import HeadFusion, rollout
+from vit_core.validate import check_choice
 
 Method = Literal["attention", "rollout", "grad_rollout", "chefer", "transformer_attribution", "gradcam", "flow"]
 METHODS: tuple[str, ...] = get_args(Method)
 CLASS_SPECIFIC = frozenset({"grad_rollout", "chefer", "transformer_attribution", "gradcam"})
-NOT_IMPLEMENTED = {
-    "transformer_attribution": "Chefer et al.'s CVPR 2021 LRP attribution needs relevance rules for every "
-    "layer and is not implemented yet; use --method chefer, their ICCV 2021 successor",
-    "flow": "attention flow (max-flow through every layer) is not implemented yet; use --method rollout",
-}
+# method -> the implemented method to use instead. Chefer et al.'s CVPR 2021 LRP attribution needs
+# relevance rules for every layer (their ICCV 2021 method, "chefer", needs none); attention flow needs a
+# max-flow through every layer.
+NOT_IMPLEMENTED = {"transformer_attribution": "chefer", "flow": "rollout"}
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,9 @@ class ExplainOptions:
 
 def explain(capture: Capture, method: Method, options: ExplainOptions = ExplainOptions()) -> np.ndarray:
     """The `[rows, cols]` map of `method` for `capture`."""
-    if method not in METHODS:
-        raise VitCoreError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
+    check_choice(method, METHODS, "method")
     if method in NOT_IMPLEMENTED:
-        raise VitCoreError(NOT_IMPLEMENTED[method] + ".")
+        raise VitCoreError("method_not_implemented", method=method, instead=NOT_IMPLEMENTED[method])
     if method == "attention":
         layer = capture.num_layers - 1 if options.layer is None else options.layer
         return attention_map(capture, layer, options.head, options.query_patch)

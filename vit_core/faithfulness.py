@@ -17,6 +17,7 @@ from torchvision.transforms.functional import gaussian_blur
 from vit_core.capture import predict
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
+from vit_core.validate import check_index, check_range
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,21 @@ def curves_for_maps(
     batch: int = 128,
 ) -> list[tuple[Curve, Curve]]:
     """`deletion_insertion` for several maps of one image, all steps of all maps in shared batches."""
-    if not 2 <= steps <= 256:
-        raise VitCoreError(f"steps must be between 2 and 256, got {steps}.")
+    check_range(steps, 2, 256, "steps")
     patch = model.cfg.patch_size
     grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
     for grid_map in grid_maps:
         if grid_map.shape != grid:
             raise VitCoreError(
-                f"the map's grid {grid_map.shape} does not match the image's {grid[0]}x{grid[1]} patches."
+                "map_grid_mismatch",
+                map_rows=grid_map.shape[0],
+                map_cols=grid_map.shape[-1],
+                rows=grid[0],
+                cols=grid[1],
             )
-    if model.head is None or not 0 <= target < model.cfg.num_classes:
-        raise VitCoreError(f"target class {target} is out of range for this model.")
+    if model.head is None:
+        raise VitCoreError("no_head", what="faithfulness curves")
+    target = check_index(target, model.cfg.num_classes, "target class")
     pixels = pixels.float().cpu()
     kernel = int(2 * round(3 * blur_sigma) + 1)
     blurred = gaussian_blur(pixels[None], [kernel, kernel], [blur_sigma, blur_sigma])[0]

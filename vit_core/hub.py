@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vit_core.errors import VitCoreError, WeightsUnavailable
+from vit_core.errors import VitCoreError, WeightsUnavailable, What
 
 PROBE_TIMEOUT_S = 3.0
 _probes: dict[str, tuple[float, threading.Thread, list[bool]]] = {}  # "scheme://host:port" -> probe
@@ -82,18 +82,23 @@ def hf_cached_file(repo_id: str, filenames: list[str]) -> Path | None:
     return None
 
 
-def hf_file(repo_id: str, filenames: list[str], what: str, required: bool = True) -> Path | None:
-    """The first of `filenames` for `repo_id`: from the cache, else downloaded if the hub answers."""
+def hf_file(
+    repo_id: str, filenames: list[str], model: str, what: What = "weights", required: bool = True
+) -> Path | None:
+    """The first of `filenames` for `repo_id`: from the cache, else downloaded if the hub answers.
+
+    `model` ("hf:google/vit-base-patch16-224") and `what` (its weights, config or preprocessing) name the
+    file in errors.
+    """
     cached = hf_cached_file(repo_id, filenames)
     if cached is not None:
         return cached
     if not reachable(hf_endpoint()):  # False at once when HF_HUB_OFFLINE is set
         if not required:
             return None
-        raise WeightsUnavailable(
-            f"no local copy of {what} was found and the Hugging Face hub cannot be reached "
-            f"({'HF_HUB_OFFLINE=1' if offline() else 'no network'}); use --model bundled or a local --weights file."
-        )
+        if offline():
+            raise WeightsUnavailable("hub_offline", what=what, model=model)
+        raise WeightsUnavailable("hub_unreachable", what=what, model=model)
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -103,16 +108,16 @@ def hf_file(repo_id: str, filenames: list[str], what: str, required: bool = True
         except EntryNotFoundError:
             continue
         except RepositoryNotFoundError as error:
-            raise VitCoreError(f"{what}: the Hugging Face repository {repo_id!r} does not exist.") from error
+            raise VitCoreError("hub_repository_missing", repo=repo_id, model=model) from error
         except (HfHubHTTPError, OSError, RuntimeError, ValueError) as error:
             reason = type(error).__name__
-            raise WeightsUnavailable(f"{what} could not be downloaded from the Hugging Face hub ({reason}).") from error
+            raise WeightsUnavailable("hub_download_failed", what=what, model=model, reason=reason) from error
     if required:
-        raise VitCoreError(f"{what}: the repository {repo_id!r} has none of {filenames}.")
+        raise VitCoreError("hub_files_missing", repo=repo_id, files=", ".join(filenames))
     return None
 
 
-def torch_hub_file(url: str, what: str) -> Path:
+def torch_hub_file(url: str, model: str, what: What = "weights") -> Path:
     """A file from torch's hub cache (`$TORCH_HOME/hub/checkpoints`), downloaded if the host answers."""
     import torch
 
@@ -121,12 +126,11 @@ def torch_hub_file(url: str, what: str) -> Path:
         return target
     if not reachable(url):
         raise WeightsUnavailable(
-            f"no local copy of {what} was found in {target.parent} and {urlparse(url).hostname} cannot be "
-            "reached; use --model bundled or a local --weights file."
+            "host_unreachable", what=what, model=model, folder=str(target.parent), host=str(urlparse(url).hostname)
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(url, str(target), progress=False)
     except OSError as error:
-        raise VitCoreError(f"{what} could not be downloaded ({error}).") from error
+        raise VitCoreError("download_failed", what=what, model=model, reason=str(error)) from error
     return target

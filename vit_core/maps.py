@@ -14,6 +14,7 @@ import numpy as np
 from vit_core.capture import Capture
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
+from vit_core.validate import check_index, check_patch, check_range
 
 HeadChoice = int | Literal["mean", "max"]
 
@@ -24,11 +25,9 @@ def select_heads(attentions: np.ndarray, head: HeadChoice) -> np.ndarray:
         return attentions.mean(axis=0)
     if head == "max":
         return attentions.max(axis=0)
-    if not isinstance(head, int | np.integer) or not 0 <= head < attentions.shape[0]:
-        raise VitCoreError(
-            f"head {head!r} is out of range; this model has heads 0..{attentions.shape[0] - 1}, mean, max."
-        )
-    return attentions[head]
+    if isinstance(head, str):
+        raise VitCoreError("bad_head_choice", value=head)
+    return attentions[check_index(head, attentions.shape[0], "head")]
 
 
 def patch_map(row: np.ndarray, capture: Capture) -> np.ndarray:
@@ -41,15 +40,11 @@ def attention_map(
     capture: Capture, layer: int, head: HeadChoice = "mean", query_patch: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Attention from the query to every patch at `layer`, as a `[rows, cols]` grid (not renormalised)."""
-    if not 0 <= layer < capture.num_layers:
-        raise VitCoreError(f"layer {layer} is out of range; this model has layers 0..{capture.num_layers - 1}.")
+    layer = check_index(layer, capture.num_layers, "layer")
     weights = select_heads(capture.attentions[layer], head)  # [query, key]
-    rows, cols = capture.grid
     if query_patch is not None:
-        row, col = query_patch
-        if not (0 <= row < rows and 0 <= col < cols):
-            raise VitCoreError(f"patch ({row}, {col}) is outside the {rows}x{cols} patch grid.")
-        query = weights[capture.num_prefix_tokens + row * cols + col]  # [key]
+        row, col = check_patch(query_patch, capture.grid)
+        query = weights[capture.num_prefix_tokens + row * capture.grid[1] + col]  # [key]
     elif capture.has_class_token:
         query = weights[0]
     else:
@@ -62,8 +57,7 @@ def mass_threshold(grid_map: np.ndarray, fraction: float = 0.6) -> np.ndarray:
 
     Returns a boolean `[rows, cols]` mask; the map is clipped at 0 and normalised to sum 1 first.
     """
-    if not 0.0 < fraction <= 1.0:
-        raise VitCoreError(f"mass fraction {fraction} must be in (0, 1].")
+    check_range(fraction, 0, 1, "mass fraction", low_open=True)
     values = np.clip(grid_map.astype(np.float64).ravel(), 0, None)
     total = values.sum()
     if total <= 0:

@@ -198,7 +198,7 @@ class ViT(nn.Module):
         """
         unknown = [name for name in fwd_hooks if name not in self.hook_points]
         if unknown:
-            raise VitCoreError(f"unknown capture point {unknown[0]!r}; valid names are {self.hook_names()}.")
+            raise VitCoreError("unknown_hook", name=unknown[0], valid=self.hook_names())
         handles = []
         try:
             for name, fn in fwd_hooks.items():
@@ -245,7 +245,7 @@ class ViT(nn.Module):
         patch = self.cfg.patch_size
         height, width = pixels.shape[-2:]
         if height % patch or width % patch:
-            raise VitCoreError(f"input of {height}x{width} pixels is not a multiple of the {patch}-pixel patch size.")
+            raise VitCoreError("input_not_patch_multiple", height=int(height), width=int(width), patch=patch)
         x = self.patch_embed(pixels)  # [B, D, rows, cols]
         grid = (x.shape[-2], x.shape[-1])
         x = self.hook_embed(x.flatten(2).transpose(1, 2))  # [B, rows*cols, D]

@@ -16,12 +16,13 @@ from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
 from vit_core.rollout import discard_lowest, query_vector, rollout_row
+from vit_core.validate import check_index
 
 
 def _require_gradients(capture: Capture) -> tuple[torch.Tensor, torch.Tensor]:
     """The attentions and their gradients as float32 tensors over the capture's arrays (no copy)."""
     if capture.attention_grads is None or capture.token_grads is None:
-        raise VitCoreError("class-specific maps need a capture made with a target class (capture(..., target=c)).")
+        raise VitCoreError("capture_without_target")
     return tensor_view(capture.attentions), tensor_view(capture.attention_grads)
 
 
@@ -47,8 +48,7 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
     """
     attentions, grads = _require_gradients(capture)
     layers = attentions.shape[0]
-    if not 0 <= start_layer < layers:
-        raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
+    start_layer = check_index(start_layer, layers, "start layer")
     weighted = _grad_weighted_mean(attentions[start_layer:], grads[start_layer:])  # [L', N, N]
     weighted = discard_lowest(weighted, discard_ratio, capture.num_prefix_tokens)
     return patch_map(
@@ -64,8 +64,7 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     """
     attentions, grads = _require_gradients(capture)
     layers, _, tokens, _ = attentions.shape
-    if not 0 <= start_layer < layers:
-        raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
+    start_layer = check_index(start_layer, layers, "start layer")
     cams = _grad_weighted_mean(attentions[start_layer:], grads[start_layer:], clamp_first=True)  # [L', N, N]
     # The query's row of R = Π (I + Ā_l), last layer on the left: r <- r + r · Ā_l, from the last layer down.
     row = query_vector(tokens, capture.has_class_token)

@@ -11,33 +11,31 @@ row instead of over the flattened matrix.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from vit_core.capture import Capture, tensor_view
-from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
+from vit_core.validate import check_choice, check_index, check_range
 
 HeadFusion = Literal["mean", "max", "min"]
 
 
 def fuse_heads(attentions: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
     """`[..., head, query, key]` -> `[..., query, key]`. Rows of max/min fusions are renormalised later."""
+    check_choice(head_fusion, get_args(HeadFusion), "head fusion")
     if head_fusion == "mean":
         return attentions.mean(dim=-3)
     if head_fusion == "max":
         return attentions.amax(dim=-3)
-    if head_fusion == "min":
-        return attentions.amin(dim=-3)
-    raise VitCoreError(f"unknown head fusion {head_fusion!r}; use mean, max or min.")
+    return attentions.amin(dim=-3)
 
 
 def discard_lowest(attention: torch.Tensor, ratio: float, num_prefix_tokens: int) -> torch.Tensor:
     """Zero the lowest `ratio` of each row's patch columns `[..., query, key]`; prefix columns are kept."""
-    if not 0.0 <= ratio < 1.0:
-        raise VitCoreError(f"discard ratio {ratio} must be in [0, 1).")
+    check_range(ratio, 0, 1, "discard ratio", high_open=True)
     patches = attention[..., num_prefix_tokens:]  # [..., query, patches]
     drop = int(patches.shape[-1] * ratio)
     if drop == 0:
@@ -87,8 +85,7 @@ def rollout_matrix(
     Runs in torch: numpy's BLAS threads can stall for orders of magnitude on a busy 2-core CPU.
     """
     layers = attentions.shape[0]
-    if not 0 <= start_layer < layers:
-        raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
+    start_layer = check_index(start_layer, layers, "start layer")
     stack = tensor_view(attentions[start_layer:])  # [L', H, N, N], no copy
     fused = fuse_heads(stack, head_fusion).double()  # [L', N, N]; the product runs in float64
     return chain_with_residual(discard_lowest(fused, discard_ratio, num_prefix_tokens)).numpy()
@@ -106,8 +103,7 @@ def rollout(
     fusion with discard 0.9, which sharpens the map.
     """
     layers, _, tokens, _ = capture.attentions.shape
-    if not 0 <= start_layer < layers:
-        raise VitCoreError(f"start layer {start_layer} is out of range; this model has layers 0..{layers - 1}.")
+    start_layer = check_index(start_layer, layers, "start layer")
     stack = tensor_view(capture.attentions[start_layer:])  # [L', H, N, N]
     fused = discard_lowest(fuse_heads(stack, head_fusion), discard_ratio, capture.num_prefix_tokens).double()
     return patch_map(rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy(), capture)

@@ -25,26 +25,23 @@ def read_state_dict(path: str | Path) -> StateDict:
     """A state dict from `.safetensors`, or from a torch file with `weights_only=True` (no pickle code)."""
     path = Path(path)
     if not path.exists():
-        raise VitCoreError(f"weights file {str(path)!r} does not exist.")
+        raise VitCoreError("weights_file_missing", path=str(path))
     if not path.is_file():
-        raise VitCoreError(f"weights file {str(path)!r} is not a regular file.")
+        raise VitCoreError("weights_not_a_file", path=str(path))
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
-            raise VitCoreError(f"weights file {path.name!r} is not a readable safetensors file.") from error
+            raise VitCoreError("weights_bad_safetensors", name=path.name) from error
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for foreign or hostile files
-        raise VitCoreError(
-            f"weights file {path.name!r} is neither safetensors nor a plain tensor state_dict "
-            "(it cannot be loaded with weights_only=True)."
-        ) from error
+        raise VitCoreError("weights_not_loadable", name=path.name) from error
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VitCoreError(f"weights file {path.name!r} does not hold a state_dict of tensors.")
+        raise VitCoreError("weights_not_state_dict", name=path.name)
     return state
 
 
@@ -61,17 +58,14 @@ def load_vit(path: str | Path) -> tuple[ViT, DataConfig, list[str] | None]:
     """Read a file written by `save_vit`; a foreign safetensors file is refused with one sentence."""
     path = Path(path)
     if not path.is_file():
-        raise VitCoreError(f"model file {str(path)!r} does not exist.")
+        raise VitCoreError("model_file_missing", path=str(path))
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
-        raise VitCoreError(f"model file {path.name!r} is not a readable safetensors file.") from error
+        raise VitCoreError("model_file_unreadable", name=path.name) from error
     if FORMAT_KEY not in metadata:
-        raise VitCoreError(
-            f"{path.name!r} has no vit_core config in its metadata; for another library's weights use "
-            "--model timm:NAME, hf:NAME or torchvision:NAME together with --weights FILE."
-        )
+        raise VitCoreError("model_file_without_config", name=path.name)
     meta = json.loads(metadata[FORMAT_KEY])
     cfg = ViTConfig.from_dict(meta["config"])
     from vit_core.convert.common import check_state_dict

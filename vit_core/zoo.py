@@ -40,7 +40,6 @@ from vit_core.weights import load_vit, read_state_dict
 
 BUNDLED_PATH = Path(__file__).resolve().parent.parent / "assets" / "bundled" / "model.safetensors"
 WEIGHT_FILES = ["model.safetensors", "pytorch_model.bin"]
-SOURCES = "bundled, timm:NAME, hf:REPO_OR_DIR, torchvision:NAME or a vit_core .safetensors file"
 
 
 @dataclass
@@ -81,7 +80,7 @@ def load_model(
         _probe_source_early(kind, ref)
     if name == "bundled" or name.endswith(".safetensors"):
         if weights is not None:
-            raise VitCoreError("--weights applies to timm:, hf: and torchvision: models, not to vit_core files.")
+            raise VitCoreError("weights_for_own_model")
         loaded = _load_own(name)
     elif kind == "timm" and ref:
         loaded = _load_timm(ref, weights, random_weights)
@@ -90,7 +89,7 @@ def load_model(
     elif kind == "torchvision" and ref:
         loaded = _load_torchvision(ref, weights, random_weights)
     else:
-        raise VitCoreError(f"unknown model {name!r}; use {SOURCES}.")
+        raise VitCoreError("unknown_model", name=name)
     loaded.name = name
     loaded.model.to(target).eval()
     return loaded
@@ -116,7 +115,7 @@ def timm_transform(data_config: DataConfig) -> Callable[[Image.Image], torch.Ten
 def _load_own(name: str) -> LoadedModel:
     path = BUNDLED_PATH if name == "bundled" else Path(name)
     if name == "bundled" and not path.is_file():
-        raise VitCoreError(f"the bundled model is missing ({path}); train it with `python -m vit_core.train`.")
+        raise VitCoreError("bundled_missing", path=str(path))
     model, data_config, labels = load_vit(path)
 
     def reference() -> nn.Module:
@@ -137,7 +136,7 @@ def _create_timm(ref: str) -> nn.Module:
         return timm.create_model(ref, pretrained=False)
     except RuntimeError as error:
         if "Unknown model" in str(error) or "Invalid pretrained tag" in str(error):
-            raise VitCoreError(f"unknown timm model {ref!r}; `timm.list_models('vit*')` lists the names.") from error
+            raise VitCoreError("unknown_timm_model", name=ref) from error
         raise
 
 
@@ -153,8 +152,8 @@ def _load_timm(ref: str, weights: str | Path | None, random_weights: bool) -> Lo
     else:
         hub_id = source.pretrained_cfg.get("hf_hub_id")
         if not hub_id:
-            raise VitCoreError(f"timm:{ref} has no weights on the Hugging Face hub; pass --weights FILE.")
-        path = hf_file(hub_id, WEIGHT_FILES, f"the weights of timm:{ref}")
+            raise VitCoreError("timm_no_hub_weights", name=ref)
+        path = hf_file(hub_id, WEIGHT_FILES, f"timm:{ref}", "weights")
         state, origin = read_state_dict(path), str(path)
     model = vit_from_state_dict(cfg, convert_timm(state, cfg))
     data_config = DataConfig.from_dict(resolve_data_config({}, model=source))
@@ -189,17 +188,18 @@ def _hf_files(ref: str, weights: str | Path | None, random_weights: bool) -> tup
     if local.is_dir():
         config = local / "config.json"
         if not config.is_file():
-            raise VitCoreError(f"{ref!r} has no config.json; expected a save_pretrained directory.")
+            raise VitCoreError("hf_dir_without_config", path=ref)
         found = [local / f for f in WEIGHT_FILES if (local / f).is_file()]
         if not found and weights is None and not random_weights:
-            raise VitCoreError(f"{ref!r} holds no model.safetensors or pytorch_model.bin.")
+            raise VitCoreError("hf_dir_without_weights", path=ref)
         processor = local / "preprocessor_config.json"
         return config, (found[0] if found else None), (processor if processor.is_file() else None)
     if not _looks_like_repo_id(ref):
-        raise VitCoreError(f"{ref!r} is neither a local directory nor a Hugging Face repository id.")
-    config = hf_file(ref, ["config.json"], f"the config of hf:{ref}")
-    weight_file = None if (weights is not None or random_weights) else hf_file(ref, WEIGHT_FILES, f"hf:{ref}")
-    processor = hf_file(ref, ["preprocessor_config.json"], f"the preprocessing of hf:{ref}", required=False)
+        raise VitCoreError("hf_ref_invalid", ref=ref)
+    config = hf_file(ref, ["config.json"], f"hf:{ref}", "config")
+    needs_weights = weights is None and not random_weights
+    weight_file = hf_file(ref, WEIGHT_FILES, f"hf:{ref}", "weights") if needs_weights else None
+    processor = hf_file(ref, ["preprocessor_config.json"], f"hf:{ref}", "preprocessing", required=False)
     return config, weight_file, processor
 
 
@@ -215,9 +215,7 @@ def _hf_config(path: Path):
     data = json.loads(path.read_text())
     classes = {"vit": HFViTConfig, "deit": DeiTConfig}
     if data.get("model_type") not in classes:
-        raise VitCoreError(
-            f"HF model type {data.get('model_type')!r} is not supported; vit_core loads 'vit' and 'deit' models."
-        )
+        raise VitCoreError("hf_model_type_unsupported", model_type=str(data.get("model_type")))
     return classes[data["model_type"]].from_dict(data)  # plain config classes: never remote code
 
 
@@ -283,7 +281,7 @@ def _load_torchvision(ref: str, weights: str | Path | None, random_weights: bool
     import torchvision
 
     if ref not in TORCHVISION_VITS:
-        raise VitCoreError(f"unknown torchvision ViT {ref!r}; use one of {', '.join(TORCHVISION_VITS)}.")
+        raise VitCoreError("unknown_torchvision_model", name=ref, choices=", ".join(TORCHVISION_VITS))
     default = torchvision.models.get_model_weights(ref).DEFAULT
 
     def build() -> nn.Module:
@@ -296,7 +294,7 @@ def _load_torchvision(ref: str, weights: str | Path | None, random_weights: bool
     elif random_weights:
         origin = "random"
     else:
-        origin = str(torch_hub_file(default.url, f"the weights of torchvision:{ref} ({default})"))
+        origin = str(torch_hub_file(default.url, f"torchvision:{ref} ({default})", "weights"))
     state = source.state_dict() if origin == "random" else read_state_dict(origin)
     model = vit_from_state_dict(cfg, convert_torchvision(state, cfg))
     transform = default.transforms()

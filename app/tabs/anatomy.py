@@ -25,6 +25,7 @@ from vit_core.analysis import layer_predictions, mean_attention_distance, positi
 from vit_core.anatomy import attention_row, block_internals, entropy_by_scale, gelu, patch_token
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
+from vit_core.validate import check_index
 
 HEIGHT = 320
 NEAR_ZERO = 0.1  # |GELU(x)| below this counts as "near zero"
@@ -247,10 +248,8 @@ def check_head(analysis: Analysis, head: int | str) -> int:
     try:
         head = int(head)
     except (TypeError, ValueError):
-        raise VitCoreError(f"head {head!r} is not a head index.") from None
-    if not 0 <= head < analysis.capture.num_heads:
-        raise VitCoreError(f"head {head} is out of range; this model has heads 0..{analysis.capture.num_heads - 1}.")
-    return head
+        raise VitCoreError("not_an_index", what="head", value=str(head)) from None
+    return check_index(head, analysis.capture.num_heads, "head")
 
 
 def _patch(analysis: Analysis, patch) -> tuple[int, int]:

@@ -12,12 +12,12 @@ from app.maps import METHODS, grid_map
 from app.session import analysis_of, handler, lang
 from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line
 from vit_core.errors import VitCoreError
+from vit_core.validate import check_range
 
 
 def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, language: str = "en") -> dict:
     """Deletion and insertion curves for every map of `METHODS`, batched, on the model's own input."""
-    if not 2 <= steps <= 50:
-        raise VitCoreError(f"steps must be between 2 and 50, got {steps}.")
+    steps = int(check_range(steps, 2, 50, "steps"))
     pixels, target = analysis.pixels, service.target_class(analysis, target)
     if progress is not None:
         progress(0.1, desc=text("progress.maps", language))
@@ -48,7 +48,7 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
     """Zero the chosen heads of one block and report the target probability before and after."""
     analysis = analysis_of(session)
     if not heads:
-        raise VitCoreError("choose at least one head to ablate.")
+        raise VitCoreError("choose_heads")
     target = service.target_class(analysis, target)
     pairs = [(int(layer), int(h)) for h in heads]
     base, ablated = service.ablate(analysis.model_name, analysis.pixels, pairs, target)

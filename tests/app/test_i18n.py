@@ -1,39 +1,46 @@
 """Texts in every language: the same keys and placeholders everywhere, every key the code uses exists."""
 
+import dataclasses
 import json
 import re
-import string
 from pathlib import Path
 
 import pytest
+import torch
 
+from app import service
 from app.i18n import (
     COOKIE,
+    DEFAULT,
     LOCALES,
     catalogs,
+    error_text,
     gradio_translations,
     language_of,
     language_of_request,
     text,
-    translate_error,
 )
 from tests.corpus import write
-from vit_core import VitCoreError
+from tests.error_keys import raised_keys
+from vit_core import ViT, ViTConfig, VitCoreError, capture
+from vit_core.analysis import layer_predictions
+from vit_core.errors import MESSAGES, WHAT, placeholders
 from vit_core.images import load_image
+from vit_core.maps import attention_map
+from vit_core.rollout import rollout
 
 APP = Path(__file__).resolve().parents[2] / "app"
-
-
-def placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+ERROR_KEYS = ("error.", "what.")  # English comes from vit_core.errors; other languages translate by key
 
 
 def test_every_language_file_has_every_key_with_the_same_placeholders():
     english = catalogs()["en"]
     assert len(catalogs()) >= 2 and "zh-CN" in catalogs()
+    assert not [key for key in english if key.startswith(ERROR_KEYS)]
     for language, texts in catalogs().items():
-        assert set(texts) == set(english), (language, set(english) ^ set(texts))
-        for key, template in texts.items():
+        page = {key: template for key, template in texts.items() if not key.startswith(ERROR_KEYS)}
+        assert set(page) == set(english), (language, set(english) ^ set(page))
+        for key, template in page.items():
             assert placeholders(template) == placeholders(english[key]), (language, key)
             assert template.strip(), (language, key)
     # the files are plain JSON objects of strings: a third language is one more file
@@ -77,18 +84,69 @@ def test_language_of_accept_language(header, expected):
     assert language_of(header) == expected
 
 
+def test_every_error_key_the_code_raises_is_translated_with_the_same_placeholders():
+    used = raised_keys()  # read from the source with ast: every VitCoreError("key", ...) and the checks' own
+    assert len(used) > 80 and used <= set(MESSAGES), used - set(MESSAGES)
+    for language, texts in catalogs().items():
+        if language == DEFAULT:
+            continue
+        errors = {key.removeprefix("error."): value for key, value in texts.items() if key.startswith("error.")}
+        assert set(errors) == set(MESSAGES), (language, set(errors) ^ set(MESSAGES))  # none missing, none stale
+        for key in used:
+            assert placeholders(errors[key]) == placeholders(MESSAGES[key]), (language, key)
+        words = {key.removeprefix("what."): value for key, value in texts.items() if key.startswith("what.")}
+        assert set(words) == set(WHAT), (language, set(words) ^ set(WHAT))
+        assert all(value.strip() for value in [*errors.values(), *words.values()]), language
+
+
+def refused(fn, *args, **kwargs) -> VitCoreError:
+    with pytest.raises(VitCoreError) as error:
+        fn(*args, **kwargs)
+    return error.value
+
+
+def english_words(sentence: str, *names: str) -> list[str]:
+    for name in names:
+        sentence = sentence.replace(name, "")
+    return re.findall("[A-Za-z]{2,}", sentence)
+
+
+def test_real_errors_read_in_chinese_without_english_words(tmp_path):
+    cfg = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_dim=32, num_classes=5)
+    result = capture(ViT(cfg).eval(), torch.randn(3, 32, 32))
+    headless = capture(ViT(dataclasses.replace(cfg, num_classes=0)).eval(), torch.randn(3, 32, 32))
+    errors = [
+        (refused(load_image, tmp_path / "missing.png"), "missing.png"),
+        (refused(attention_map, result, 7), ""),
+        (refused(attention_map, result, 1, head=5), ""),
+        (refused(attention_map, result, 1, query_patch=(4, 0)), ""),
+        (refused(attention_map, result, "1"), ""),  # a layer given as text
+        (refused(rollout, result, discard_ratio=1.5), ""),
+        (refused(layer_predictions, headless), ""),
+        (refused(service.analyze, None, "bundled"), ""),
+        (refused(service.shared_model, " "), ""),
+    ]
+    for error, name in errors:
+        chinese = error_text(error, "zh-CN")
+        assert re.search("[\u4e00-\u9fff]", chinese) and not english_words(chinese, name), (error.key, chinese)
+        assert error_text(error, "en") == str(error)
+    assert error_text(errors[1][0], "zh-CN") == "块 7 超出范围；请使用 0 到 1。"
+    assert error_text(errors[0][0], "zh-CN") == "missing.png 不存在。"
+
+
 def test_the_bad_image_sentences_are_translated(tmp_path):
     for name, (path, expect) in write(tmp_path).items():
         if expect is None:
             continue
         with pytest.raises(VitCoreError) as error:
             load_image(path)
-        chinese = translate_error(str(error.value), "zh-CN")
-        assert not chinese.startswith("出错") and path.name in chinese, (name, chinese)
-        assert re.search("[\u4e00-\u9fff]", chinese), (name, chinese)
-    assert translate_error("Upload an image first.", "zh-CN") == "请先上传一张图片。"
-    assert translate_error("something new happened.", "zh-CN") == "出错：something new happened."
-    assert translate_error("anything.", "en") == "anything."
+        chinese = error_text(error.value, "zh-CN")
+        assert path.name in chinese and re.search("[\u4e00-\u9fff]", chinese), (name, chinese)
+        assert not english_words(chinese, path.name, "PNG", "JPEG", "WebP", "GIF", "BMP", "TIFF"), (name, chinese)
+    upload = VitCoreError("upload_image")
+    assert error_text(upload, "zh-CN") == "请先上传一张图片。"
+    assert error_text(upload, "en") == "upload an image first."
+    assert error_text(upload, "xx-YY") == "upload an image first."  # an unknown language: English
     assert text("heads.caption", "zh-CN", layer=3, head=1, who="类别令牌") == "第 3 块，头 1：类别令牌看向哪里。"
 
 

@@ -158,7 +158,7 @@ class Loader:
         self.loads.append(name)
         time.sleep(self.delay)
         if name == "broken":
-            raise VitCoreError("broken")
+            raise VitCoreError("unknown_model", name="broken", sources="bundled")
         return types.SimpleNamespace(name=name)
 
 

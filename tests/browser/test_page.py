@@ -81,7 +81,7 @@ def open_page(browser, url, locale="en-US"):
 
 
 def tab(page, tab_id: str):
-    return page.locator(f"#tabs button[role=tab]").nth(TAB_IDS.index(tab_id))
+    return page.locator("#tabs button[role=tab]").nth(TAB_IDS.index(tab_id))
 
 
 def upload(page, path: str) -> None:
@@ -324,9 +324,40 @@ def test_the_language_toggle_switches_every_title_at_once_and_keeps_the_analysis
 # Words a Chinese page may show in Latin letters: identifiers (models, methods, classes, file types,
 # environment variables), names of methods and architectures, and units.
 IDENTIFIERS = {
-    "API", "AUC", "CPU", "GPU", "CVPR", "ICCV", "Chefer", "DINO", "GELU", "Grad-CAM", "Gradio", "IQR", "ImageNet",
-    "JSON", "LRP", "MLP", "NPZ", "PCA", "PNG", "RGB", "ShapeScenes", "Transformer", "Vision", "ViT", "VIT_MODEL",
-    "English", "softmax", "logit", "d_k", "diag", "GELU", "MB", "bundled", "flow", "transformer_attribution",
+    "API",
+    "AUC",
+    "CPU",
+    "GPU",
+    "CVPR",
+    "ICCV",
+    "Chefer",
+    "DINO",
+    "GELU",
+    "Grad-CAM",
+    "Gradio",
+    "IQR",
+    "ImageNet",
+    "JSON",
+    "LRP",
+    "MLP",
+    "NPZ",
+    "PCA",
+    "PNG",
+    "RGB",
+    "ShapeScenes",
+    "Transformer",
+    "Vision",
+    "ViT",
+    "VIT_MODEL",
+    "English",
+    "softmax",
+    "logit",
+    "d_k",
+    "diag",
+    "MB",
+    "bundled",
+    "flow",
+    "transformer_attribution",
 }
 
 

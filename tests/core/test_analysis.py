@@ -131,8 +131,9 @@ def test_head_ablation_and_importance_agree():
     for head in range(TINY.num_heads):
         base, ablated = ablate_heads(model, pixels, [(1, head)], target=4)
         assert importance[head] == pytest.approx(base - ablated, abs=1e-5)
-    with pytest.raises(VitCoreError, match="does not exist"):
+    with pytest.raises(VitCoreError, match="layer 9 is out of range") as error:
         ablate_heads(model, pixels, [(9, 0)], target=0)
+    assert error.value.params == {"what": "layer", "value": 9, "size": 3, "last": 2}
 
 
 def test_deletion_and_insertion_curves():

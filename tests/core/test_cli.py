@@ -171,7 +171,7 @@ def test_explain_png_overlay_and_attention_options(tmp_path, tiny_weights):
         (["--method", "attention", "--head", "9"], "head 9 is out of range"),
         (["--method", "attention", "--query-patch", "14,0"], "outside the 14x14 patch grid"),
         (["--method", "chefer", "--target", "5000"], "target class 5000 is out of range"),
-        (["--method", "chefer", "--target", "not a label"], "unknown target class"),
+        (["--method", "chefer", "--target", "not a label"], "unknown class 'not a label'"),
         (["--method", "transformer_attribution"], "not implemented yet"),
     ],
 )
@@ -185,3 +185,15 @@ def test_explain_bad_options_are_one_sentence_and_exit_2(extra, match, tmp_path,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and match in result.stderr, result.stderr
+
+
+def test_the_cli_adds_its_own_flag_hint_to_a_core_sentence(tmp_path, capsys):
+    from vit_core.cli import main
+
+    out = str(tmp_path / "x.npz")
+    code = main(["run", get_image("lion.jpg"), "--model", "bundled", "--weights", "w.safetensors", "--out", out])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error == (
+        "error: a separate weights file applies to timm:, hf: and torchvision: models, not to vit_core files. "
+        "Leave out --weights."
+    )

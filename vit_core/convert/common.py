@@ -43,10 +43,7 @@ def rename(
                 out[match.expand(template)] = value
                 break
         else:
-            raise VitCoreError(
-                f"the {source} weights hold {key!r}, which vit_core cannot map: this is not a plain "
-                "ViT/DeiT/DINO checkpoint (see `python -m vit_core models` for what is supported)."
-            )
+            raise VitCoreError("weights_unmappable", source=source, key=key)
     return out
 
 
@@ -56,16 +53,22 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig, sou
     for key, shape in expected.items():  # the model's own order: embeddings, blocks, head
         if key in state_dict and tuple(state_dict[key].shape) != shape:
             raise VitCoreError(
-                f"the {source} weights do not match the architecture: {key!r} has shape "
-                f"{list(state_dict[key].shape)} in the weights but {list(shape)} in the model."
+                "weights_shape_mismatch",
+                source=source,
+                key=key,
+                weights_shape=str(list(state_dict[key].shape)),
+                model_shape=str(list(shape)),
             )
     for key in state_dict:
         if key not in expected:
-            raise VitCoreError(f"the {source} weights hold {key!r}, which this architecture does not have.")
+            raise VitCoreError("weights_unexpected_key", source=source, key=key)
     missing = [key for key in expected if key not in state_dict]
     if missing:
         raise VitCoreError(
-            f"the {source} weights lack {missing[0]!r} (shape {list(expected[missing[0]])}), "
-            f"which the architecture needs ({len(missing)} keys missing in all)."
+            "weights_missing_key",
+            source=source,
+            key=missing[0],
+            shape=str(list(expected[missing[0]])),
+            count=len(missing),
         )
     return {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}

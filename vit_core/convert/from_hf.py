@@ -60,7 +60,7 @@ def _fuse_qkv(renamed: StateDict) -> StateDict:
             out[key] = value
     for (block, param), qkv in parts.items():
         if set(qkv) != {"q", "k", "v"}:
-            raise VitCoreError(f"the HF weights of {block} hold only {sorted(qkv)} of q, k and v {param}s.")
+            raise VitCoreError("hf_qkv_incomplete", block=block, found=", ".join(sorted(qkv)), param=param)
         out[f"{block}.qkv.{param}"] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
     return out
 
@@ -69,11 +69,11 @@ def config_from_hf(hf_config: Any, state_dict: Mapping[str, torch.Tensor]) -> Vi
     """Our config from a transformers `ViTConfig`/`DeiTConfig` and the keys of its checkpoint."""
     model_type = getattr(hf_config, "model_type", None)
     if model_type not in ("vit", "deit"):
-        raise VitCoreError(f"HF model type {model_type!r} is not supported; vit_core loads HF 'vit' and 'deit' models.")
+        raise VitCoreError("hf_model_type_unsupported", model_type=str(model_type))
     act = _ACTIVATIONS.get(hf_config.hidden_act)
     if act is None:
         raise VitCoreError(
-            f"HF activation {hf_config.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}."
+            "hf_activation_unsupported", name=str(hf_config.hidden_act), choices=", ".join(sorted(_ACTIVATIONS))
         )
     keys = set(state_dict)
     has_head = "classifier.weight" in keys or "cls_classifier.weight" in keys

@@ -28,46 +28,37 @@ RULES = [
     (_BLOCK + r"mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
 ]
 
-SUPPORTED = (
-    "timm VisionTransformer and VisionTransformerDistilled with a linear patch embedding, "
-    "absolute position embeddings, plain attention and a GELU MLP (ViT, DeiT, DINO, DINOv2)"
-)
-
-
-def _unsupported(name: str, why: str) -> VitCoreError:
-    return VitCoreError(f"timm model {name!r} cannot be represented: {why}; vit_core supports {SUPPORTED}.")
-
 
 def config_from_timm(model: nn.Module) -> ViTConfig:
     """Read our config off a timm ViT instance (built with or without weights)."""
     name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
     kind = type(model).__name__
     if kind not in ("VisionTransformer", "VisionTransformerDistilled"):
-        raise _unsupported(name, f"it is a {kind}")
+        raise VitCoreError("timm_not_a_vit", name=name, kind=kind)
     block = model.blocks[0]
     attn, mlp = block.attn, block.mlp
     if getattr(model, "attn_pool", None) is not None:
-        raise _unsupported(name, "it pools with attention (global_pool='map')")
+        raise VitCoreError("timm_attention_pool", name=name)
     if model.pos_embed is None:
-        raise _unsupported(name, "it has no absolute position embedding")
+        raise VitCoreError("timm_no_pos_embed", name=name)
     if type(attn).__name__ != "Attention" or not isinstance(getattr(attn, "qkv", None), nn.Linear):
-        raise _unsupported(name, f"its attention is a {type(attn).__name__}")
+        raise VitCoreError("timm_attention_class", name=name, kind=type(attn).__name__)
     if not all(isinstance(getattr(attn, n, nn.Identity()), nn.Identity) for n in ("q_norm", "k_norm", "norm")):
-        raise _unsupported(name, "it normalises queries/keys or the attention output")
+        raise VitCoreError("timm_qk_norm", name=name)
     if getattr(attn, "gate", None) is not None:
-        raise _unsupported(name, "its attention is gated")
+        raise VitCoreError("timm_gated_attention", name=name)
     if type(mlp).__name__ != "Mlp" or not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity):
-        raise _unsupported(name, f"its MLP is a {type(mlp).__name__}")
+        raise VitCoreError("timm_mlp_class", name=name, kind=type(mlp).__name__)
     if not isinstance(model.patch_embed.norm, nn.Identity):
-        raise _unsupported(name, "it normalises the patch embedding")
+        raise VitCoreError("timm_patch_norm", name=name)
     if attn.proj.bias is None or mlp.fc1.bias is None:
-        raise _unsupported(name, "its projections have no bias")
+        raise VitCoreError("timm_no_bias", name=name)
     act = mlp.act
     if not isinstance(act, nn.GELU):
-        raise _unsupported(name, f"its MLP activation is {type(act).__name__}, not GELU")
+        raise VitCoreError("timm_activation", name=name, kind=type(act).__name__)
     global_pool = model.global_pool
     if global_pool not in ("token", "avg") or getattr(model, "pool_include_prefix", False):
-        raise _unsupported(name, f"it pools with global_pool={global_pool!r}")
+        raise VitCoreError("timm_global_pool", name=name, pool=str(global_pool))
     distilled = kind == "VisionTransformerDistilled"
     head = model.head if isinstance(model.head, nn.Linear) else None
     return ViTConfig(
@@ -115,7 +106,7 @@ def timm_model_for_config(cfg: ViTConfig) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     if cfg.distill_token and not cfg.distill_head:
-        raise VitCoreError("timm has no distillation token without a distillation head.")
+        raise VitCoreError("timm_distill_token_without_head")
     model_class = VisionTransformerDistilled if cfg.distill_token else VisionTransformer
     model = model_class(
         img_size=cfg.image_size,
@@ -139,5 +130,5 @@ def timm_model_for_config(cfg: ViTConfig) -> nn.Module:
         norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),
     )
     if model.blocks[0].mlp.fc1.out_features != cfg.mlp_dim:
-        raise VitCoreError(f"timm cannot express an MLP width of {cfg.mlp_dim} for embed_dim {cfg.embed_dim}.")
+        raise VitCoreError("timm_mlp_width", mlp_dim=cfg.mlp_dim, embed_dim=cfg.embed_dim)
     return model

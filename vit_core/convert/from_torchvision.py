@@ -35,13 +35,11 @@ RULES = [
 def config_from_torchvision(model: nn.Module) -> ViTConfig:
     """Our config from a torchvision `VisionTransformer` instance."""
     if type(model).__name__ != "VisionTransformer":
-        raise VitCoreError(f"torchvision model {type(model).__name__} is not a VisionTransformer.")
+        raise VitCoreError("torchvision_not_a_vit", kind=type(model).__name__)
     if getattr(model, "representation_size", None) is not None:
-        raise VitCoreError("torchvision ViTs with a pre-logits layer (representation_size) are not supported.")
+        raise VitCoreError("torchvision_representation")
     if not isinstance(model.conv_proj, nn.Conv2d):
-        raise VitCoreError(
-            "torchvision ViTs with a convolutional stem are not supported; use the plain patch embedding."
-        )
+        raise VitCoreError("torchvision_conv_stem")
     first = model.encoder.layers[0]
     image_size = int(model.image_size)
     return ViTConfig(
