@@ -19,10 +19,12 @@ LAYOUT = dict(
     plot_bgcolor="white",
     paper_bgcolor="white",
     font=dict(family="sans-serif", size=12),
+    title_font=dict(size=15),
     margin=dict(l=20, r=20, t=20, b=20, autoexpand=True),  # automargin grows these to fit every text
     height=380,
 )
-AXIS = dict(gridcolor="#e8e8e8", zeroline=False, automargin=True)
+# tick labels stand off their axis, so the first x label and the lowest y label never meet in the corner
+AXIS = dict(gridcolor="#e8e8e8", zeroline=False, automargin=True, ticklabelstandoff=6)
 
 
 def wrap(label: str, width: int = 42) -> str:
@@ -54,10 +56,10 @@ def finish(
     heading = wrap(title, width + 8)
     lines = heading.count("<br>") + 1
     # room for the title: plotly's title automargin is not reliable here, so the top margin is set
-    margin = {**LAYOUT["margin"], "t": 18 * lines + 24, **layout.pop("margin", {})}
+    margin = {**LAYOUT["margin"], "t": 18 * lines + 30, **layout.pop("margin", {})}
     layout = {**LAYOUT, **layout, "margin": margin}
     figure.update_layout(
-        title=dict(text=heading, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=10)),
+        title=dict(text=heading, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=16)),
         legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"),
         showlegend=y2 is None and len(figure.data) > 1,
         **layout,

@@ -238,7 +238,10 @@ def build() -> Panel:
         with gr.Column(scale=4):
             summary = gr.Markdown(elem_id="summary")
             predictions = gr.Label(num_top_classes=5, label=T("label.top5"), elem_id="top5")
-            target = gr.Dropdown([], label=T("label.target"), elem_id="target", interactive=False)
+            # custom values: any class by index or label; and a value left from an earlier image is no error
+            target = gr.Dropdown(
+                [], label=T("label.target"), elem_id="target", interactive=False, allow_custom_value=True
+            )
             seen = picture(T("label.model_view"), "model-view", visible=False, height=220)
     with gr.Accordion(T("accordion.overlay"), open=False):
         with gr.Row():

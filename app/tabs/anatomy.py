@@ -60,10 +60,10 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
         text("anatomy.vector_title", lang, n=token.vector.size, p=size, c=channels),
         x=text("anatomy.vector_axis", lang),
         height=HEIGHT,
-        width=36,
+        width=26,
     )
     strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, colorbar=dict(thickness=12)))
-    figures.finish(strip, text("anatomy.embedding_title", lang, d=token.embedding.size), height=220, width=36)
+    figures.finish(strip, text("anatomy.embedding_title", lang, d=token.embedding.size), height=220, width=26)
     strip.update_yaxes(visible=False)
     patches = result.grid[0] * result.grid[1]
     facts = text(
