@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean browser-deps
 
 $(RUNTIME): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ $(DEV): $(RUNTIME) requirements-dev.txt
 run: $(RUNTIME)
 	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py
 
-test: $(DEV)
+browser-deps:
+	@bash scripts/browser_deps.sh
+
+test: $(DEV) browser-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest

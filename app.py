@@ -5,8 +5,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app import service  # noqa: E402
-from app.i18n import LANGUAGE_CSS, LANGUAGE_JS  # noqa: E402
-from app.ui import I18N, build_demo  # noqa: E402
+from app.ui import I18N, PAGE_CSS, PAGE_JS, build_demo  # noqa: E402
 
 service.start_up()  # on ZeroGPU: the default model, loaded before any GPU worker is forked
 demo = build_demo()
@@ -17,7 +16,7 @@ if __name__ == "__main__":
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size="50mb",
         i18n=I18N,
-        js=LANGUAGE_JS,
-        css=LANGUAGE_CSS,
+        js=PAGE_JS,
+        css=PAGE_CSS,
         footer_links=["api", "gradio"],  # the page has its own language toggle (Gradio's Settings lists 33)
     )

@@ -5,7 +5,9 @@ top-5 and the target class, the overlay style and the language toggle. `analyze`
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,12 +118,62 @@ class Outcome:
         return self.session, self.predictions, self.target, self.summary, self.model, self.note, self.seen
 
 
+class RecentRequests:
+    """The last (model, image) each browser session asked for and what it got, for a few seconds: a
+    dropdown choice fires its event twice (selection, then blur), and one user action must start at most
+    one model load or run."""
+
+    def __init__(self, seconds: float = 5.0, sessions: int = 1000) -> None:
+        self.seconds, self.sessions = seconds, sessions
+        self._entries: OrderedDict[str, tuple[float, tuple, tuple]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_hash: str, request: tuple) -> tuple | None:
+        with self._lock:
+            entry = self._entries.get(session_hash)
+            if entry and entry[1] == request and time.monotonic() - entry[0] < self.seconds:
+                return entry[2]
+            return None
+
+    def put(self, session_hash: str, request: tuple, outcome: tuple) -> tuple:
+        with self._lock:
+            self._entries.pop(session_hash, None)
+            self._entries[session_hash] = (time.monotonic(), request, outcome)
+            while len(self._entries) > self.sessions:
+                self._entries.popitem(last=False)
+        return outcome
+
+
+RECENT = RecentRequests()
+
+# Gradio's dropdown reports a typed name only later, when the focus moves on: Enter in the model box
+# presses Analyze, so a typed name is analysed at once (the later report is the same request, unrun).
+ENTER_JS = """() => {
+    document.addEventListener('keydown', (event) => {
+        if (event.key === 'Enter' && event.target.closest && event.target.closest('#model')) {
+            setTimeout(() => document.querySelector('#analyze')?.click(), 50);
+        }
+    }, true);
+}"""
+
+
 def analyze(
     image: str | None, model_name: str, session: dict | None, progress=gr.Progress(), request: gr.Request = None
 ):
     """Run the model once for (image, model). A model that cannot be loaded leaves the analysis as it was
     and puts the dropdown back; an image that cannot be read clears every view. Either way the summary
-    says why, in one sentence."""
+    says why, in one sentence. The same request again within seconds gets the same answer, unrun."""
+    asked = (image, (model_name or "").strip(), lang(request))
+    session_hash = getattr(request, "session_hash", None)
+    if session_hash is None:  # not from a page (a test, a script): nothing to tell apart
+        return _analyze(image, model_name, session, progress, request)
+    repeated = RECENT.get(session_hash, asked)
+    if repeated is not None:
+        return repeated
+    return RECENT.put(session_hash, asked, _analyze(image, model_name, session, progress, request))
+
+
+def _analyze(image, model_name, session, progress, request) -> tuple:
     language = lang(request)
     previous_model = (session or {}).get("model") or service.default_model()
     model_name = (model_name or "").strip()

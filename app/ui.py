@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import api, panel, service
-from app.i18n import LANGUAGES, text
+from app.i18n import LANGUAGE_CSS, LANGUAGE_JS, LANGUAGES, text
 from app.render import OverlayStyle
 from app.session import analysis_of, lang
 from app.tabs import anatomy, downloads, faithfulness, heads, layers, overview, relevance, tokens
@@ -26,7 +26,14 @@ TABS = {
     "downloads": downloads,
 }
 
-__all__ = ["I18N", "build_demo"]
+__all__ = ["I18N", "PAGE_CSS", "PAGE_JS", "build_demo"]
+
+# Runs once when the page loads (`launch(js=...)`).
+PAGE_JS = f"""() => {{
+    ({LANGUAGE_JS})();
+    ({panel.ENTER_JS})();
+}}"""
+PAGE_CSS = LANGUAGE_CSS
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:
 # `changeLocale` is exported by Gradio's frontend core module; the module is already loaded, so importing
@@ -137,6 +144,8 @@ def build_demo() -> gr.Blocks:
                 tabs[tab_id].ui = tab_ui
 
         # ---- each tab: fitted and drawn when it is on screen --------------------------------------------
+        # Each tab's steps run in order (a fitted slider first, then the views that read it); the tabs'
+        # chains run side by side, and only the tab on screen does any work.
         on_screen: dict[str, list[dict]] = {}
         drawn_by_tab: list[tuple[str, list]] = []
         for tab_id, tab in tabs.items():
@@ -146,15 +155,9 @@ def build_demo() -> gr.Blocks:
             on_screen[tab_id] = [lazy(shared, tab_id, args) for args in [fit, *tab.redraws]]
             select = tab.ui.select(lambda tab_id=tab_id: tab_id, None, shown, **PRIVATE)
             chain(select.then, on_screen[tab_id])
-            drawn = [c for args in tab.redraws for c in args["outputs"]] + tab.outputs
-            drawn_by_tab.append((tab_id, drawn))
-        every_output = [c for _, outputs in drawn_by_tab for c in outputs]
-        after_analysis = [
-            redraw(clear_other_tabs(drawn_by_tab), [shown], every_output),
-            *(args for steps in on_screen.values() for args in steps),
-        ]
+            drawn_by_tab.append((tab_id, [c for args in tab.redraws for c in args["outputs"]] + tab.outputs))
 
-        # ---- an analysis: the image, the model, or the button -------------------------------------------
+        # ---- an analysis: the image, the model, or the button; every tab follows the session -------------
         analyzed = dict(
             fn=panel.analyze,
             inputs=[top.image, top.model, session],
@@ -163,16 +166,20 @@ def build_demo() -> gr.Blocks:
             **PRIVATE,
             **ALWAYS_LAST,  # a new picture while the previous one is still being analysed is not dropped
         )
-        for trigger in (top.run.click, top.image.change, top.model.input):
-            chain(trigger(**analyzed).then, after_analysis)
+        gr.on([top.run.click, top.image.change, top.model.input], **analyzed)
+        every_output = [c for _, outputs in drawn_by_tab for c in outputs]
+        session.change(**redraw(clear_other_tabs(drawn_by_tab), [shown], every_output))
+        for steps in on_screen.values():
+            chain(session.change, steps)
 
         # ---- what redraws with the target class, the overlay style, the language -----------------------
-        every_redraw = [lazy(shared, tab_id, args) for tab_id, tab in tabs.items() for args in tab.redraws]
-        chain(top.target.input, [args for args in every_redraw if top.target in args["inputs"]])
         styled = gr.on([c.input for c in top.style_controls], panel.set_style, top.style_controls, style, **PRIVATE)
-        chain(styled.then, [args for args in every_redraw if style in args["inputs"]])
         texts = [top.summary, top.model, top.note, *(tab.ui for tab in tabs.values())]
         switched = language.input(relabel, [language, session, top.model], texts, js=SWITCH_JS, **PRIVATE)
-        chain(switched.then, every_redraw)
+        for tab_id, tab in tabs.items():
+            redraws = [lazy(shared, tab_id, args) for args in tab.redraws]
+            chain(top.target.input, [args for args in redraws if top.target in args["inputs"]])
+            chain(styled.then, [args for args in redraws if style in args["inputs"]])
+            chain(switched.then, redraws)
         demo.load(initial_texts, [session, top.model], [language, *texts], **PRIVATE)
     return demo

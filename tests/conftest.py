@@ -36,3 +36,14 @@ def timm_tiny_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("models") / "vit_tiny_random.safetensors"
     save_vit(path, loaded.model, loaded.data_config, loaded.labels)
     return str(path)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say it in the summary when the browser tests were skipped for want of Chromium."""
+    from tests.browser.conftest import SKIPPED
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if SKIPPED in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} browser tests skipped: Chromium is missing; `make browser-deps` installs it.", yellow=True
+        )

@@ -150,3 +150,22 @@ def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
     Image.new("RGB", (300, 300), (10, 200, 40)).save(square)
     _, outputs = analyzed(str(square), "bundled")
     assert "crop" not in outputs[3] and outputs[6].visible is False
+
+
+def test_the_same_request_twice_from_a_page_runs_once(monkeypatch):
+    """A dropdown choice reports itself twice (selection, then blur): one model load and run."""
+    calls = []
+    real = service.analyze
+    monkeypatch.setattr(service, "analyze", lambda *args: calls.append(args) or real(*args))
+    page = gr.Request(headers={"accept-language": "en"})
+    page.session_hash = "one-browser-tab"
+    first = analyzed(get_image("lion.jpg"), "bundled", request=page)
+    second = analyzed(get_image("lion.jpg"), "bundled", request=page)
+    assert len(calls) == 1 and second[0] == first[0]
+    _, unknown = analyzed(get_image("lion.jpg"), "no-such-model", first[0], request=page)
+    _, again = analyzed(get_image("lion.jpg"), "no-such-model", first[0], request=page)
+    assert again[3] == unknown[3] and unknown[3].startswith("⚠️")
+    other = gr.Request(headers={"accept-language": "en"})
+    other.session_hash = "another-browser-tab"
+    analyzed(get_image("lion.jpg"), "bundled", request=other)
+    assert len(calls) == 2  # another page asks for itself

@@ -16,6 +16,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+SKIPPED = "browser tests skipped"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 
 
@@ -23,8 +24,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 def browser():
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs it with apt-get install -y chromium")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+            pytest.fail(f"{CHROMIUM} is missing; `make browser-deps` installs it")
+        pytest.skip(f"{SKIPPED}: {CHROMIUM} is missing; install it with `make browser-deps`")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
