@@ -40,6 +40,8 @@ What = Literal[
     "weights",
     "config",
     "preprocessing",
+    # results
+    "capture field",
 ]
 WHAT: tuple[str, ...] = get_args(What)
 
