@@ -14,6 +14,7 @@ from vit_core.config import DataConfig, ViTConfig, split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.explain import ExplainOptions, explain
 from vit_core.model import ViT
+from vit_core.stats import Stats, capture_stats
 from vit_core.zoo import LoadedModel, load_model
 
 __all__ = [
@@ -22,11 +23,13 @@ __all__ = [
     "DeviceCapture",
     "ExplainOptions",
     "LoadedModel",
+    "Stats",
     "ViT",
     "ViTConfig",
     "VitCoreError",
     "capture",
     "capture_batch",
+    "capture_stats",
     "explain",
     "load_model",
     "predict",
