@@ -104,7 +104,8 @@ class _Reductions:
         # rollout's rule (vit_core.rollout.rollout_row): Â = diag(1 / (s + 1)) · (Ā + I), s the row sums
         mixed = head_mean.float() + torch.eye(head_mean.shape[-1], device=head_mean.device)  # [B, N, N]
         mixed /= mixed.sum(dim=-1, keepdim=True)
-        self.joint = mixed if self.joint is None else torch.bmm(mixed, self.joint)  # the later layer on the left
+        with torch.autocast(mixed.device.type, enabled=False):  # the product stays float32 under autocast
+            self.joint = mixed if self.joint is None else torch.bmm(mixed, self.joint)  # the later layer on the left
 
     def residual(self, tokens: torch.Tensor) -> None:
         """The logit lens on one block's output `[B, N, D]`."""
@@ -181,10 +182,11 @@ def capture_stats(
     else:
         hooks.update(_explicit_hooks(reductions, cfg.depth))
         context = contextlib.nullcontext()
-    with torch.inference_mode(), _autocast(device, autocast), model.hooks(hooks), context:
-        final = model.forward_tokens(pixels)  # [B, N, D]
-        logits = model.head_logits(final) if model.head is not None else None  # [B, C]
-        return reductions.result(logits, layer_logits, "triton" if fused else "explicit")
+    with torch.inference_mode():
+        with _autocast(device, autocast), model.hooks(hooks), context:
+            final = model.forward_tokens(pixels)  # [B, N, D]
+            logits = model.head_logits(final) if model.head is not None else None  # [B, C]
+        return reductions.result(logits, layer_logits, "triton" if fused else "explicit")  # float32, no autocast
 
 
 def _explicit_hooks(reductions: _Reductions, depth: int) -> dict:

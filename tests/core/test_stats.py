@@ -220,3 +220,16 @@ def test_on_cuda_the_kernel_equals_the_explicit_path_in_fp32_and_bf16():
             for name, value in expected.items():
                 got = getattr(ours, name).float().cpu()
                 assert torch.allclose(got, value, atol=atol * max(1.0, value.abs().max().item())), (name, dtype)
+
+
+def test_under_bf16_autocast_the_reductions_still_run_in_float32():
+    # The attention itself is computed in bf16, but the rollout product and the statistics must not lose
+    # more: they equal the analyses of a capture made under the same autocast.
+    model, pixels = tiny(MODELS["class token and registers"]), torch.randn(2, 3, 32, 32)
+    stats = capture_stats(model, pixels, autocast=torch.bfloat16).to_numpy()
+    for b, image in enumerate(capture_batch(model, pixels, autocast=torch.bfloat16)):
+        attentions = tensor_view(image.attentions)
+        expected = rollout_vector(attentions, image.num_prefix_tokens, image.has_class_token).numpy()
+        assert np.allclose(stats.rollout[b], expected, atol=1e-5), np.abs(stats.rollout[b] - expected).max()
+        assert np.allclose(stats.entropy[b], attention_entropy(image), atol=1e-5)
+        assert np.allclose(stats.distance[b], mean_attention_distance(image), atol=1e-4)
