@@ -194,7 +194,7 @@ def _explicit_hooks(reductions: _Reductions, depth: int) -> dict:
     latest_scores: list[torch.Tensor] = []
 
     def keep_scores(scores: torch.Tensor, _name: str) -> None:
-        latest_scores[:] = [scores]  # [B, H, N, N], released when the next layer's arrive
+        latest_scores[:] = [scores]  # [B, H, N, N], dropped once this layer's pattern is reduced
 
     def reduce(pattern: torch.Tensor, _name: str) -> None:
         weights = pattern.float()  # [B, H, N, N]
@@ -213,7 +213,7 @@ def _explicit_hooks(reductions: _Reductions, depth: int) -> dict:
 
 def _fused_attention(reductions: _Reductions):
     """The fused path: the Triton kernel computes each layer's output and its statistics together."""
-    from vit_core.kernels import attention_stats  # imports triton; looked up per call (the tests reload it)
+    from vit_core.kernels import attention_stats  # imports triton, only when the kernel runs
 
     def attention(_layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         result = attention_stats.attention_with_stats(
