@@ -19,12 +19,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vit_core.capture import Capture
+from vit_core.capture import Capture, DeviceCapture, tensor_bytes
 
 
-def capture_bytes(capture: Capture) -> int:
-    """Bytes held by a capture's arrays."""
-    return sum(value.nbytes for f in fields(capture) if isinstance(value := getattr(capture, f.name), np.ndarray))
+def capture_bytes(capture: Capture | DeviceCapture) -> int:
+    """Bytes held by a capture: its numpy arrays and its torch tensors (on any device), so the budget bounds both."""
+    total = 0
+    for f in fields(capture):
+        value = getattr(capture, f.name)
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, torch.Tensor):
+            total += tensor_bytes(value)
+    return total
 
 
 @dataclass

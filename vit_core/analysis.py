@@ -6,6 +6,10 @@
   similarity of one patch to all others;
 - position-embedding similarity and principal components of the patch-embedding filters (Fig. 7);
 - head ablation: zero heads' outputs and measure the target probability.
+
+The head statistics have torch forms (`mean_distance_per_head`, `entropy_per_head`) that run on the
+device of the attentions, for one image `[L, H, N, N]`, one layer of a batch `[B, H, N, N]` or a whole
+batch `[B, L, H, N, N]`; the numpy functions over a `Capture` call them.
 """
 
 from __future__ import annotations
@@ -57,20 +61,74 @@ def patch_distances(grid: tuple[int, int], patch_size: int) -> np.ndarray:
     return distances
 
 
+def patch_distance_matrix(grid: tuple[int, int], patch_size: int, device: torch.device) -> torch.Tensor:
+    """`patch_distances` as a float32 tensor on `device` (computed there from the patch indices)."""
+    if device.type == "cpu":
+        return tensor_view(patch_distances(grid, patch_size)).float()
+    return distances_from_indices(grid, patch_size, device)
+
+
+def distances_from_indices(grid: tuple[int, int], patch_size: int, device: torch.device) -> torch.Tensor:
+    """`[P, P]` float32 pixel distances between patch centres, computed on `device` from the indices."""
+    index = torch.arange(grid[0] * grid[1], device=device)
+    centres = torch.stack([index // grid[1], index % grid[1]], dim=1).float() * patch_size  # [P, 2] (row, col)
+    return (centres[:, None, :] - centres[None, :, :]).norm(dim=-1)  # exact differences (cdist may use a matmul)
+
+
+def _each_layer(attentions: torch.Tensor, reduce) -> torch.Tensor:
+    """Apply `reduce` (`[..., H, N, N]` -> `[..., H]`) layer by layer over dim -4 if there is one, so the
+    temporaries of one layer stay in cache (and on a GPU, one layer's worth of memory)."""
+    if attentions.ndim <= 3:
+        return reduce(attentions)
+    return torch.stack([reduce(layer) for layer in attentions.unbind(-4)], dim=-2)  # [..., L, H]
+
+
+def mean_distance_per_head(
+    attentions: torch.Tensor, num_prefix_tokens: int, grid: tuple[int, int], patch_size: int
+) -> torch.Tensor:
+    """Mean attention distance in pixels, `[..., head, query, key]` -> `[..., head]`, on their device.
+
+    Patch queries to patch keys only, each row renormalised over the patch keys (prefix tokens have no
+    position), averaged over the patch queries.
+    """
+    distances = patch_distance_matrix(grid, patch_size, attentions.device)  # [P, P]
+    prefix = num_prefix_tokens
+
+    def reduce(layer: torch.Tensor) -> torch.Tensor:  # [..., H, N, N] -> [..., H]
+        patch_to_patch = layer[..., prefix:, prefix:]  # [..., H, P, P]
+        if patch_to_patch.dtype in (torch.bfloat16, torch.float16):
+            patch_to_patch = patch_to_patch.float()
+        weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [..., H, P]
+        return weighted.mean(-1)
+
+    return _each_layer(attentions, reduce)
+
+
+def entropy_per_head(attentions: torch.Tensor) -> torch.Tensor:
+    """`[..., head, query, key]` -> `[..., head]` in nats: -Σ p log p of each row, averaged over the queries.
+
+    (A capture's `row_entropy`, computed in the forward pass, gives the same as `row_entropy.mean(-1)`.)
+    """
+
+    def reduce(layer: torch.Tensor) -> torch.Tensor:  # [..., H, N, N] -> [..., H]
+        if layer.dtype in (torch.bfloat16, torch.float16):
+            layer = layer.float()
+        tiny = torch.finfo(layer.dtype).tiny  # clamp: 0·log 0 = 0
+        # in-place ops allocate one temporary instead of three
+        return layer.clamp_min(tiny).log_().mul_(layer).sum(-1).mean(-1).neg_()
+
+    return _each_layer(attentions, reduce)
+
+
 def mean_attention_distance(capture: Capture) -> np.ndarray:
     """`[layer, head]` in pixels: attention-weighted query-key patch distance, averaged over patch queries.
 
     Attention from patches to patches only, renormalised over the patch keys (prefix tokens have no
     position), as in the ViT paper's Fig. 7 (right) and Fig. 11.
     """
-    prefix = capture.num_prefix_tokens
-    distances = tensor_view(patch_distances(capture.grid, capture.patch_size)).float()  # [P, P]
-    per_layer = []
-    for layer in tensor_view(capture.attentions):  # [H, N, N], one layer at a time to stay in cache
-        patch_to_patch = layer[:, prefix:, prefix:]  # [H, P, P]
-        weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [H, P]
-        per_layer.append(weighted.mean(-1))
-    return torch.stack(per_layer).numpy().astype(np.float32)
+    attentions = tensor_view(capture.attentions)  # [L, H, N, N], no copy
+    distance = mean_distance_per_head(attentions, capture.num_prefix_tokens, capture.grid, capture.patch_size)
+    return distance.numpy().astype(np.float32)
 
 
 def attention_entropy(capture: Capture) -> np.ndarray:
@@ -81,11 +139,7 @@ def attention_entropy(capture: Capture) -> np.ndarray:
     """
     if capture.row_entropy is not None:
         return capture.row_entropy.mean(axis=-1, dtype=np.float64).astype(np.float32)
-    attentions = tensor_view(capture.attentions)
-    tiny = torch.finfo(attentions.dtype).tiny  # clamp: 0·log 0 = 0
-    # Layer by layer, so the temporary stays in cache; in-place ops allocate one instead of three.
-    per_layer = [-layer.clamp_min(tiny).log_().mul_(layer).sum(-1).mean(-1) for layer in attentions]  # each [H]
-    return torch.stack(per_layer).numpy().astype(np.float32)
+    return entropy_per_head(tensor_view(capture.attentions)).numpy().astype(np.float32)
 
 
 def _patch_tokens(capture: Capture, layer: int) -> np.ndarray:

@@ -1,16 +1,21 @@
-"""Run a ViT once and bring back what happened inside it, as numpy arrays on the CPU.
+"""Run a ViT once and bring back what happened inside it: on the model's device, or as numpy on the CPU.
 
 Attention weights per layer and head, the residual stream after the embedding and after each block,
 the logits, the logit lens (nostalgebraist 2020: the model's own final norm and head read off every
 block's output) and, on request, scores, queries, keys and the gradient of one class logit with
 respect to every layer's attention weights (one backward pass; Chefer et al. 2021 need it).
+
+`capture_batch(..., keep_on_device=True)` returns a `DeviceCapture`: the batch's tensors stay where the
+model ran (in the autocast dtype under autocast), and `to_numpy(fields)` brings only the fields asked
+for to the host in one pinned, non-blocking copy. Without it, the same copy happens at once and each
+image gets a `Capture` of float32 numpy arrays.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,18 +24,21 @@ import torch
 
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
-from vit_core.validate import check_index
+from vit_core.validate import check_choice, check_index
 
 Target = int | Sequence[int] | Literal["top"] | None
 
 
 @dataclass(frozen=True)
 class Capture:
-    """Everything captured from one image. Arrays are float32; shapes are per image."""
+    """Everything captured from one image. Arrays are float32; shapes are per image.
 
-    input: np.ndarray  # [channels, height, width], the tensor actually fed to the model
-    attentions: np.ndarray  # [layer, head, query, key], rows sum to 1
-    tokens: np.ndarray  # [layer + 1, pos, dim]; 0 = embeddings (input to block 0)
+    `DeviceCapture.to_numpy(fields)` leaves the fields it was not asked for as None.
+    """
+
+    input: np.ndarray | None  # [channels, height, width], the tensor actually fed to the model
+    attentions: np.ndarray | None  # [layer, head, query, key], rows sum to 1
+    tokens: np.ndarray | None  # [layer + 1, pos, dim]; 0 = embeddings (input to block 0)
     logits: np.ndarray | None  # [classes]; None for a model without a head
     probs: np.ndarray | None  # [classes], softmax of logits
     layer_logits: np.ndarray | None  # [layer, classes], logit lens; None without a head
@@ -48,11 +56,137 @@ class Capture:
 
     @property
     def num_layers(self) -> int:
+        if self.attentions is None and self.row_entropy is not None:
+            return self.row_entropy.shape[0]
+        if self.attentions is None and self.tokens is not None:
+            return self.tokens.shape[0] - 1
         return self.attentions.shape[0]
 
     @property
     def num_heads(self) -> int:
-        return self.attentions.shape[1]
+        return (self.attentions if self.attentions is not None else self.row_entropy).shape[1]
+
+
+# The per-image array fields of a capture, in the order they are copied to the host.
+FIELDS: tuple[str, ...] = (
+    "input",
+    "attentions",
+    "tokens",
+    "logits",
+    "probs",
+    "layer_logits",
+    "scores",
+    "queries",
+    "keys",
+    "attention_grads",
+    "token_grads",
+    "row_entropy",
+)
+
+
+@dataclass(frozen=True)
+class DeviceCapture:
+    """A batch's capture, kept on the device where the model ran. Every tensor has a leading batch axis.
+
+    The same fields as `Capture`; big ones are in the autocast dtype under autocast (bf16 halves them),
+    `row_entropy`, `logits`, `probs` and `layer_logits` are float32. The torch maps and analyses
+    (`rollout_vector`, `mean_distance_per_head`, ...) run on these tensors where they are.
+    """
+
+    input: torch.Tensor  # [batch, channels, height, width]
+    attentions: torch.Tensor  # [batch, layer, head, query, key], rows sum to 1
+    tokens: torch.Tensor  # [batch, layer + 1, pos, dim]
+    logits: torch.Tensor | None  # [batch, classes]
+    probs: torch.Tensor | None  # [batch, classes]
+    layer_logits: torch.Tensor | None  # [batch, layer, classes]
+    num_prefix_tokens: int
+    grid: tuple[int, int]
+    patch_size: int
+    has_class_token: bool = True
+    scores: torch.Tensor | None = None  # [batch, layer, head, query, key]
+    queries: torch.Tensor | None = None  # [batch, layer, head, pos, d_head]
+    keys: torch.Tensor | None = None  # [batch, layer, head, pos, d_head]
+    attention_grads: torch.Tensor | None = None  # [batch, layer, head, query, key]
+    token_grads: torch.Tensor | None = None  # [batch, pos, dim]
+    row_entropy: torch.Tensor | None = None  # [batch, layer, head, query]
+    targets: tuple[int, ...] | None = None  # per image, the class the gradients differentiate
+
+    def __len__(self) -> int:
+        return self.input.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.attentions.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tensors (on the device)."""
+        return sum(tensor_bytes(getattr(self, name)) for name in FIELDS)
+
+    def to_numpy(self, fields: Iterable[str] | None = None) -> list[Capture]:
+        """One `Capture` per image with the requested `fields` (default: all) as float32 numpy arrays.
+
+        One host copy for the whole batch (pinned and non-blocking from CUDA, waited on once); each
+        image's arrays are views into it. Fields not requested are None.
+        """
+        names = FIELDS if fields is None else tuple(check_choice(name, FIELDS, "capture field") for name in fields)
+        arrays = host_arrays({name: getattr(self, name) for name in names if getattr(self, name) is not None})
+        return [
+            Capture(
+                **{name: arrays[name][b] if name in arrays else None for name in FIELDS},
+                num_prefix_tokens=self.num_prefix_tokens,
+                grid=self.grid,
+                patch_size=self.patch_size,
+                has_class_token=self.has_class_token,
+                target=None if self.targets is None else self.targets[b],
+            )
+            for b in range(len(self))
+        ]
+
+    @property
+    def numpy(self) -> list[Capture]:
+        """Every field of every image as numpy (`to_numpy()`)."""
+        return self.to_numpy()
+
+
+def tensor_bytes(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.numel() * tensor.element_size()
+
+
+def host_arrays(tensors: Mapping[str, torch.Tensor], pin: bool | None = None) -> dict[str, np.ndarray]:
+    """Tensors -> numpy arrays on the host (floating ones as float32), the device's ones in one staged copy.
+
+    CPU tensors become arrays without a copy when they are float32 already. Tensors on an accelerator
+    are copied, non-blocking, into slices of one host buffer (page-locked when `pin`, the default for
+    CUDA, so the copies run as DMA) and the stream is synchronised once; bf16 and fp16 are widened to
+    float32 on the host afterwards. `pin=False` with CPU tensors runs the staged copy on the CPU (tests).
+    """
+    staged = {name: t for name, t in tensors.items() if t.device.type != "cpu" or pin is False}
+    arrays = {name: _float32(t.detach()) for name, t in tensors.items() if name not in staged}
+    if not staged:
+        return arrays
+    alignment = 64  # every slice starts on a cache line, so any dtype can view it
+    offsets, total = {}, 0
+    for name, tensor in staged.items():
+        offsets[name] = total
+        total += -(-tensor_bytes(tensor) // alignment) * alignment
+    pin = any(t.device.type == "cuda" for t in staged.values()) if pin is None else pin
+    staging = torch.empty(total, dtype=torch.uint8, pin_memory=pin)  # [bytes]
+    views = {}
+    for name, tensor in staged.items():
+        view = staging[offsets[name] : offsets[name] + tensor_bytes(tensor)].view(tensor.dtype).view(tensor.shape)
+        view.copy_(tensor.detach(), non_blocking=pin)
+        views[name] = view
+    for device in {t.device for t in staged.values() if t.device.type == "cuda"}:
+        torch.cuda.current_stream(device).synchronize()  # once, after every copy was queued
+    arrays.update({name: _float32(view) for name, view in views.items()})
+    return {name: arrays[name] for name in tensors}
+
+
+def _float32(tensor: torch.Tensor) -> np.ndarray:
+    """Floating tensors as float32 arrays (bf16 has no numpy dtype), integers as they are; no copy when possible."""
+    widen = tensor.is_floating_point() and tensor.dtype != torch.float32
+    return (tensor.float() if widen else tensor).numpy()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -84,10 +218,6 @@ def tensor_view(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy()
-
-
 def predict(model: ViT, pixels: torch.Tensor, *, autocast: torch.dtype | None = None) -> torch.Tensor:
     """Plain inference on the fast path, nothing captured: pixels `[B, C, H, W]` -> logits `[B, C]`."""
     device = next(model.parameters()).device
@@ -103,12 +233,14 @@ def capture_batch(
     qk: bool = False,
     target: Target = None,
     autocast: torch.dtype | None = None,
-) -> list[Capture]:
+    keep_on_device: bool = False,
+) -> list[Capture] | DeviceCapture:
     """Run `pixels` `[B, C, H, W]` through `model` once and return one `Capture` per image.
 
     `target` (a class index, one per image, or "top" for each image's top prediction) adds, from one
     backward pass, the gradient of that class's logit with respect to every layer's attention weights
-    and to the tokens entering the last block (Grad-CAM).
+    and to the tokens entering the last block (Grad-CAM). `keep_on_device=True` returns the batch as one
+    `DeviceCapture` instead, its tensors left on the model's device (in the autocast dtype under autocast).
     """
     cfg = model.cfg
     weight = next(model.parameters())
@@ -116,19 +248,21 @@ def capture_batch(
     pixels = pixels.to(device, weight.dtype)
     if pixels.ndim != 4:
         raise VitCoreError("not_a_batch", shape=str(list(pixels.shape)))
+    # Kept on the device under autocast, the big fields take the autocast dtype: bf16 halves them.
+    store_dtype = autocast if keep_on_device and autocast not in (None, torch.float32) else None
 
     want_grad = target is not None
-    # Each captured tensor is copied into one [slots, ...] buffer as it goes by, so the per-layer
+    # Each captured tensor is copied into one [B, slots, ...] buffer as it goes by, so the per-layer
     # intermediates are freed and recycled: retaining them all costs more in fresh memory than the copy.
     buffers: dict[str, torch.Tensor] = {}
     patterns: list[torch.Tensor] = []  # kept alive only when gradients are wanted
     last_input: list[torch.Tensor] = []  # tokens entering the last block, for Grad-CAM
 
-    def record(kind: str, slot: int, slots: int):
+    def record(kind: str, slot: int, slots: int, dtype: torch.dtype | None = store_dtype):
         def hook(tensor: torch.Tensor, _name: str) -> None:
             if kind not in buffers:
-                buffers[kind] = tensor.new_empty((slots, *tensor.shape))  # [slots, B, ...]
-            buffers[kind][slot].copy_(tensor.detach())
+                buffers[kind] = tensor.new_empty((tensor.shape[0], slots, *tensor.shape[1:]), dtype=dtype)
+            buffers[kind][:, slot].copy_(tensor.detach())
             if want_grad and kind == "attentions":
                 patterns.append(tensor)
             if want_grad and kind == "tokens" and slot == slots - 2:
@@ -146,15 +280,16 @@ def capture_batch(
             with torch.no_grad():
                 row_entropy = _row_entropy(latest_scores[0].float(), pattern.detach().float())  # [B, H, N]
             if "row_entropy" not in buffers:
-                buffers["row_entropy"] = row_entropy.new_empty((slots, *row_entropy.shape))
-            buffers["row_entropy"][slot].copy_(row_entropy)
+                buffers["row_entropy"] = row_entropy.new_empty((row_entropy.shape[0], slots, *row_entropy.shape[1:]))
+            buffers["row_entropy"][:, slot].copy_(row_entropy)
 
         return hook
 
     depth = cfg.depth
     hooks = {"blocks.0.hook_resid_pre": record("tokens", 0, depth + 1)}
     for i in range(depth):
-        hooks[f"blocks.{i}.attn.hook_scores"] = _chain(keep_scores, *([record("scores", i, depth)] if scores else []))
+        kept = [record("scores", i, depth)] if scores else []
+        hooks[f"blocks.{i}.attn.hook_attn_scores"] = _chain(keep_scores, *kept)
         hooks[f"blocks.{i}.attn.hook_pattern"] = _chain(record("attentions", i, depth), entropy(i, depth))
         hooks[f"blocks.{i}.hook_resid_post"] = record("tokens", i + 1, depth + 1)
         if qk:
@@ -173,45 +308,32 @@ def capture_batch(
             targets = _resolve_targets(target, logits)
             chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
             *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
-            grads = torch.stack(pattern_grads, dim=0)  # [L, B, H, N, N]
+            grads = torch.stack(pattern_grads, dim=1)  # [B, L, H, N, N]
+            if store_dtype is not None:
+                grads, token_grads = grads.to(store_dtype), token_grads.to(store_dtype)
     with torch.inference_mode(), _autocast(device, autocast):
-        tokens = buffers["tokens"]  # [L+1, B, N, D]
-        layer_logits = model.head_logits(tokens[1:]) if logits is not None else None  # [L, B, C]
-        arrays = {kind: _numpy(buffer) for kind, buffer in buffers.items()}  # each [slots, B, ...]
-        logits_np = _numpy(logits) if logits is not None else None
-        probs_np = _numpy(logits.float().softmax(-1)) if logits is not None else None
-        layer_np = _numpy(layer_logits) if layer_logits is not None else None
-        grads_np = _numpy(grads) if grads is not None else None
-        token_grads_np = _numpy(token_grads) if grads is not None else None  # [B, N, D]
-    grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
-
-    def per_image(array: np.ndarray | None, b: int, batch_first: bool = False) -> np.ndarray | None:
-        if array is None:
-            return None
-        return array[b] if batch_first else array[:, b]
-
-    return [
-        Capture(
-            input=_numpy(pixels[b]),
-            attentions=arrays["attentions"][:, b],
-            tokens=arrays["tokens"][:, b],
-            logits=per_image(logits_np, b, batch_first=True),
-            probs=per_image(probs_np, b, batch_first=True),
-            layer_logits=per_image(layer_np, b),
-            num_prefix_tokens=cfg.num_prefix_tokens,
-            grid=grid,
-            patch_size=cfg.patch_size,
-            has_class_token=cfg.class_token,
-            scores=per_image(arrays.get("scores"), b),
-            queries=per_image(arrays.get("queries"), b),
-            keys=per_image(arrays.get("keys"), b),
-            attention_grads=per_image(grads_np, b),
-            token_grads=per_image(token_grads_np, b, batch_first=True),
-            target=None if targets is None else targets[b],
-            row_entropy=per_image(arrays["row_entropy"], b),
-        )
-        for b in range(pixels.shape[0])
-    ]
+        layer_logits = model.head_logits(buffers["tokens"][:, 1:]).float() if logits is not None else None  # [B, L, C]
+    logits = logits.detach().float() if logits is not None else None
+    result = DeviceCapture(
+        input=pixels,
+        attentions=buffers["attentions"],
+        tokens=buffers["tokens"],
+        logits=logits,
+        probs=logits.softmax(-1) if logits is not None else None,
+        layer_logits=layer_logits,
+        num_prefix_tokens=cfg.num_prefix_tokens,
+        grid=(pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size),
+        patch_size=cfg.patch_size,
+        has_class_token=cfg.class_token,
+        scores=buffers.get("scores"),
+        queries=buffers.get("queries"),
+        keys=buffers.get("keys"),
+        attention_grads=grads,
+        token_grads=token_grads,
+        row_entropy=buffers["row_entropy"],
+        targets=None if targets is None else tuple(targets),
+    )
+    return result if keep_on_device else result.to_numpy()
 
 
 def _chain(*hooks: Callable[[torch.Tensor, str], None]) -> Callable[[torch.Tensor, str], None]:
@@ -233,13 +355,17 @@ def _row_entropy(scores: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
     return (pattern * (top_score - scores)).sum(dim=-1) - pattern.amax(dim=-1).log()
 
 
-def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture:
-    """`capture_batch` for one image `[C, H, W]` (or a batch of one)."""
+def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture | DeviceCapture:
+    """`capture_batch` for one image `[C, H, W]` (or a batch of one).
+
+    With `keep_on_device=True` it returns the `DeviceCapture` of a batch of one.
+    """
     if pixels.ndim == 3:
         pixels = pixels.unsqueeze(0)
     if pixels.shape[0] != 1:
         raise VitCoreError("one_image_only")
-    return capture_batch(model, pixels, **options)[0]  # type: ignore[arg-type]
+    result = capture_batch(model, pixels, **options)  # type: ignore[arg-type]
+    return result if isinstance(result, DeviceCapture) else result[0]
 
 
 def _resolve_targets(target: Target, logits: torch.Tensor) -> list[int]:

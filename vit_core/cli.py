@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, default=1)
     bench.add_argument("--repeats", type=int, default=10)
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    bench.add_argument("--stats", action="store_true", help="also time the streaming statistics path (capture_stats)")
     bench.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
     bench.set_defaults(handler=cmd_bench)
 
@@ -181,7 +182,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except WeightsUnavailable:
         # Speed does not depend on the values of the weights: measure the same architecture.
         loaded = load_model(args.model, device=args.device, random_weights=True)
-    report = benchmark(loaded, batch=args.batch, repeats=args.repeats, autocast=_autocast_dtype(args))
+    report = benchmark(loaded, batch=args.batch, repeats=args.repeats, autocast=_autocast_dtype(args), stats=args.stats)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -40,6 +40,9 @@ What = Literal[
     "weights",
     "config",
     "preprocessing",
+    # results
+    "capture field",
+    "statistics kernel",
 ]
 WHAT: tuple[str, ...] = get_args(What)
 
@@ -100,6 +103,9 @@ MESSAGES: dict[str, str] = {
     "not_a_batch": "expected a batch of images [B, C, H, W], got a tensor of shape {shape}.",
     "one_image_only": "capture() takes one image; use capture_batch() for a batch.",
     "target_count_mismatch": "got {targets} targets for a batch of {batch} images.",
+    "stats_kernel_unavailable": (
+        "the fused statistics kernel cannot run on {device}: it needs CUDA and Triton; use the explicit kernel."
+    ),
     "capture_without_target": "class-specific maps need a capture made with a target class (capture(..., target=c)).",
     "method_not_implemented": "the {method} method is not implemented yet; use {instead} instead.",
     "map_grid_mismatch": "the map's grid {map_rows}x{map_cols} does not match the image's {rows}x{cols} patches.",

@@ -2,7 +2,8 @@
 
 The query is the class token, or the mean over all tokens for a model without one, or any chosen
 patch ("where does this patch look?"). Prefix tokens (class, distillation, registers) are split off
-with `split_tokens`, never by assuming one class token at position 0.
+with `split_tokens`, never by assuming one class token at position 0. `class_rows` reads the query's
+row in torch, on whatever device and for whatever batch the attentions have.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 
-from vit_core.capture import Capture
+from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.validate import check_index, check_patch, check_range
@@ -19,8 +21,14 @@ from vit_core.validate import check_index, check_patch, check_range
 HeadChoice = int | Literal["mean", "max"]
 
 
+def class_rows(attentions: torch.Tensor, has_class_token: bool = True) -> torch.Tensor:
+    """`[..., head, query, key]` -> `[..., head, key]`: the class token's row, or the mean over all queries
+    for a model without a class token (the query every map of this module uses by default)."""
+    return attentions[..., 0, :] if has_class_token else attentions.mean(dim=-2)
+
+
 def select_heads(attentions: np.ndarray, head: HeadChoice) -> np.ndarray:
-    """`[head, query, key]` -> `[query, key]`: one head, the head mean or the head max."""
+    """`[head, ...]` -> `[...]`: one head, the head mean or the head max (`[head, query, key]` or `[head, key]`)."""
     if head == "mean":
         return attentions.mean(axis=0)
     if head == "max":
@@ -41,15 +49,14 @@ def attention_map(
 ) -> np.ndarray:
     """Attention from the query to every patch at `layer`, as a `[rows, cols]` grid (not renormalised)."""
     layer = check_index(layer, capture.num_layers, "layer")
-    weights = select_heads(capture.attentions[layer], head)  # [query, key]
+    weights = tensor_view(capture.attentions[layer])  # [head, query, key]
     if query_patch is not None:
         row, col = check_patch(query_patch, capture.grid)
-        query = weights[capture.num_prefix_tokens + row * capture.grid[1] + col]  # [key]
-    elif capture.has_class_token:
-        query = weights[0]
+        rows = weights[:, capture.num_prefix_tokens + row * capture.grid[1] + col]  # [head, key]
     else:
-        query = weights.mean(axis=0)  # no class token: the mean over all queries
-    return patch_map(query, capture)
+        rows = class_rows(weights, capture.has_class_token)  # [head, key]
+    # The heads are fused after the row is chosen: the same numbers as fusing first, N times less work.
+    return patch_map(select_heads(rows.numpy(), head), capture)
 
 
 def mass_threshold(grid_map: np.ndarray, fraction: float = 0.6) -> np.ndarray:

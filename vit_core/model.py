@@ -7,11 +7,13 @@ MLP of two linear layers with GELU, each on a residual branch) -> final norm -> 
 Capture points use TransformerLens's names. Each is a `HookPoint` (an identity module); hooks are
 attached only inside `ViT.hooks(...)`, which always removes them. Attention takes the fused path
 (`F.scaled_dot_product_attention`) unless something hooks its scores or pattern, in which case the
-explicit softmax path runs; both give the same numbers.
+explicit softmax path runs; both give the same numbers. `ViT.attention_functions(...)` swaps in another
+computation of the attention output (the fused statistics kernel of `vit_core.kernels`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -23,6 +25,10 @@ from vit_core.config import ViTConfig, split_tokens
 from vit_core.errors import VitCoreError
 
 HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+# (layer, q, k, v, scale) -> z: q, k, v `[batch, head, pos, d_head]` -> z `[batch, head, pos, d_head]`
+AttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+# Older names of capture points, still accepted by `ViT.hooks` (the suffix after the block's prefix).
+HOOK_ALIASES = {"attn.hook_scores": "attn.hook_attn_scores"}
 
 
 class HookPoint(nn.Module):
@@ -66,19 +72,24 @@ class Attention(nn.Module):
         self.hook_q = HookPoint()  # [batch, head, query, d_head]
         self.hook_k = HookPoint()  # [batch, head, key, d_head]
         self.hook_v = HookPoint()  # [batch, head, key, d_head]
-        self.hook_scores = HookPoint()  # [batch, head, query, key], scaled, before softmax
+        self.hook_attn_scores = HookPoint()  # [batch, head, query, key], scaled, before softmax
         self.hook_pattern = HookPoint()  # [batch, head, query, key], rows sum to 1
         self.hook_z = HookPoint()  # [batch, head, query, d_head], pattern @ v per head
+        # Set only inside `ViT.attention_functions(...)`: computes z from q, k, v instead of the paths below.
+        self.attention_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)  # [B, N, 3, H, Dh]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        if self.fused and not (self.hook_scores.active or self.hook_pattern.active):
+        explicit = self.hook_attn_scores.active or self.hook_pattern.active
+        if self.attention_fn is not None and not explicit:
+            z = self.attention_fn(q, k, v, self.scale)  # [B, H, N, Dh]
+        elif self.fused and not explicit:
             z = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, Dh]
         else:
-            scores = self.hook_scores((q * self.scale) @ k.transpose(-2, -1))  # [B, H, N, N]
+            scores = self.hook_attn_scores((q * self.scale) @ k.transpose(-2, -1))  # [B, H, N, N]
             pattern = self.hook_pattern(scores.softmax(dim=-1))  # [B, H, N, N]
             z = pattern @ v  # [B, H, N, Dh]
         z = self.hook_z(z)
@@ -194,23 +205,50 @@ class ViT(nn.Module):
         """Attach `fn(tensor, name)` to the named capture points for the duration of the block.
 
         A hook that returns a tensor replaces the value (interventions such as head ablation).
-        Hooks are removed on exit, also when the block raises.
+        Hooks are removed on exit, also when the block raises. Older names (`HOOK_ALIASES`:
+        `blocks.{i}.attn.hook_scores`) attach to the same point; `fn` receives the name it was given.
         """
-        unknown = [name for name in fwd_hooks if name not in self.hook_points]
+        points = {name: self.hook_points.get(self.canonical_hook_name(name)) for name in fwd_hooks}
+        unknown = [name for name, point in points.items() if point is None]
         if unknown:
             raise VitCoreError("unknown_hook", name=unknown[0], valid=self.hook_names())
         handles = []
         try:
             for name, fn in fwd_hooks.items():
                 handles.append(
-                    self.hook_points[name].register_forward_hook(
-                        lambda module, _inputs, output, fn=fn: fn(output, module.name)
+                    points[name].register_forward_hook(
+                        lambda _module, _inputs, output, fn=fn, name=name: fn(output, name)
                     )
                 )
             yield
         finally:
             for handle in handles:
                 handle.remove()
+
+    @staticmethod
+    def canonical_hook_name(name: str) -> str:
+        """`blocks.3.attn.hook_scores` -> `blocks.3.attn.hook_attn_scores`; other names as they are."""
+        prefix, dot, rest = name.partition(".")
+        if prefix == "blocks" and dot:
+            index, _, suffix = rest.partition(".")
+            if suffix in HOOK_ALIASES:
+                return f"blocks.{index}.{HOOK_ALIASES[suffix]}"
+        return name
+
+    @contextmanager
+    def attention_functions(self, fn: AttentionFn) -> Iterator[None]:
+        """Compute every block's attention output with `fn(layer, q, k, v, scale) -> z` inside the block.
+
+        The statistics path uses it to run a kernel that reduces the attention weights as it computes
+        them. Capture points on the scores or the pattern still take the explicit path. Restored on exit.
+        """
+        try:
+            for index, block in enumerate(self.blocks):
+                block.attn.attention_fn = functools.partial(fn, index)
+            yield
+        finally:
+            for block in self.blocks:
+                block.attn.attention_fn = None
 
     def hook_names(self) -> str:
         """The capture points, block indices folded: 'hook_embed, ..., blocks.{0..11}.attn.hook_pattern'."""

@@ -3,7 +3,8 @@
 Each reads a capture made with a `target` (`capture(..., target=c)`), which holds the gradient of
 that class's logit with respect to every layer's attention weights and to the tokens entering the
 last block. Each layer's attention is paired with *its own* gradient (vit-explain pairs them with the
-wrong layer, its issue #6).
+wrong layer, its issue #6). `grad_rollout_vector` and `chefer_vector` run in torch on the device of a
+`DeviceCapture`'s tensors, for one image `[L, H, N, N]` or a batch `[B, L, H, N, N]`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
-from vit_core.rollout import discard_lowest, query_vector, rollout_row
+from vit_core.rollout import chain_dtype, discard_lowest, query_vector, rollout_row, vector_matrix
 from vit_core.validate import check_index
 
 
@@ -27,17 +28,33 @@ def _require_gradients(capture: Capture) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _grad_weighted_mean(attentions: torch.Tensor, grads: torch.Tensor, clamp_first: bool = False) -> torch.Tensor:
-    """`[L, H, N, N]` x2 -> `[L, N, N]` float64: the head mean of ∇A ⊙ A, negatives set to 0 after the mean
-    (gradient rollout) or before it (`clamp_first`, Chefer et al.).
+    """`[..., L, H, N, N]` x2 -> `[..., L, N, N]` in `chain_dtype`: the head mean of ∇A ⊙ A, negatives set to 0
+    after the mean (gradient rollout) or before it (`clamp_first`, Chefer et al.).
 
     The product and the head mean run in float32, layer by layer so the arrays stay in cache; the
-    chains that follow run in float64.
+    chains that follow run in float64 on the CPU.
     """
     per_layer = []
-    for a, g in zip(attentions, grads, strict=True):
-        product = g * a  # [H, N, N]
-        per_layer.append(product.clamp_min_(0).mean(dim=0) if clamp_first else product.mean(dim=0).clamp_min_(0))
-    return torch.stack(per_layer).double()
+    for a, g in zip(attentions.unbind(-4), grads.unbind(-4), strict=True):  # each [..., H, N, N]
+        product = g.float() * a.float()  # [..., H, N, N]; .float() is free for float32
+        per_layer.append(product.clamp_min_(0).mean(dim=-3) if clamp_first else product.mean(dim=-3).clamp_min_(0))
+    return torch.stack(per_layer, dim=-3).to(chain_dtype(attentions.device))
+
+
+def grad_rollout_vector(
+    attentions: torch.Tensor,
+    grads: torch.Tensor,
+    num_prefix_tokens: int,
+    has_class_token: bool = True,
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+) -> torch.Tensor:
+    """Gradient rollout's row over all tokens `[..., N]` from attentions and their gradients `[..., L, H, N, N]`."""
+    layers, tokens = attentions.shape[-4], attentions.shape[-1]
+    start_layer = check_index(start_layer, layers, "start layer")
+    weighted = _grad_weighted_mean(attentions[..., start_layer:, :, :, :], grads[..., start_layer:, :, :, :])
+    weighted = discard_lowest(weighted, discard_ratio, num_prefix_tokens)  # [..., L', N, N]
+    return rollout_row(weighted, query_vector(tokens, has_class_token, weighted.dtype, weighted.device))
 
 
 def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int = 0) -> np.ndarray:
@@ -47,13 +64,26 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
     rollout's (A + I) / 2 with rows renormalised, multiplied from `start_layer` to the last layer.
     """
     attentions, grads = _require_gradients(capture)
-    layers = attentions.shape[0]
-    start_layer = check_index(start_layer, layers, "start layer")
-    weighted = _grad_weighted_mean(attentions[start_layer:], grads[start_layer:])  # [L', N, N]
-    weighted = discard_lowest(weighted, discard_ratio, capture.num_prefix_tokens)
-    return patch_map(
-        rollout_row(weighted, query_vector(attentions.shape[-1], capture.has_class_token)).numpy(), capture
+    row = grad_rollout_vector(
+        attentions, grads, capture.num_prefix_tokens, capture.has_class_token, discard_ratio, start_layer
     )
+    return patch_map(row.numpy(), capture)
+
+
+def chefer_vector(
+    attentions: torch.Tensor, grads: torch.Tensor, has_class_token: bool = True, start_layer: int = 0
+) -> torch.Tensor:
+    """Chefer et al.'s relevance row over all tokens `[..., N]` from attentions and gradients `[..., L, H, N, N]`."""
+    layers, tokens = attentions.shape[-4], attentions.shape[-1]
+    start_layer = check_index(start_layer, layers, "start layer")
+    cams = _grad_weighted_mean(
+        attentions[..., start_layer:, :, :, :], grads[..., start_layer:, :, :, :], clamp_first=True
+    )  # [..., L', N, N]
+    # The query's row of R = Π (I + Ā_l), last layer on the left: r <- r + r · Ā_l, from the last layer down.
+    row = query_vector(tokens, has_class_token, cams.dtype, cams.device)
+    for cam in reversed(cams.unbind(-3)):  # [..., N, N] per layer
+        row = row + vector_matrix(row, cam)
+    return row
 
 
 def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
@@ -63,14 +93,7 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     the last layer; the map is the class token's row of R over the patches.
     """
     attentions, grads = _require_gradients(capture)
-    layers, _, tokens, _ = attentions.shape
-    start_layer = check_index(start_layer, layers, "start layer")
-    cams = _grad_weighted_mean(attentions[start_layer:], grads[start_layer:], clamp_first=True)  # [L', N, N]
-    # The query's row of R = Π (I + Ā_l), last layer on the left: r <- r + r · Ā_l, from the last layer down.
-    row = query_vector(tokens, capture.has_class_token)
-    for cam in cams.flip(0):  # [N, N] per layer
-        row = row + row @ cam
-    return patch_map(row.numpy(), capture)
+    return patch_map(chefer_vector(attentions, grads, capture.has_class_token, start_layer).numpy(), capture)
 
 
 def gradcam(capture: Capture) -> np.ndarray:

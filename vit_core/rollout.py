@@ -7,6 +7,9 @@ row of the product (or the mean over rows for a model without one) is the map ov
 
 Unlike vit-explain, rows are renormalised with `keepdims` (its issue #16) and the discard works per
 row instead of over the flattened matrix.
+
+`rollout_vector` runs in torch on whatever device the attentions are on, for one image `[L, H, N, N]`
+or a batch `[B, L, H, N, N]`; `rollout` is the numpy API over a `Capture`.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ from vit_core.validate import check_choice, check_index, check_range
 HeadFusion = Literal["mean", "max", "min"]
 
 
+def chain_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the products over layers: float64 on the CPU; float32 on accelerators, where float64 is
+    slow (the product of row-stochastic matrices stays well conditioned, so float32 is enough there)."""
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
 def fuse_heads(attentions: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
     """`[..., head, query, key]` -> `[..., query, key]`. Rows of max/min fusions are renormalised later."""
     check_choice(head_fusion, get_args(HeadFusion), "head fusion")
     if head_fusion == "mean":
-        return attentions.mean(dim=-3)
+        # bf16 and fp16 captures are averaged in float32
+        return attentions.mean(dim=-3, dtype=torch.promote_types(attentions.dtype, torch.float32))
     if head_fusion == "max":
         return attentions.amax(dim=-3)
     return attentions.amin(dim=-3)
@@ -62,15 +72,21 @@ def chain_with_residual(per_layer: torch.Tensor) -> torch.Tensor:
 def rollout_row(per_layer: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """`query`ᵀ · Π (A + I)/2 (rows renormalised, last layer on the left) without forming the product.
 
+    `per_layer` is `[..., layer, N, N]`, `query` `[N]` or `[..., N]`; returns `[..., N]`.
     One vector-matrix product per layer (O(L·N²)) instead of the full N x N chain (O(L·N³)), and no
     N x N temporary: with row sums s, row-renormalised (A + I)/2 is diag(1/(s+1)) · (A + I), so
     r · that = w · A + w with w = r / (s + 1).
     """
     row = query.to(per_layer.dtype)
-    for attention in per_layer.flip(0):  # the last layer is the leftmost factor
-        weighted = row / (attention.sum(dim=-1) + 1)
-        row = weighted @ attention + weighted
+    for attention in reversed(per_layer.unbind(-3)):  # [..., N, N]; the last layer is the leftmost factor
+        weighted = row / (attention.sum(dim=-1) + 1)  # [..., N]
+        row = vector_matrix(weighted, attention) + weighted
     return row
+
+
+def vector_matrix(row: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """`[..., N]` · `[..., N, N]` -> `[..., N]`, batch dimensions broadcast (one image: a plain vector product)."""
+    return row @ matrix if matrix.ndim == 2 else (row.unsqueeze(-2) @ matrix).squeeze(-2)
 
 
 def rollout_matrix(
@@ -91,6 +107,27 @@ def rollout_matrix(
     return chain_with_residual(discard_lowest(fused, discard_ratio, num_prefix_tokens)).numpy()
 
 
+def rollout_vector(
+    attentions: torch.Tensor,
+    num_prefix_tokens: int,
+    has_class_token: bool = True,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+) -> torch.Tensor:
+    """Attention rollout's row over all tokens, `[..., N]`, from attentions `[..., layer, head, N, N]`.
+
+    Runs where the attentions are (float64 on the CPU, float32 elsewhere: `chain_dtype`); a batch
+    `[B, L, H, N, N]` gives `[B, N]`. `patch_map` turns an image's row into the map over patches.
+    """
+    layers, tokens = attentions.shape[-4], attentions.shape[-1]
+    start_layer = check_index(start_layer, layers, "start layer")
+    stack = attentions[..., start_layer:, :, :, :]  # [..., L', H, N, N]
+    fused = discard_lowest(fuse_heads(stack, head_fusion), discard_ratio, num_prefix_tokens)  # [..., L', N, N]
+    dtype = chain_dtype(attentions.device)
+    return rollout_row(fused.to(dtype), query_vector(tokens, has_class_token, dtype, attentions.device))
+
+
 def rollout(
     capture: Capture,
     head_fusion: HeadFusion = "mean",
@@ -102,15 +139,21 @@ def rollout(
     Defaults (mean fusion, no discard, from layer 0) are the paper's; vit-explain's demo uses max
     fusion with discard 0.9, which sharpens the map.
     """
-    layers, _, tokens, _ = capture.attentions.shape
-    start_layer = check_index(start_layer, layers, "start layer")
-    stack = tensor_view(capture.attentions[start_layer:])  # [L', H, N, N]
-    fused = discard_lowest(fuse_heads(stack, head_fusion), discard_ratio, capture.num_prefix_tokens).double()
-    return patch_map(rollout_row(fused, query_vector(tokens, capture.has_class_token)).numpy(), capture)
+    row = rollout_vector(
+        tensor_view(capture.attentions),  # [L, H, N, N], no copy
+        capture.num_prefix_tokens,
+        capture.has_class_token,
+        head_fusion,
+        discard_ratio,
+        start_layer,
+    )
+    return patch_map(row.numpy(), capture)
 
 
-def query_vector(tokens: int, has_class_token: bool) -> torch.Tensor:
+def query_vector(
+    tokens: int, has_class_token: bool, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+) -> torch.Tensor:
     """The class token's one-hot row selector, or the mean over all rows for a model without one."""
     if has_class_token:
-        return torch.nn.functional.one_hot(torch.tensor(0), tokens).double()
-    return torch.full((tokens,), 1.0 / tokens, dtype=torch.float64)
+        return torch.nn.functional.one_hot(torch.tensor(0, device=device), tokens).to(dtype)
+    return torch.full((tokens,), 1.0 / tokens, dtype=dtype, device=device)

@@ -1,8 +1,10 @@
 """The shared analysis store (LRU by bytes, TTL) and the picture helpers, on hand-made cases."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from app.cache import Analysis, AnalysisCache, capture_bytes
@@ -17,6 +19,9 @@ from app.render import (
     thumbnail_matrix,
 )
 from tests.reference import synthetic_capture
+from vit_core import ViT, ViTConfig, capture
+
+TINY = ViTConfig(image_size=(32, 32), patch_size=8, embed_dim=32, depth=2, num_heads=4, mlp_dim=64, num_classes=5)
 
 
 def entry(key: str, layers: int = 1) -> Analysis:
@@ -54,6 +59,21 @@ def test_growth_of_an_entry_evicts_others():
     cache.grew(base)
     assert cache.get("b") is None and cache.get("a") is base
     assert cache.nbytes == 2 * capture_bytes(base.capture)
+
+
+def test_capture_bytes_counts_torch_tensors_too():
+    base = synthetic_capture(np.full((2, 3, 5, 5), 0.2, np.float32), (2, 2))
+    arrays = capture_bytes(base)
+    assert arrays == sum(a.nbytes for a in (base.input, base.attentions, base.tokens))
+    # the same fields as tensors (a capture kept on the device) hold the same bytes
+    as_tensors = dataclasses.replace(base, attentions=torch.from_numpy(base.attentions))
+    assert capture_bytes(as_tensors) == arrays
+    device = capture(ViT(TINY).eval(), torch.randn(3, 32, 32), keep_on_device=True)
+    assert capture_bytes(device) == device.nbytes > device.attentions.numel() * 4
+    assert capture_bytes(device.to_numpy()[0]) == device.nbytes  # float32 everywhere: the same bytes on the host
+    cache = AnalysisCache(max_bytes=10**9, ttl_s=100)
+    cache.put(Analysis("k", "m", "p", as_tensors))
+    assert cache.nbytes == arrays
 
 
 def test_entries_expire_after_the_ttl():

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import timm
 import torch
-from gradio.media import get_image
 from safetensors.torch import save_file
 
+from tests.photos import photo
 from tests.reference import perturb
 from vit_core import capture
 from vit_core.images import load_image
@@ -45,7 +45,7 @@ def test_models_lists_the_catalog_with_offline_status():
 
 def test_run_writes_the_contracted_npz(tmp_path, tiny_weights):
     out = tmp_path / "cap.npz"
-    image = get_image("lion.jpg")
+    image = photo("lion.jpg")
     result = cli("run", image, "--model", "timm:vit_tiny_patch16_224", "--weights", tiny_weights, "--out", str(out))
     assert result.returncode == 0, result.stderr
     data = np.load(out)
@@ -71,7 +71,7 @@ def test_run_on_a_model_without_head_omits_layer_logits(tmp_path):
     cfg = ViTConfig(image_size=(32, 32), patch_size=16, embed_dim=16, depth=1, num_heads=2, mlp_dim=32, num_classes=0)
     save_vit(model_path, ViT(cfg), DataConfig(input_size=(3, 32, 32)), None)
     out = tmp_path / "b.npz"
-    result = cli("run", get_image("bus.png"), "--model", str(model_path), "--out", str(out))
+    result = cli("run", photo("bus.png"), "--model", str(model_path), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "layer_logits" not in np.load(out) and "logits" not in np.load(out)
 
@@ -90,7 +90,7 @@ def test_run_on_a_model_without_head_omits_layer_logits(tmp_path):
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args, match, tiny_weights, tmp_path):
-    args = [a.format(lion=get_image("lion.jpg"), tiny=tiny_weights) for a in args]
+    args = [a.format(lion=photo("lion.jpg"), tiny=tiny_weights) for a in args]
     args = [str(tmp_path / a) if a == "x.npz" else a for a in args]
     result = cli(*args)
     assert result.returncode == 2
@@ -111,15 +111,16 @@ def test_bench_prints_json_with_reference_fast_capture(tiny_weights):
 
 
 def test_bench_falls_back_to_random_weights_when_none_are_cached():
-    result = cli("bench", "--model", "timm:vit_tiny_patch16_224", "--repeats", "1")
+    result = cli("bench", "--model", "timm:vit_tiny_patch16_224", "--repeats", "1", "--stats")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["weights"] == "random"
+    report = json.loads(result.stdout)
+    assert report["weights"] == "random" and report["ratio"]["stats/reference"] > 0
     torch.manual_seed(0)
 
 
 def explain_cli(weights: str, image: str, *args: str) -> subprocess.CompletedProcess:
     """`python -m vit_core explain` on the tiny timm model with its local weights."""
-    return cli("explain", get_image(image), "--model", "timm:vit_tiny_patch16_224", "--weights", weights, *args)
+    return cli("explain", photo(image), "--model", "timm:vit_tiny_patch16_224", "--weights", weights, *args)
 
 
 @pytest.mark.parametrize("method", ["attention", "rollout", "grad_rollout", "chefer", "gradcam"])
@@ -191,7 +192,7 @@ def test_the_cli_adds_its_own_flag_hint_to_a_core_sentence(tmp_path, capsys):
     from vit_core.cli import main
 
     out = str(tmp_path / "x.npz")
-    code = main(["run", get_image("lion.jpg"), "--model", "bundled", "--weights", "w.safetensors", "--out", out])
+    code = main(["run", photo("lion.jpg"), "--model", "bundled", "--weights", "w.safetensors", "--out", out])
     error = capsys.readouterr().err.strip()
     assert code == 2 and error == (
         "error: a separate weights file applies to timm:, hf: and torchvision: models, not to vit_core files. "

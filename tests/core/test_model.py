@@ -140,6 +140,40 @@ def test_unknown_capture_point_lists_the_valid_names(tiny):
         pass
 
 
+def test_scores_hook_is_named_as_in_transformer_lens_and_the_old_name_still_works(tiny):
+    pixels = torch.randn(1, 3, 32, 32)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(tensor, name):
+        seen[name] = tensor
+
+    assert "blocks.0.attn.hook_attn_scores" in tiny.hook_points and "attn.hook_attn_scores" in tiny.hook_names()
+    with tiny.hooks({"blocks.1.attn.hook_attn_scores": keep, "blocks.1.attn.hook_scores": keep}), torch.no_grad():
+        tiny(pixels)
+    assert set(seen) == {"blocks.1.attn.hook_attn_scores", "blocks.1.attn.hook_scores"}  # each gets its own name
+    assert torch.equal(seen["blocks.1.attn.hook_attn_scores"], seen["blocks.1.attn.hook_scores"])
+    assert tiny.canonical_hook_name("blocks.1.attn.hook_scores") == "blocks.1.attn.hook_attn_scores"
+    assert all(not point._forward_hooks for point in tiny.hook_points.values())
+    with pytest.raises(VitCoreError, match="unknown capture point"), tiny.hooks({"blocks.9.attn.hook_scores": keep}):
+        pass
+
+
+def test_an_attention_function_replaces_the_computation_inside_its_block_only(tiny):
+    pixels = torch.randn(2, 3, 32, 32)
+    layers = []
+
+    def sdpa(layer, q, k, v, scale):
+        layers.append(layer)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+    expected = predict(tiny, pixels)
+    with tiny.attention_functions(sdpa):
+        assert torch.allclose(predict(tiny, pixels), expected, atol=1e-6)
+        capture(tiny, pixels[:1])  # capture points on the pattern still take the explicit path
+    assert layers == list(range(TINY.depth))
+    assert all(block.attn.attention_fn is None for block in tiny.blocks)
+
+
 def test_prefix_tokens_registers_and_distillation_in_order():
     cfg = ViTConfig(
         image_size=(32, 32),

@@ -7,12 +7,12 @@ import pytest
 import timm
 import torch
 import torchvision
-from gradio.media import get_image  # gradio ships real photos; the core itself never imports gradio
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 from transformers import ViTConfig as HFViTConfig
 from transformers import ViTForImageClassification, ViTImageProcessor
 
+from tests.photos import photo as sample_photo  # real photos without importing gradio
 from tests.reference import perturb
 from vit_core import VitCoreError, capture
 from vit_core.images import load_image
@@ -22,7 +22,7 @@ from vit_core.zoo import CATALOG, available_offline, load_model
 
 @pytest.fixture(scope="module")
 def photo():
-    return load_image(get_image("cheetah1.jpg"))
+    return load_image(sample_photo("cheetah1.jpg"))
 
 
 def save_safetensors(model: torch.nn.Module, path) -> str:
