@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import importlib  # noqa: E402
+import types  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,3 +39,21 @@ def timm_tiny_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("models") / "vit_tiny_random.safetensors"
     save_vit(path, loaded.model, loaded.data_config, loaded.labels)
     return str(path)
+
+
+def need(module: str) -> types.ModuleType:
+    """Import an optional extra (requirements-scale.txt): skip without it locally, fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (~20 s to start): 2 CPUs and a small object store, because
+    /dev/shm is small in containers. Tests that use it are marked `ray`."""
+    ray = need("ray")
+    need("ray.data")
+    ray.init(num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
