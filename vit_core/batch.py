@@ -587,6 +587,7 @@ class Job:
     png_dir: Path | None
     data_config: DataConfig
     min_size: int  # the model's input side: JPEGs over 12 MP decode in draft mode down to twice that
+    device: str  # where the model runs: the loaded model's device, or for Ray "cpu", "cuda" or "auto"
 
 
 def run_batch(
@@ -601,6 +602,7 @@ def run_batch(
     png: bool = False,
     engine: Engine = "local",
     ray_address: str | None = None,
+    ray_device: str | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -608,7 +610,9 @@ def run_batch(
     DIR/results/, DIR/errors.csv, DIR/summary.json.
 
     Returns the summary. Bad files go to errors.csv and the run goes on; `resume` skips every path
-    already in results/ or errors.csv (same model and settings), so no row is written twice.
+    already in results/ or errors.csv (same model and settings), so no row is written twice. With the
+    Ray engine the actors run the model on `ray_device` ("cpu", "cuda", or by default "auto": the
+    cluster's GPUs if it has any), wherever `loaded` itself lives.
     """
     require("pyarrow", "the batch command")
     engine = check_choice(engine, ENGINES, "engine")  # type: ignore[assignment]
@@ -643,18 +647,20 @@ def run_batch(
         png_dir=folder.root / "png" if png else None,
         data_config=loaded.data_config,
         min_size=max(loaded.data_config.input_size[1:]),
+        device=(ray_device or "auto") if engine == "ray" else str(loaded.device),
     )
     started = time.perf_counter()
     if engine == "ray":
         from vit_core.batch_ray import run_ray
 
-        used_batch = run_ray(loaded, job, folder, ray_address)
+        used_batch, device = run_ray(loaded, job, folder, ray_address)
+        job = dataclasses.replace(job, device=device)
     else:
         used_batch = run_local(loaded, job, folder, progress)
     seconds = time.perf_counter() - started
     timing = {
         "engine": engine,
-        "device": str(loaded.device),
+        "device": job.device,
         "autocast": str(options.autocast).replace("torch.", "") if options.autocast else "float32",
         "batch_size": batch_size,
         "batch_size_used": used_batch,

@@ -207,21 +207,30 @@ def _error_rows(table: pa.Table) -> pa.Table:
     return table.filter(pc.is_valid(table.column("error_key"))).select(["path", *ERROR_COLUMNS])
 
 
-def run_ray(loaded: LoadedModel, job: Job, folder: OutputFolder, address: str | None = None) -> int:
-    """Run `job` through Ray Data and write folder/results/ (Ray's own part files) and errors.csv."""
+def run_ray(loaded: LoadedModel, job: Job, folder: OutputFolder, address: str | None = None) -> tuple[int, str]:
+    """Run `job` through Ray Data and write folder/results/ (Ray's own part files) and errors.csv.
+
+    Returns the batch size and the actors' device ("auto": "cuda" when the cluster has GPUs)."""
     require("ray.data", "the Ray engine")
     import ray
 
     started = connect(address)
     try:
+        resources = ray.cluster_resources()
+        device = job.device
+        if device == "auto":
+            device = "cuda" if resources.get("GPU", 0) >= 1 else "cpu"
+        if device not in ("cpu", "cuda"):
+            raise VitCoreError("unknown_device", device=device)
+        if device == "cuda" and resources.get("GPU", 0) < 1:  # actors asking for a GPU would wait forever
+            raise VitCoreError("cuda_unavailable", device=device)
+        cuda = device == "cuda"
         if not job.items:
-            return job.batch_size
+            return job.batch_size, device
         rows = [
             {"path": item.path, "name": item.name, "true_index": -1 if truth is None else truth}
             for item, truth in zip(job.items, job.true_indices, strict=True)
         ]
-        cuda = loaded.device.type == "cuda"
-        resources = ray.cluster_resources()
         actors = max(1, int(resources.get("GPU", 1))) if cuda else max(1, int(resources.get("CPU", 2)) // 2)
         state = {name: tensor.detach().cpu() for name, tensor in loaded.model.state_dict().items()}
         blocks = max(1, -(-len(rows) // job.batch_size))
@@ -244,7 +253,7 @@ def run_ray(loaded: LoadedModel, job: Job, folder: OutputFolder, address: str | 
                 "cfg": loaded.cfg,
                 "state": state,
                 "options": job.options,
-                "device": "cuda" if cuda else "cpu",
+                "device": device,
                 "batch_size": job.batch_size,
                 "png_dir": str(job.png_dir) if job.png_dir else None,
                 "data_config": job.data_config,
@@ -254,11 +263,10 @@ def run_ray(loaded: LoadedModel, job: Job, folder: OutputFolder, address: str | 
             num_cpus=1,
             num_gpus=1 if cuda else 0,
         ).materialize()
-        if scored.map_batches(_good_rows, batch_format="pyarrow").count():
-            scored.map_batches(_good_rows, batch_format="pyarrow").write_parquet(str(folder.results))
+        scored.map_batches(_good_rows, batch_format="pyarrow").write_parquet(str(folder.results))
         for error in scored.map_batches(_error_rows, batch_format="pyarrow").take_all():
             folder.error(error["path"], error["error_key"], error["error"])
-        return job.batch_size
+        return job.batch_size, device
     finally:
         if started:
             ray.shutdown()

@@ -280,7 +280,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     # everything that can be refused without the model is refused before it loads
     items = collect_inputs(args.inputs)
     check_output(args.out, args.resume)
-    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    # with Ray the actors choose their device (the head node may have no GPU); this process only reads the weights
+    ray = args.engine == "ray"
+    loaded = load_model(args.model, weights=args.weights, device="cpu" if ray else args.device)
     try:
         summary = run_batch(
             loaded,
@@ -293,6 +295,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             png=args.png,
             engine=args.engine,
             ray_address=args.ray_address,
+            ray_device=args.device if ray else None,
             resume=args.resume,
         )
     except KeyboardInterrupt:
