@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import importlib  # noqa: E402
+import types  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -47,3 +50,21 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"{len(skipped)} browser tests skipped: Chromium is missing; `make browser-deps` installs it.", yellow=True
         )
+
+
+def need(module: str) -> types.ModuleType:
+    """Import an optional extra (requirements-scale.txt): skip without it locally, fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (~20 s to start): 2 CPUs and a small object store, because
+    /dev/shm is small in containers. Tests that use it are marked `ray`."""
+    ray = need("ray")
+    need("ray.data")
+    ray.init(num_cpus=2, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,4 +1,5 @@
-"""`python -m vit_core`: models, run (capture to .npz), explain (one map), bench, evaluate, scenes.
+"""`python -m vit_core`: models, run (capture to .npz), explain (one map), batch (a dataset to Parquet),
+bench, evaluate, scenes.
 
 Bad input (a missing or unreadable image, an unknown model, mismatched weights) prints one sentence
 on stderr and exits with code 2, never a traceback.
@@ -33,7 +34,13 @@ CLI_HINTS = {
     "weights_unmappable": "`python -m vit_core models` lists what is supported.",
     "bundled_missing": "Train it with `python -m vit_core.train`.",
     "not_shapescenes": "Use --model bundled.",
+    "optional_package_missing": "Run `pip install -r requirements-scale.txt`.",
+    "batch_results_exist": "Pass --resume, or another --out.",
+    "batch_resume_mismatch": "Pass the same --model, --weights, --maps, --stats and --target, or another --out.",
+    "batch_no_true_labels": "Use --target top.",
+    "batch_out_of_memory": "Try --autocast bf16.",
 }
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,12 +70,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="median latency: reference library vs ours (fast, capture, explain_all)")
     _model_arguments(bench)
-    bench.add_argument("--batch", type=int, default=1)
-    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--batch", "--batch-size", dest="batch", type=int, default=1)
+    bench.add_argument("--repeats", type=int, default=None, help="timed rounds (default 10; with --dataset 3 passes)")
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bench.add_argument("--stats", action="store_true", help="also time the streaming statistics path (capture_stats)")
     bench.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
+    bench.add_argument(
+        "--dataset", default=None, help="a folder of images: `batch --stats --maps rollout` vs the plain forward"
+    )
+    bench.add_argument("--photos", type=int, default=0, help="with --dataset: first write N 256-640 px JPEGs there")
+    bench.add_argument("--workers", type=int, default=2, help="with --dataset: decoding processes (default 2)")
     bench.set_defaults(handler=cmd_bench)
+
+    batch = commands.add_parser("batch", help="a dataset: one Parquet row per image, summary.json, errors.csv")
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (recursive), globs, .txt/.csv lists, files")
+    _model_arguments(batch)
+    batch.add_argument("--batch-size", type=int, default=16, help="images per model run (default 16)")
+    batch.add_argument("--workers", type=int, default=2, help="decoding processes (default 2; 0: in this process)")
+    batch.add_argument("--maps", default="", help="comma-separated: attention, rollout, grad_rollout, chefer, gradcam")
+    batch.add_argument("--target", default="top", help="class-specific maps explain the top class or the true one")
+    batch.add_argument("--stats", action="store_true", help="per-head attention entropy and mean distance")
+    batch.add_argument("--masks", default=None, help="a folder of masks with the images' names: localization scores")
+    batch.add_argument("--png", action="store_true", help="also write overlay PNGs to OUT/png/")
+    batch.add_argument("--out", required=True, help="output folder: results/, summary.json, errors.csv")
+    batch.add_argument("--engine", default="local", help="local (DataLoader) or ray (Ray Data)")
+    batch.add_argument("--ray-address", default=None, help="with --engine ray: auto or HOST:PORT (default: start one)")
+    batch.add_argument("--resume", action="store_true", help="finish an interrupted run in the same --out")
+    batch.add_argument("--top-k", type=int, default=5, help="classes kept per image (default 5)")
+    batch.set_defaults(handler=cmd_batch)
 
     evaluate = commands.add_parser("evaluate", help="accuracy and map localization on seeded ShapeScenes")
     _model_arguments(evaluate)
@@ -173,6 +202,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from vit_core.bench import benchmark
     from vit_core.zoo import load_model
 
+    if args.dataset is not None:
+        return cmd_bench_dataset(args)
+    args.repeats = 10 if args.repeats is None else args.repeats
     for option, value in (("--batch", args.batch), ("--repeats", args.repeats), ("--threads", args.threads)):
         if value < 1:
             raise VitCoreError("cli_option_too_small", option=option, low=1, value=value)
@@ -184,6 +216,99 @@ def cmd_bench(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, device=args.device, random_weights=True)
     report = benchmark(loaded, batch=args.batch, repeats=args.repeats, autocast=_autocast_dtype(args), stats=args.stats)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_bench_dataset(args: argparse.Namespace) -> int:
+    import torch
+
+    from vit_core.batch import require
+    from vit_core.bench_batch import bench_dataset, make_photos
+    from vit_core.zoo import load_model
+
+    repeats = 3 if args.repeats is None else args.repeats
+    for option, value, low in (
+        ("--batch", args.batch, 1),
+        ("--repeats", repeats, 1),
+        ("--threads", args.threads, 1),
+        ("--workers", args.workers, 0),
+        ("--photos", args.photos, 0),
+    ):
+        if value < low:
+            raise VitCoreError("cli_option_too_small", option=option, low=low, value=value)
+    require("pyarrow", "the batch command")
+    torch.set_num_threads(args.threads)
+    if args.photos:
+        make_photos(args.dataset, args.photos)
+    try:
+        loaded = load_model(args.model, weights=args.weights, device=args.device)
+    except WeightsUnavailable:
+        loaded = load_model(args.model, device=args.device, random_weights=True)  # speed does not depend on values
+    report = bench_dataset(
+        loaded, args.dataset, args.batch, args.workers, repeats=repeats, autocast=_autocast_dtype(args)
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _parse_maps(text: str) -> tuple[str, ...]:
+    from vit_core.batch import MAP_METHODS
+    from vit_core.explain import NOT_IMPLEMENTED
+
+    methods = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    for method in methods:
+        if method in NOT_IMPLEMENTED:
+            raise VitCoreError("method_not_implemented", method=method, instead=NOT_IMPLEMENTED[method])
+        check_choice(method, MAP_METHODS, "method")
+    return methods
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from vit_core.batch import ENGINES, TARGETS, BatchOptions, check_output, collect_inputs, require, run_batch
+    from vit_core.zoo import load_model
+
+    check_choice(args.engine, ENGINES, "engine")
+    check_choice(args.target, TARGETS, "target")
+    limits = (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0), ("--top-k", args.top_k, 1))
+    for option, value, low in limits:
+        if value < low:
+            raise VitCoreError("cli_option_too_small", option=option, low=low, value=value)
+    maps = _parse_maps(args.maps)
+    options = BatchOptions(maps, args.stats, args.target, args.top_k, autocast=_autocast_dtype(args))
+    require("pyarrow", "the batch command")
+    if args.engine == "ray":
+        require("ray.data", "the Ray engine")
+    # everything that can be refused without the model is refused before it loads
+    items = collect_inputs(args.inputs)
+    check_output(args.out, args.resume)
+    # with Ray the actors choose their device (the head node may have no GPU); this process only reads the weights
+    ray = args.engine == "ray"
+    loaded = load_model(args.model, weights=args.weights, device="cpu" if ray else args.device)
+    try:
+        summary = run_batch(
+            loaded,
+            items,
+            args.out,
+            options,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            masks=args.masks,
+            png=args.png,
+            engine=args.engine,
+            ray_address=args.ray_address,
+            ray_device=args.device if ray else None,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: the images done so far are in {args.out}; rerun with --resume to finish.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    accuracy = summary.get("accuracy")
+    told = f"accuracy {accuracy:.1%}" if accuracy is not None else f"no accuracy: {summary['accuracy_reason']}"
+    speed = summary["images_per_second"]
+    print(
+        f"{args.out}: {summary['images']} images, {summary['errors']} errors; {told}; "
+        + (f"{speed} images/s" if speed is not None else "nothing left to do")
+    )
     return 0
 
 

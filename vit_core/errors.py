@@ -31,6 +31,10 @@ What = Literal[
     "method",
     "top-k",
     "number of scenes",
+    "batch size",
+    "workers",
+    "engine",
+    "target",
     # features that need a classification head
     "class-specific maps",
     "faithfulness curves",
@@ -185,6 +189,25 @@ MESSAGES: dict[str, str] = {
     "torchvision_conv_stem": (
         "torchvision ViTs with a convolutional stem are not supported; use the plain patch embedding."
     ),
+    # dataset runs (vit_core.batch, vit_core.batch_ray)
+    "optional_package_missing": "{package} is not installed; {feature} needs the extras in requirements-scale.txt.",
+    "batch_input_missing": "{name} is not a file, a folder or a pattern that matches any file.",
+    "batch_list_unreadable": "the list of images {name} cannot be read ({reason}).",
+    "batch_no_images": "no images were found in {inputs}.",
+    "batch_out_unwritable": "the output folder {folder} cannot be written ({reason}).",
+    "batch_results_exist": "{folder} already holds the results of an earlier run; resume it or choose another folder.",
+    "batch_resume_mismatch": (
+        "{folder} holds a run with other settings ({settings}); resume it with the same settings "
+        "or choose another folder."
+    ),
+    "batch_masks_missing": "the masks folder {folder} does not exist.",
+    "batch_no_true_labels": (
+        "explaining the true class needs every image in a class folder named after one of the model's labels "
+        "or an ImageNet synset id ({reason})."
+    ),
+    "batch_size_reduced": "out of memory at batch size {failed}; continuing with batch size {size}, which fits.",
+    "batch_out_of_memory": "the model runs out of memory on {device} even at batch size 1.",
+    "ray_unreachable": "the Ray cluster at {address} cannot be reached ({reason}).",
     # the command line (vit_core.cli)
     "cli_out_suffix": "--out must end in {suffixes}, got {name!r}.",
     "cli_option_too_small": "{option} must be at least {low}, got {value}.",
