@@ -48,6 +48,7 @@ def finish(
     y: str | None = None,
     y2: dict | None = None,
     width: int = 42,
+    legend: bool | None = None,
     **layout,
 ) -> go.Figure:
     """The house layout: a wrapped title above the plot, wrapped axis titles, every margin grown to fit its
@@ -56,12 +57,20 @@ def finish(
     heading = wrap(title, width + 8)
     lines = heading.count("<br>") + 1
     # room for the title: plotly's title automargin is not reliable here, so the top margin is set
-    margin = {**LAYOUT["margin"], "t": 18 * lines + 30, **layout.pop("margin", {})}
+    show = (y2 is None and len(figure.data) > 1) if legend is None else legend
+    # beside a second y axis the legend goes above the plot, right-aligned, with room for it
+    above = show and y2 is not None
+    margin = {**LAYOUT["margin"], "t": 18 * lines + 30 + (22 if above else 0), **layout.pop("margin", {})}
     layout = {**LAYOUT, **layout, "margin": margin}
+    place = (
+        dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom")
+        if above
+        else dict(x=1.02, xanchor="left", y=1, yanchor="top")
+    )
     figure.update_layout(
         title=dict(text=heading, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=16)),
-        legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"),
-        showlegend=y2 is None and len(figure.data) > 1,
+        legend=place,
+        showlegend=show,
         **layout,
     )
     figure.update_xaxes(**AXIS, title_text=wrap(x, width) if x else None)

@@ -146,16 +146,6 @@ class RecentRequests:
 
 RECENT = RecentRequests()
 
-# Gradio's dropdown reports a typed name only later, when the focus moves on: Enter in the model box
-# presses Analyze, so a typed name is analysed at once (the later report is the same request, unrun).
-ENTER_JS = """() => {
-    document.addEventListener('keydown', (event) => {
-        if (event.key === 'Enter' && event.target.closest && event.target.closest('#model')) {
-            setTimeout(() => document.querySelector('#analyze')?.click(), 50);
-        }
-    }, true);
-}"""
-
 
 def analyze(
     image: str | None, model_name: str, session: dict | None, progress=gr.Progress(), request: gr.Request = None
@@ -275,6 +265,7 @@ def build() -> Panel:
                 sources=["upload", "clipboard", "webcam"],
                 elem_id="input-image",
                 height=260,
+                placeholder=T("upload.placeholder"),
             )
             model = gr.Dropdown(
                 service.model_choices(),

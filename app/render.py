@@ -110,22 +110,23 @@ def tick_label(value: float) -> str:
 
 
 def with_colorbar(picture: Image.Image, cmap: str, low: float = 0.0, high: float = 1.0) -> Image.Image:
-    """The picture with a vertical colour scale on its right, high at the top, labelled with the map's own
-    values at the top, middle and bottom (the colours are min-max normalised)."""
+    """The picture with a horizontal colour scale below it, low on the left, labelled with the map's own
+    values at both ends and the middle (the colours are min-max normalised). Below the picture, where the
+    page lays nothing over it; a click there is outside the image (`patch_at`)."""
     width, height = picture.size
-    bar_width, margin = max(8, width // 28), max(4, width // 56)
-    size = max(10, min(14, height // 24))
-    labels = [tick_label(v) for v in (high, (low + high) / 2, low)]
-    text_width = max(font(size).getbbox(label)[2] for label in labels) + 4
-    lut = colormap(cmap)[::-1]  # top = high
-    column = lut[np.linspace(0, 255, height).round().astype(int)]  # [H, 3]
-    bar = Image.fromarray(np.repeat(column[:, None, :], bar_width, axis=1), "RGB")
-    canvas = Image.new("RGB", (width + margin + bar_width + text_width, height), (255, 255, 255))
+    gap, bar_height = max(3, height // 96), max(8, height // 40)
+    size = max(10, min(14, width // 24))
+    labels = [tick_label(v) for v in (low, (low + high) / 2, high)]
+    text_height = font(size).getbbox("0.9")[3] + 4
+    lut = colormap(cmap)  # left = low
+    row = lut[np.linspace(0, 255, width).round().astype(int)]  # [W, 3]
+    bar = Image.fromarray(np.repeat(row[None, :, :], bar_height, axis=0), "RGB")
+    canvas = Image.new("RGB", (width, height + gap + bar_height + text_height), (255, 255, 255))
     canvas.paste(picture, (0, 0))
-    canvas.paste(bar, (width + margin, 0))
+    canvas.paste(bar, (0, height + gap))
     draw = ImageDraw.Draw(canvas)
-    x = width + margin + bar_width + 3
-    for label, y, anchor in zip(labels, (0, height / 2, height), ("lt", "lm", "lb"), strict=True):
+    y = height + gap + bar_height + 2
+    for label, x, anchor in zip(labels, (0, width / 2, width), ("la", "ma", "ra"), strict=True):
         draw.text((x, y), label, fill=(40, 40, 40), font=font(size), anchor=anchor)
     return canvas
 
@@ -158,7 +159,8 @@ def thumbnail_matrix(
     whole row when the head is None: the mean or max over heads)."""
     layers, heads = maps.shape[:2]
     left, top = MATRIX_MARGIN, MATRIX_TOP
-    canvas = Image.new("RGB", (left + heads * (cell + gap) - gap, top + layers * (cell + gap) - gap), "white")
+    # 3 pixels to spare on the right and at the bottom, so the selected cell's outline is whole
+    canvas = Image.new("RGB", (left + heads * (cell + gap) - gap + 3, top + layers * (cell + gap) - gap + 3), "white")
     draw = ImageDraw.Draw(canvas)
     for layer in range(layers):
         y = top + layer * (cell + gap)

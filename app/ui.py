@@ -29,10 +29,7 @@ TABS = {
 __all__ = ["I18N", "PAGE_CSS", "PAGE_JS", "build_demo"]
 
 # Runs once when the page loads (`launch(js=...)`).
-PAGE_JS = f"""() => {{
-    ({LANGUAGE_JS})();
-    ({panel.ENTER_JS})();
-}}"""
+PAGE_JS = LANGUAGE_JS
 PAGE_CSS = LANGUAGE_CSS
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:
@@ -80,8 +77,12 @@ def clear_other_tabs(drawn: list[tuple[str, list]]):
     """A new analysis (or a failed one): every tab but the one on screen is emptied, so no picture of an
     earlier image waits in a tab that is opened later."""
 
+    def empty(component):
+        # a table shows placeholder headers when empty: hidden until drawn again
+        return gr.update(value=None, visible=False) if isinstance(component, gr.Dataframe) else None
+
     def clear(shown: str):
-        return tuple(None if tab_id != shown else gr.skip() for tab_id, outputs in drawn for _ in outputs)
+        return tuple(empty(c) if tab_id != shown else gr.skip() for tab_id, outputs in drawn for c in outputs)
 
     return clear
 

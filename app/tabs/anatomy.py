@@ -59,8 +59,9 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
         vector,
         text("anatomy.vector_title", lang, n=token.vector.size, p=size, c=channels),
         x=text("anatomy.vector_axis", lang),
+        y=text("anatomy.value_axis", lang),
         height=HEIGHT,
-        width=26,
+        width=30,
     )
     strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, colorbar=dict(thickness=12)))
     figures.finish(strip, text("anatomy.embedding_title", lang, d=token.embedding.size), height=220, width=26)
@@ -236,6 +237,7 @@ def head_step(analysis, lang: str):
         text("anatomy.logits_title", lang),
         y="logit",
         y2=dict(range=[0, 1], title="p"),
+        legend=True,  # grey and orange bars
         barmode="group",
         height=HEIGHT,
         width=36,

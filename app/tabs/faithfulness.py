@@ -40,7 +40,7 @@ def run(session, target, steps, progress=gr.Progress(), request: gr.Request = No
         for m, r in report.items()
     ]
     headers = [text(f"table.{column}", language) for column in ("method", "deletion_auc", "insertion_auc")]
-    return figures.faithfulness_curves(curves, language), gr.Dataframe(value=rows, headers=headers)
+    return figures.faithfulness_curves(curves, language), gr.Dataframe(value=rows, headers=headers, visible=True)
 
 
 @handler(outputs=1)
@@ -92,7 +92,9 @@ def build(shared: Shared) -> Tab:
         start = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness", interactive=False)
     with gr.Row():
         curves = gr.Plot(show_label=False, label=T("label.curves"), elem_id="faithfulness-plot", scale=3)
-        table = gr.Dataframe(label=T("label.auc"), elem_id="faithfulness-table", interactive=False, scale=2, wrap=True)
+        table = gr.Dataframe(
+            label=T("label.auc"), elem_id="faithfulness-table", interactive=False, scale=2, wrap=True, visible=False
+        )
     with gr.Row():
         layer = gr.Slider(0, 11, value=11, step=1, label=T("label.ablate_block"), interactive=False)
         heads = gr.CheckboxGroup([], label=T("label.ablate_heads"), interactive=False)

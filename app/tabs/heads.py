@@ -108,7 +108,14 @@ def build(shared: Shared) -> Tab:
             caption = gr.Markdown(elem_id="head-caption")
         with gr.Column(scale=1):
             matrix = picture(T("label.matrix"), "matrix")
-    gallery = gr.Gallery(label=T("label.heads_gallery"), columns=6, height=260, format="png", elem_id="heads-gallery")
+    gallery = gr.Gallery(
+        label=T("label.heads_gallery"),
+        columns=6,
+        height=260,
+        format="png",
+        elem_id="heads-gallery",
+        allow_preview=False,  # a click selects that head
+    )
     drawn = redraw(
         draw, [shared.session, layer, head, query, mass, shared.style], [head_view, gallery, matrix, caption]
     )

@@ -7,7 +7,7 @@ import gradio as gr
 from app.maps import METHODS, grid_map
 from app.render import overlay
 from app.session import analysis_of, handler, style_of, view_of
-from app.tabs.base import ALWAYS_LAST, Shared, T, Tab, empty_line, lazy, picture, redraw
+from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.explain import ExplainOptions
 
 
@@ -24,12 +24,24 @@ def draw(session, method, head_fusion, discard_ratio, start_layer, target, style
     return overlay(view_of(analysis), grid_map(analysis, method, target, options), style_of(style))
 
 
+# which knobs change which method's map (the others are inactive, not silently ignored)
+KNOBS = {
+    "head_fusion": {"rollout"},
+    "discard_ratio": {"rollout", "grad_rollout"},
+    "start_layer": {"rollout", "grad_rollout", "chefer"},
+}
+
+
+def knobs(method: str) -> tuple:
+    """The head fusion, discard ratio and start block controls, active where they act on `method`."""
+    return tuple(gr.update(interactive=method in methods) for methods in KNOBS.values())
+
+
 def fit(analysis):
     layers = analysis.capture.num_layers
     return (
-        gr.Radio(interactive=True),
-        gr.Radio(interactive=True),
-        gr.Slider(interactive=True),
+        gr.Radio(value="rollout", interactive=True),
+        *knobs("rollout")[:2],
         gr.Slider(0, layers - 1, value=0, step=1, interactive=True),
     )
 
@@ -53,6 +65,7 @@ def build(shared: Shared) -> Tab:
     drawn = redraw(
         draw, [shared.session, method, head_fusion, discard, start_layer, shared.target, shared.style], [view]
     )
+    method.input(knobs, [method], [head_fusion, discard, start_layer], **PRIVATE)
     gr.on(
         [method.input, head_fusion.input, discard.input, start_layer.input],
         **lazy(shared, "relevance", drawn),

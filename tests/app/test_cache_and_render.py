@@ -99,7 +99,7 @@ def test_memo_computes_once():
 def test_patch_and_cell_coordinates():
     assert patch_at((0, 0), (224, 224), (14, 14)) == (0, 0)
     assert patch_at((223, 16), (224, 224), (14, 14)) == (1, 13)  # x is the column, y the row
-    assert patch_at((230, 5), (224, 224), (14, 14)) is None  # on the colorbar
+    assert patch_at((5, 230), (224, 224), (14, 14)) is None  # on the colour scale below
     x, y = MATRIX_MARGIN, MATRIX_TOP  # the first thumbnail's corner, after the numbers
     assert cell_at((x, y), (2, 3), cell=10) == (0, 0)
     assert cell_at((x + 2 * 12 + 3, y + 12 + 9), (2, 3), cell=10) == (1, 2)
@@ -117,7 +117,9 @@ def test_overlay_colours_the_hot_patch_and_adds_a_colorbar():
         colormap("Viridis")[0]
     )
     with_bar = overlay(image, grid_map, OverlayStyle(colorbar=True))
-    assert with_bar.size[0] > 40 and with_bar.size[1] == 20
+    assert with_bar.size[0] == 40 and with_bar.size[1] > 20  # the scale goes below the picture
+    band = np.asarray(with_bar)[20:]
+    assert (band.min(axis=2) < 100).any()  # its numbers are drawn
     masked = overlay(
         image, grid_map, OverlayStyle(opacity=1.0, upsample="nearest", colorbar=False), keep=np.array([[False, True]])
     )
@@ -131,7 +133,7 @@ def test_overlay_colours_the_hot_patch_and_adds_a_colorbar():
 def test_thumbnail_matrix_layout():
     maps = np.random.default_rng(0).random((3, 4, 2, 2))
     picture = thumbnail_matrix(maps, cell=8, cmap="Viridis", gap=2)
-    assert picture.size == (MATRIX_MARGIN + 4 * 10 - 2, MATRIX_TOP + 3 * 10 - 2)
+    assert picture.size == (MATRIX_MARGIN + 4 * 10 - 2 + 3, MATRIX_TOP + 3 * 10 - 2 + 3)
     assert cell_at((MATRIX_MARGIN + 10 + 1, MATRIX_TOP + 20 + 1), (3, 4), 8) == (2, 1)
 
 

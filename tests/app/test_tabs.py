@@ -63,7 +63,8 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     heatmap, line, scatter = layers.draw(session, None)
     assert len(heatmap.data[0].y) == n_layers and len(scatter.data[0].x) == n_layers * n_heads
     pca, norms, similarity, positions = tokens.draw(session, 2, (1, 1), STYLE)
-    assert pca.size[1] == similarity.size[1] == positions.size[1] == view_of(analysis).size[1]
+    assert pca.size == view_of(analysis).size  # no scale: RGB components
+    assert similarity.size[0] == positions.size[0] == view_of(analysis).size[0]  # the scale goes below
     assert len(norms.data[0].y) == analysis.capture.tokens.shape[1]
     assert runs == [None, int(np.argmax(analysis.capture.probs))]  # still no further model run
 
@@ -112,9 +113,9 @@ def test_clicks_select_patches_and_heads():
     analysis = service.CACHE.get(session["key"])
     width, height = view_of(analysis).size
     rows, cols = analysis.capture.grid
-    # the last patch's centre; a click on the colorbar (right of the image) changes nothing
+    # the last patch's centre; a click on the colour scale (below the image) changes nothing
     assert select_patch(session, FakeSelect([width - 1, height - 1])) == (rows - 1, cols - 1)
-    assert select_patch(session, FakeSelect([width + 3, 5])) == gr.skip()
+    assert select_patch(session, FakeSelect([5, height + 3])) == gr.skip()
     assert select_patch(session, FakeSelect([0, 0])) == (0, 0)
     step = matrix_cell(analysis.capture.num_heads) + 2
     x, y = MATRIX_MARGIN + 2 * step + 5, MATRIX_TOP + 3 * step + 5

@@ -305,6 +305,10 @@ def test_a_model_that_cannot_be_loaded_says_so_once_and_the_dropdown_reverts(bro
 
 def test_the_language_toggle_switches_every_title_at_once_and_keeps_the_analysis(browser, live_server, artifacts):
     context, page, errors = open_page(browser, live_server.url)
+    page.locator("#language").get_by_text("中文").click()  # before any image: the upload box too
+    page.locator("#input-image").get_by_text("将图片拖放到此处").wait_for(timeout=TIMEOUT)
+    page.locator("#language").get_by_text("English").click()
+    page.locator("#input-image").get_by_text("Drop an image here").wait_for(timeout=TIMEOUT)
     upload(page, get_image("bus.png"))
     analysed(page)
     assert "blocks" in page.locator("#summary").inner_text()
