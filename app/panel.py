@@ -277,7 +277,7 @@ def build() -> Panel:
             run = gr.Button(T("button.analyze"), variant="primary", elem_id="analyze")
         with gr.Column(scale=4, elem_id="examples-column"):
             gr.Examples(example_images(default), [image], label=T("label.examples"), examples_per_page=12)
-            note = gr.Markdown(model_note(default, "en"), elem_id="model-note")
+            note = gr.Markdown(elem_id="model-note")  # written when the page loads, in its language
         with gr.Column(scale=4):
             summary = gr.Markdown(elem_id="summary")
             predictions = gr.Label(num_top_classes=5, label=T("label.top5"), elem_id="top5")

@@ -165,6 +165,7 @@ def test_a_fresh_page_shows_no_error_whatever_is_clicked_first(browser, live_ser
 
 def test_the_examples_are_beside_the_upload_box_with_what_the_model_knows(browser, live_server, artifacts):
     context, page, errors = open_page(browser, live_server.url)
+    page.locator("#model-note").get_by_text("ten shapes").wait_for(timeout=TIMEOUT)
     gallery = page.locator("#examples-column img").first
     gallery.wait_for(timeout=TIMEOUT)
     box = gallery.bounding_box()
@@ -382,6 +383,7 @@ def test_a_chinese_browser_sees_no_english_outside_identifiers(browser, live_ser
 
     labels = set(load_model("bundled").labels)
     context, page, errors = open_page(browser, live_server.url, locale="zh-CN")
+    page.locator("#model-note").get_by_text("十种形状").wait_for(timeout=TIMEOUT)  # the page has loaded its texts
     tab(page, "heads").click()  # before any image too
     assert english_words(page, labels, set(METHODS)) == set()
     tab(page, "overview").click()
