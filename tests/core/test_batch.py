@@ -264,6 +264,44 @@ def test_target_true_explains_the_true_class_and_needs_class_folders(bundled, da
     assert "entropy" not in table_of(tmp_path / "out3").column_names
 
 
+def test_statistics_and_class_agnostic_maps_stream_and_write_the_rows_of_the_full_capture(
+    bundled, dataset, tmp_path, monkeypatch
+):
+    """`--stats --maps rollout,attention` takes `capture_stats`, never the full capture; its Parquet rows
+    equal those of the full-capture path (forced with streaming=False) to 1e-5."""
+    images = [str(dataset / "images")]
+    options = BatchOptions(maps=("rollout", "attention"), stats=True)
+    assert options.streaming and not BatchOptions(maps=("rollout", "chefer"), stats=True).streaming
+    assert BatchOptions(stats=True).streaming and not BatchOptions().streaming
+    real_capture, real_process = batch.capture_batch, batch.process_batch
+    streamed = []
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("the streaming path made a full capture")
+
+    def counted(*args, **kwargs):
+        streamed.append(1)
+        return real_stats(*args, **kwargs)
+
+    real_stats = batch.capture_stats
+    monkeypatch.setattr(batch, "capture_batch", no_capture)
+    monkeypatch.setattr(batch, "capture_stats", counted)
+    run_batch(bundled, images, tmp_path / "streamed", options, batch_size=4, workers=0, progress=False)
+    assert len(streamed) == 3  # 10 images in batches of 4
+    monkeypatch.setattr(batch, "capture_batch", real_capture)
+    monkeypatch.setattr(batch, "capture_stats", no_capture)
+    monkeypatch.setattr(batch, "process_batch", lambda *args: real_process(*args, streaming=False))
+    run_batch(bundled, images, tmp_path / "captured", options, batch_size=4, workers=0, progress=False)
+    ours, full = table_of(tmp_path / "streamed"), table_of(tmp_path / "captured")
+    assert ours.schema.equals(full.schema) and ours.num_rows == full.num_rows == SCENES
+    for name in full.column_names:
+        if name in ("top_probs", "entropy", "distance") or name.startswith("map_"):
+            difference = np.abs(np.array(ours.column(name).to_pylist()) - np.array(full.column(name).to_pylist()))
+            assert difference.max() <= 1e-5, (name, difference.max())
+        else:
+            assert ours.column(name).to_pylist() == full.column(name).to_pylist(), name
+
+
 # ---- out of memory ----------------------------------------------------------------------------------------
 def test_out_of_memory_halves_the_batch_and_names_the_size_that_fits():
     notices = []
