@@ -398,8 +398,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         np.save(out, grid_map)
     else:
-        from app.render import OverlayStyle, input_view, overlay  # rendering lives in the app layer (plotly)
+        from vit_core.overlay import input_view, overlay  # numpy and PIL: the CLI never imports plotly or gradio
 
-        overlay(input_view(result, loaded.data_config), grid_map, OverlayStyle(colorbar=False)).save(out)
+        overlay(input_view(result.input, loaded.data_config), grid_map).save(out)
     print(f"{out}: {args.method} map on the {result.grid[0]}x{result.grid[1]} patch grid")
     return 0

@@ -3,6 +3,8 @@ out-of-memory fallback, the dataset benchmark and the Ray engine (one local Ray 
 
 import csv
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -355,6 +357,25 @@ def test_cli_batch_prints_one_line_and_refuses_to_overwrite(tmp_path, capsys, da
     assert captured.out.startswith(f"{tmp_path}: ") and "images/s" in captured.out
     assert "--resume" in one_sentence(capsys, *args)
     assert main([*args, "--resume"]) == 0
+
+
+def test_the_cli_draws_png_overlays_without_plotly_or_gradio(tmp_path, dataset):
+    """`explain --out x.png` and `batch --png` draw with vit_core.overlay (numpy and PIL), in a fresh process."""
+    image = next((dataset / "images").rglob("*.png"))
+    code = (
+        "import sys\n"
+        "from vit_core.cli import main\n"
+        f"assert main(['explain', {str(image)!r}, '--method', 'rollout', '--out', {str(tmp_path / 'x.png')!r}]) == 0\n"
+        f"assert main(['batch', {str(image)!r}, '--maps', 'rollout', '--png', '--workers', '0',"
+        f" '--out', {str(tmp_path / 'run')!r}]) == 0\n"
+        "imported = sorted({'plotly', 'gradio', 'app'} & {name.split('.')[0] for name in sys.modules})\n"
+        "assert not imported, imported\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / "x.png").size == (96, 96)
+    assert [p.name for p in (tmp_path / "run" / "png").rglob("*.png")] == [f"{image.stem}.rollout.png"]
 
 
 def test_dataset_bench_measures_batch_against_the_plain_forward(bundled, tmp_path):
