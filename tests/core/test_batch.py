@@ -348,6 +348,9 @@ def test_cli_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, dataset):
     assert "cannot be written" in unwritable
     assert "unknown method" in one_sentence(capsys, "batch", images, "--maps", "rollout,lrp", "--out", str(tmp_path))
     assert "--batch-size must be at least 1" in one_sentence(capsys, "batch", images, "--batch-size", "0", "--out", "o")
+    cluster = one_sentence(capsys, "batch", images, "--ray-address", "auto", "--out", str(tmp_path / "o"))
+    assert cluster == "error: --ray-address auto needs --engine ray; without it the run stays on this machine."
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_cli_batch_prints_one_line_and_refuses_to_overwrite(tmp_path, capsys, dataset):
