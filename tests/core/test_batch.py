@@ -329,6 +329,39 @@ def test_out_of_memory_halves_the_batch_and_names_the_size_that_fits():
     assert error.value.key == "batch_out_of_memory" and "batch size 1" in str(error.value)
 
 
+def test_a_ray_actor_reports_the_batch_size_that_fitted(bundled, dataset, monkeypatch):
+    """The Ray engine's summary reads `batch_size_used` from the actors' rows: the halved size, not the asked one."""
+    from vit_core import batch_ray
+
+    real = batch_ray.process_batch
+
+    def small_memory(model, pixels, *args):
+        if len(pixels) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        return real(model, pixels, *args)
+
+    monkeypatch.setattr(batch_ray, "process_batch", small_memory)
+    paths = [*sorted(str(p) for p in (dataset / "images").rglob("*.png"))[:5], str(next(dataset.rglob("broken.jpg")))]
+    pixels = [decode(p, bundled.transform, 96).numpy() for p in paths[:-1]] + [None]  # the last file is corrupt
+    good = [p is not None for p in pixels]
+    state = bundled.model.state_dict()
+    options = BatchOptions(stats=True)
+    threads = torch.get_num_threads()  # the actor sets this process's torch threads
+    actor = batch_ray.ModelActor(bundled.cfg, state, options, "cpu", 4, None, bundled.data_config, threads)
+    rows = actor(
+        {
+            "path": np.array(paths, dtype=object),
+            "name": np.array([Path(p).name for p in paths], dtype=object),
+            "true_index": np.full(len(paths), -1),
+            "pixels": np.stack([p if p is not None else np.zeros((3, 96, 96), np.float32) for p in pixels]),
+            "error_key": np.array(["" if g else "image_corrupt" for g in good], dtype=object),
+            "error": np.array(["" if g else "corrupt" for g in good], dtype=object),
+        }
+    )
+    assert rows.column(batch_ray.FITTED_COLUMN).to_pylist() == [2] * 5 + [None]
+    assert batch_ray.FITTED_COLUMN not in batch_ray._good_rows(rows).column_names
+
+
 # ---- the command line ----------------------------------------------------------------------------------------
 def one_sentence(capsys, *args: str) -> str:
     assert main(list(args)) == 2
@@ -411,6 +444,7 @@ def test_ray_engine_writes_the_same_rows_as_the_local_engine(ray_session, local_
     errors = [list(csv.DictReader((folder / "errors.csv").open())) for folder in (out, local_run[0])]
     assert errors[0] == errors[1] and len(errors[0]) == 1
     assert summary["engine"] == "ray" and summary["accuracy"] == local_run[1]["accuracy"]
+    assert summary["batch_size"] == summary["batch_size_used"] == 4  # what the actors ran at
     assert summary["localization"]["rollout"] == pytest.approx(local_run[1]["localization"]["rollout"])
     assert ray_session.is_initialized()  # the engine joined the session's Ray and left it running
 
