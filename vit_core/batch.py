@@ -37,6 +37,7 @@ from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, explain
 from vit_core.images import load_image, model_view
 from vit_core.metrics import localization, mean_localization
 from vit_core.model import ViT
+from vit_core.stats import capture_stats
 from vit_core.validate import check_choice, check_range
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 LIST_SUFFIXES = (".txt", ".csv")
 MAP_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in NOT_IMPLEMENTED)
+STREAMING_MAPS = frozenset({"rollout", "attention"})  # maps `capture_stats` computes (explain's default options)
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 TargetChoice = Literal["top", "true"]
@@ -252,6 +254,13 @@ class BatchOptions:
     def class_specific(self) -> bool:
         return any(method in CLASS_SPECIFIC for method in self.maps)
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the streaming statistics path (`capture_stats`) gives everything asked for: statistics,
+        rollout and raw attention with `explain`'s defaults (the only maps a dataset run makes) need no
+        `[L, B, H, N, N]` capture; class-specific maps need the full capture and its backward pass."""
+        return bool(self.stats or self.maps) and all(method in STREAMING_MAPS for method in self.maps)
+
 
 def result_schema(model: ViT, grid: tuple[int, int], options: BatchOptions) -> pa.Schema:
     """The columns of every results row; fixed for a run, so every part file and engine agree."""
@@ -283,12 +292,18 @@ def process_batch(
     paths: Sequence[str],
     options: BatchOptions,
     true_indices: Sequence[int | None] | None = None,
+    *,
+    streaming: bool | None = None,
 ) -> pa.Table:
     """One row per image of `pixels` `[B, C, H, W]`: top-k classes and probabilities, the true class,
     per-head entropy and mean attention distance `[layer, head]`, and each requested map `[rows, cols]`.
 
-    Nothing is captured when only predictions are asked for (the fast path); class-specific maps add
-    one backward pass for the whole batch, for the top class or (`target="true"`) the true class.
+    Nothing is captured when only predictions are asked for (the fast path). Statistics, rollout and raw
+    attention alone take the streaming statistics path (`capture_stats`: the reductions run inside the
+    forward pass and at most one layer's attention exists at a time); class-specific maps take the full
+    capture and one backward pass for the whole batch, for the top class or (`target="true"`) the true
+    class. `streaming=False` forces the full capture for what the streaming path could do; both write
+    the same rows (tested to 1e-5).
     """
     import pyarrow as pa
 
@@ -304,15 +319,15 @@ def process_batch(
         target = "top" if options.target == "top" else truth
         if options.target == "true" and any(t is None for t in truth):
             raise VitCoreError("batch_no_true_labels", reason="an image has no true class")
-    captures = None
-    if options.maps or options.stats:
-        captures = capture_batch(model, pixels, target=target, autocast=options.autocast)
+    if options.streaming and streaming is not False:
+        results = _from_stats(model, pixels, options)
+    elif options.maps or options.stats:
+        results = _from_capture(model, pixels, options, target)
+    else:
+        results = _BatchResults(logits=None, targets=None, entropy=None, distance=None, maps={})
     if model.head is not None:
-        if captures is not None:
-            logits = torch.from_numpy(np.stack([c.logits for c in captures]))  # [B, classes]
-        else:
-            logits = predict(model, pixels, autocast=options.autocast).cpu()
-        probs = logits.double().softmax(-1)
+        logits = results.logits if results.logits is not None else predict(model, pixels, autocast=options.autocast)
+        probs = logits.cpu().double().softmax(-1)
         top_probs, top = probs.topk(min(options.top_k, probs.shape[-1]), dim=-1)  # [B, k], best first
         labels = options.labels
         columns["top_indices"] = _nested(top.numpy().astype(np.int32), pa.int32())
@@ -323,14 +338,50 @@ def process_batch(
         columns["top_probs"] = _nested(top_probs.numpy().astype(np.float32), pa.float32())
         columns["true_index"] = pa.array(truth, pa.int32())
         columns["true_label"] = pa.array([None if t is None or not labels else labels[t] for t in truth], pa.string())
-        targets = [c.target for c in captures] if captures is not None and target is not None else [None] * batch
-        columns["target"] = pa.array(targets, pa.int32())
+        columns["target"] = pa.array(results.targets or [None] * batch, pa.int32())
     if options.stats:
-        columns["entropy"] = _nested(np.stack([attention_entropy(c) for c in captures]), pa.float32())
-        columns["distance"] = _nested(np.stack([mean_attention_distance(c) for c in captures]), pa.float32())
+        columns["entropy"] = _nested(results.entropy, pa.float32())
+        columns["distance"] = _nested(results.distance, pa.float32())
     for method in options.maps:
-        columns[f"map_{method}"] = _nested(np.stack([explain(c, method) for c in captures]), pa.float32())
+        columns[f"map_{method}"] = _nested(results.maps[method], pa.float32())
     return pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+@dataclass(frozen=True)
+class _BatchResults:
+    """What one batch's model run gave, on the host, before it becomes columns."""
+
+    logits: torch.Tensor | None  # [B, classes] float32; None when nothing was captured, or without a head
+    targets: list[int] | None  # per image, the class the class-specific maps explain; None without them
+    entropy: np.ndarray | None  # [B, layer, head] nats
+    distance: np.ndarray | None  # [B, layer, head] pixels
+    maps: dict[str, np.ndarray]  # method -> [B, rows, cols] float32
+
+
+def _from_stats(model: ViT, pixels: torch.Tensor, options: BatchOptions) -> _BatchResults:
+    """The streaming statistics path: no `[L, B, H, N, N]` stack, one small host copy."""
+    stats = capture_stats(model, pixels, k=options.top_k, autocast=options.autocast).to_numpy()
+    maps = {}
+    for method in options.maps:
+        # explain's defaults: rollout with mean fusion, no discard, from layer 0; raw attention of the last
+        # layer's class row (the mean row without a class token), averaged over the heads
+        rows = stats.rollout if method == "rollout" else stats.class_rows[:, -1].mean(axis=1)  # [B, N]
+        maps[method] = rows[:, stats.num_prefix_tokens :].reshape(-1, *stats.grid).astype(np.float32)
+    logits = None if stats.logits is None else torch.from_numpy(stats.logits)
+    return _BatchResults(logits, None, stats.entropy, stats.distance, maps)
+
+
+def _from_capture(model: ViT, pixels: torch.Tensor, options: BatchOptions, target: Any) -> _BatchResults:
+    """The full capture (every layer's attention, and the gradients for class-specific maps), image by image."""
+    captures = capture_batch(model, pixels, target=target, autocast=options.autocast)
+    logits = torch.from_numpy(np.stack([c.logits for c in captures])) if model.head is not None else None
+    entropy = distance = None
+    if options.stats:
+        entropy = np.stack([attention_entropy(c) for c in captures])
+        distance = np.stack([mean_attention_distance(c) for c in captures])
+    maps = {method: np.stack([explain(c, method) for c in captures]) for method in options.maps}
+    targets = [c.target for c in captures] if target is not None else None
+    return _BatchResults(logits, targets, entropy, distance, maps)
 
 
 def _nested(array: np.ndarray, value_type: pa.DataType) -> pa.Array:

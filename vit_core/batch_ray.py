@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2  # /dev/shm is small in containers (Docker's default: 64 MB)
 CONNECT_TIMEOUT_S = 8.0  # an unreachable cluster is reported well within 10 s
 ERROR_COLUMNS = ("error_key", "error")
+FITTED_COLUMN = "batch_size_fitted"  # per row: the batch size its actor's model ran at (null for a bad file)
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
@@ -192,13 +193,16 @@ class ModelActor:
         rows = pa.concat_tables([*tables, failed]) if tables else failed
         flags = [None] * (rows.num_rows - len(bad))
         rows = rows.append_column("error_key", pa.array(flags + [str(k) for k in batch["error_key"][bad]], pa.string()))
-        return rows.append_column("error", pa.array(flags + [str(e) for e in batch["error"][bad]], pa.string()))
+        rows = rows.append_column("error", pa.array(flags + [str(e) for e in batch["error"][bad]], pa.string()))
+        # the fitter keeps a halved size for the rest of the run: the smallest over the rows is what fitted
+        fitted = [self.fitter.size] * (rows.num_rows - len(bad)) + [None] * len(bad)
+        return rows.append_column(FITTED_COLUMN, pa.array(fitted, pa.int32()))
 
 
 def _good_rows(table: pa.Table) -> pa.Table:
     import pyarrow.compute as pc
 
-    return table.filter(pc.is_null(table.column("error_key"))).drop_columns(list(ERROR_COLUMNS))
+    return table.filter(pc.is_null(table.column("error_key"))).drop_columns([*ERROR_COLUMNS, FITTED_COLUMN])
 
 
 def _error_rows(table: pa.Table) -> pa.Table:
@@ -210,7 +214,8 @@ def _error_rows(table: pa.Table) -> pa.Table:
 def run_ray(loaded: LoadedModel, job: Job, folder: OutputFolder, address: str | None = None) -> tuple[int, str]:
     """Run `job` through Ray Data and write folder/results/ (Ray's own part files) and errors.csv.
 
-    Returns the batch size and the actors' device ("auto": "cuda" when the cluster has GPUs)."""
+    Returns the batch size that fitted (the smallest any actor ran at after halving on out-of-memory) and
+    the actors' device ("auto": "cuda" when the cluster has GPUs)."""
     require("ray.data", "the Ray engine")
     import ray
 
@@ -266,7 +271,8 @@ def run_ray(loaded: LoadedModel, job: Job, folder: OutputFolder, address: str | 
         scored.map_batches(_good_rows, batch_format="pyarrow").write_parquet(str(folder.results))
         for error in scored.map_batches(_error_rows, batch_format="pyarrow").take_all():
             folder.error(error["path"], error["error_key"], error["error"])
-        return job.batch_size, device
+        fitted = scored.min(FITTED_COLUMN)  # None when every file was bad
+        return (job.batch_size if fitted is None else int(fitted)), device
     finally:
         if started:
             ray.shutdown()

@@ -268,6 +268,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from vit_core.zoo import load_model
 
     check_choice(args.engine, ENGINES, "engine")
+    if args.ray_address is not None and args.engine != "ray":
+        # Refused rather than ignored: whoever names a cluster expects the run to go there. The sentence is
+        # about flags, so it lives here like argparse's own usage errors, not among the core's error keys.
+        print(
+            f"error: --ray-address {args.ray_address} needs --engine ray; without it the run stays on this machine.",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     check_choice(args.target, TARGETS, "target")
     limits = (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0), ("--top-k", args.top_k, 1))
     for option, value, low in limits:
@@ -398,8 +406,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix == ".npy":
         np.save(out, grid_map)
     else:
-        from app.render import OverlayStyle, input_view, overlay  # rendering lives in the app layer (plotly)
+        from vit_core.overlay import input_view, overlay  # numpy and PIL: the CLI never imports plotly or gradio
 
-        overlay(input_view(result, loaded.data_config), grid_map, OverlayStyle(colorbar=False)).save(out)
+        overlay(input_view(result.input, loaded.data_config), grid_map).save(out)
     print(f"{out}: {args.method} map on the {result.grid[0]}x{result.grid[1]} patch grid")
     return 0

@@ -3,6 +3,8 @@ out-of-memory fallback, the dataset benchmark and the Ray engine (one local Ray 
 
 import csv
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -264,6 +266,44 @@ def test_target_true_explains_the_true_class_and_needs_class_folders(bundled, da
     assert "entropy" not in table_of(tmp_path / "out3").column_names
 
 
+def test_statistics_and_class_agnostic_maps_stream_and_write_the_rows_of_the_full_capture(
+    bundled, dataset, tmp_path, monkeypatch
+):
+    """`--stats --maps rollout,attention` takes `capture_stats`, never the full capture; its Parquet rows
+    equal those of the full-capture path (forced with streaming=False) to 1e-5."""
+    images = [str(dataset / "images")]
+    options = BatchOptions(maps=("rollout", "attention"), stats=True)
+    assert options.streaming and not BatchOptions(maps=("rollout", "chefer"), stats=True).streaming
+    assert BatchOptions(stats=True).streaming and not BatchOptions().streaming
+    real_capture, real_process = batch.capture_batch, batch.process_batch
+    streamed = []
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("the streaming path made a full capture")
+
+    def counted(*args, **kwargs):
+        streamed.append(1)
+        return real_stats(*args, **kwargs)
+
+    real_stats = batch.capture_stats
+    monkeypatch.setattr(batch, "capture_batch", no_capture)
+    monkeypatch.setattr(batch, "capture_stats", counted)
+    run_batch(bundled, images, tmp_path / "streamed", options, batch_size=4, workers=0, progress=False)
+    assert len(streamed) == 3  # 10 images in batches of 4
+    monkeypatch.setattr(batch, "capture_batch", real_capture)
+    monkeypatch.setattr(batch, "capture_stats", no_capture)
+    monkeypatch.setattr(batch, "process_batch", lambda *args: real_process(*args, streaming=False))
+    run_batch(bundled, images, tmp_path / "captured", options, batch_size=4, workers=0, progress=False)
+    ours, full = table_of(tmp_path / "streamed"), table_of(tmp_path / "captured")
+    assert ours.schema.equals(full.schema) and ours.num_rows == full.num_rows == SCENES
+    for name in full.column_names:
+        if name in ("top_probs", "entropy", "distance") or name.startswith("map_"):
+            difference = np.abs(np.array(ours.column(name).to_pylist()) - np.array(full.column(name).to_pylist()))
+            assert difference.max() <= 1e-5, (name, difference.max())
+        else:
+            assert ours.column(name).to_pylist() == full.column(name).to_pylist(), name
+
+
 # ---- out of memory ----------------------------------------------------------------------------------------
 def test_out_of_memory_halves_the_batch_and_names_the_size_that_fits():
     notices = []
@@ -289,6 +329,39 @@ def test_out_of_memory_halves_the_batch_and_names_the_size_that_fits():
     assert error.value.key == "batch_out_of_memory" and "batch size 1" in str(error.value)
 
 
+def test_a_ray_actor_reports_the_batch_size_that_fitted(bundled, dataset, monkeypatch):
+    """The Ray engine's summary reads `batch_size_used` from the actors' rows: the halved size, not the asked one."""
+    from vit_core import batch_ray
+
+    real = batch_ray.process_batch
+
+    def small_memory(model, pixels, *args):
+        if len(pixels) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        return real(model, pixels, *args)
+
+    monkeypatch.setattr(batch_ray, "process_batch", small_memory)
+    paths = [*sorted(str(p) for p in (dataset / "images").rglob("*.png"))[:5], str(next(dataset.rglob("broken.jpg")))]
+    pixels = [decode(p, bundled.transform, 96).numpy() for p in paths[:-1]] + [None]  # the last file is corrupt
+    good = [p is not None for p in pixels]
+    state = bundled.model.state_dict()
+    options = BatchOptions(stats=True)
+    threads = torch.get_num_threads()  # the actor sets this process's torch threads
+    actor = batch_ray.ModelActor(bundled.cfg, state, options, "cpu", 4, None, bundled.data_config, threads)
+    rows = actor(
+        {
+            "path": np.array(paths, dtype=object),
+            "name": np.array([Path(p).name for p in paths], dtype=object),
+            "true_index": np.full(len(paths), -1),
+            "pixels": np.stack([p if p is not None else np.zeros((3, 96, 96), np.float32) for p in pixels]),
+            "error_key": np.array(["" if g else "image_corrupt" for g in good], dtype=object),
+            "error": np.array(["" if g else "corrupt" for g in good], dtype=object),
+        }
+    )
+    assert rows.column(batch_ray.FITTED_COLUMN).to_pylist() == [2] * 5 + [None]
+    assert batch_ray.FITTED_COLUMN not in batch_ray._good_rows(rows).column_names
+
+
 # ---- the command line ----------------------------------------------------------------------------------------
 def one_sentence(capsys, *args: str) -> str:
     assert main(list(args)) == 2
@@ -308,6 +381,9 @@ def test_cli_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys, dataset):
     assert "cannot be written" in unwritable
     assert "unknown method" in one_sentence(capsys, "batch", images, "--maps", "rollout,lrp", "--out", str(tmp_path))
     assert "--batch-size must be at least 1" in one_sentence(capsys, "batch", images, "--batch-size", "0", "--out", "o")
+    cluster = one_sentence(capsys, "batch", images, "--ray-address", "auto", "--out", str(tmp_path / "o"))
+    assert cluster == "error: --ray-address auto needs --engine ray; without it the run stays on this machine."
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 def test_cli_batch_prints_one_line_and_refuses_to_overwrite(tmp_path, capsys, dataset):
@@ -317,6 +393,25 @@ def test_cli_batch_prints_one_line_and_refuses_to_overwrite(tmp_path, capsys, da
     assert captured.out.startswith(f"{tmp_path}: ") and "images/s" in captured.out
     assert "--resume" in one_sentence(capsys, *args)
     assert main([*args, "--resume"]) == 0
+
+
+def test_the_cli_draws_png_overlays_without_plotly_or_gradio(tmp_path, dataset):
+    """`explain --out x.png` and `batch --png` draw with vit_core.overlay (numpy and PIL), in a fresh process."""
+    image = next((dataset / "images").rglob("*.png"))
+    code = (
+        "import sys\n"
+        "from vit_core.cli import main\n"
+        f"assert main(['explain', {str(image)!r}, '--method', 'rollout', '--out', {str(tmp_path / 'x.png')!r}]) == 0\n"
+        f"assert main(['batch', {str(image)!r}, '--maps', 'rollout', '--png', '--workers', '0',"
+        f" '--out', {str(tmp_path / 'run')!r}]) == 0\n"
+        "imported = sorted({'plotly', 'gradio', 'app'} & {name.split('.')[0] for name in sys.modules})\n"
+        "assert not imported, imported\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / "x.png").size == (96, 96)
+    assert [p.name for p in (tmp_path / "run" / "png").rglob("*.png")] == [f"{image.stem}.rollout.png"]
 
 
 def test_dataset_bench_measures_batch_against_the_plain_forward(bundled, tmp_path):
@@ -349,6 +444,7 @@ def test_ray_engine_writes_the_same_rows_as_the_local_engine(ray_session, local_
     errors = [list(csv.DictReader((folder / "errors.csv").open())) for folder in (out, local_run[0])]
     assert errors[0] == errors[1] and len(errors[0]) == 1
     assert summary["engine"] == "ray" and summary["accuracy"] == local_run[1]["accuracy"]
+    assert summary["batch_size"] == summary["batch_size_used"] == 4  # what the actors ran at
     assert summary["localization"]["rollout"] == pytest.approx(local_run[1]["localization"]["rollout"])
     assert ray_session.is_initialized()  # the engine joined the session's Ray and left it running
 
