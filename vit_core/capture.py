@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
-from vit_core.validate import check_index
+from vit_core.targets import TargetLike, resolve_targets, target_values
 
-Target = int | Sequence[int] | Literal["top"] | None
+Target = TargetLike | None
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Capture:
     attention_grads: np.ndarray | None = None  # [layer, head, query, key], d logit[target] / d attention
     token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
     row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
-    target: int | None = None  # the class whose logit attention_grads differentiates
+    target: Hashable | None = None  # the target's key; a class index for a class logit
 
     @property
     def num_layers(self) -> int:
@@ -162,7 +161,7 @@ def capture_batch(
             hooks[f"blocks.{i}.attn.hook_k"] = record("keys", i, depth)
 
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
-    targets: list[int] | None = None
+    targets: list | None = None
     grads = token_grads = None
     with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
@@ -170,8 +169,8 @@ def capture_batch(
         if want_grad:
             if logits is None:
                 raise VitCoreError("no_head", what="class-specific maps")
-            targets = _resolve_targets(target, logits)
-            chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
+            targets = resolve_targets(target, logits)
+            chosen = target_values(targets, logits)  # [B]
             *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
             grads = torch.stack(pattern_grads, dim=0)  # [L, B, H, N, N]
     with torch.inference_mode(), _autocast(device, autocast):
@@ -207,7 +206,7 @@ def capture_batch(
             keys=per_image(arrays.get("keys"), b),
             attention_grads=per_image(grads_np, b),
             token_grads=per_image(token_grads_np, b, batch_first=True),
-            target=None if targets is None else targets[b],
+            target=None if targets is None else targets[b].key,
             row_entropy=per_image(arrays["row_entropy"], b),
         )
         for b in range(pixels.shape[0])
@@ -240,13 +239,3 @@ def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture:
     if pixels.shape[0] != 1:
         raise VitCoreError("one_image_only")
     return capture_batch(model, pixels, **options)[0]  # type: ignore[arg-type]
-
-
-def _resolve_targets(target: Target, logits: torch.Tensor) -> list[int]:
-    batch, classes = logits.shape
-    if target == "top":
-        return logits.argmax(-1).tolist()
-    targets = [int(target)] * batch if isinstance(target, int | np.integer) else [int(t) for t in target]  # type: ignore[union-attr]
-    if len(targets) != batch:
-        raise VitCoreError("target_count_mismatch", targets=len(targets), batch=batch)
-    return [check_index(t, classes, "target class") for t in targets]
