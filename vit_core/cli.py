@@ -80,14 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="one explanation map as .npy (patch grid) or .png (overlay)")
     explain.add_argument("image", help="path to an image file")
     _model_arguments(explain)
-    explain.add_argument("--method", required=True, help="attention, rollout, grad_rollout, chefer, gradcam, ...")
+    explain.add_argument(
+        "--method",
+        required=True,
+        help="attention, rollout, grad_rollout, chefer, gradcam, attnlrp, cp_lrp, transformer_attribution, "
+        "legrad or flow",
+    )
     explain.add_argument("--layer", type=int, default=None, help="attention: layer index (default: the last)")
     explain.add_argument("--head", default="mean", help="attention: a head index, mean or max")
     explain.add_argument("--query-patch", default=None, help="attention: ROW,COL of the query patch")
     explain.add_argument("--target", default=None, help="class index or label (default: the top prediction)")
     explain.add_argument("--head-fusion", default="mean", help="rollout: mean, max or min")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: lowest fraction dropped per row")
-    explain.add_argument("--start-layer", type=int, default=0, help="rollout/relevance: first layer used")
+    explain.add_argument(
+        "--start-layer", type=int, default=None, help="rollout/relevance/legrad: first layer used (legrad: last two)"
+    )
+    explain.add_argument("--epsilon", type=float, default=None, help="attnlrp/cp_lrp: the epsilon rule's stabiliser")
+    explain.add_argument(
+        "--raw", action="store_true", help="write the map's own values (signed relevance for attnlrp/cp_lrp) to .npy"
+    )
     explain.add_argument("--out", required=True, help="OUT.npy (float32 map in [0, 1]) or OUT.png (overlay)")
     explain.set_defaults(handler=cmd_explain)
 
@@ -239,7 +250,7 @@ def _parse_target(text: str | None, labels: list[str] | None, classes: int) -> i
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from vit_core.capture import capture
-    from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, ExplainOptions, explain, normalise
+    from vit_core.explain import CLASS_SPECIFIC, METHODS, MODEL_RUN, ExplainOptions, explain, normalise
     from vit_core.images import load_image, open_image
     from vit_core.zoo import load_model
 
@@ -247,8 +258,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         raise VitCoreError("cli_out_suffix", suffixes=".npy, .png", name=out.name)
     check_choice(args.method, METHODS, "method")
-    if args.method in NOT_IMPLEMENTED:
-        raise VitCoreError("method_not_implemented", method=args.method, instead=NOT_IMPLEMENTED[args.method])
+    if args.raw and out.suffix != ".npy":
+        raise VitCoreError("cli_raw_needs_npy", name=out.name)
     options = ExplainOptions(
         layer=args.layer,
         head=_parse_head(args.head),
@@ -256,6 +267,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         head_fusion=args.head_fusion,
         discard_ratio=args.discard_ratio,
         start_layer=args.start_layer,
+        **({} if args.epsilon is None else {"epsilon": args.epsilon}),
     )
     image = open_image(args.image)  # a bad file is refused before the model loads
     loaded = load_model(args.model, weights=args.weights, device=args.device)
@@ -266,8 +278,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise VitCoreError("no_head", what="class-specific maps")
         target = _parse_target(args.target, loaded.labels, loaded.cfg.num_classes)
         target = "top" if target is None else target
-    result = capture(loaded.model, loaded.preprocess(image), target=target, autocast=_autocast_dtype(args))
-    grid_map = normalise(explain(result, args.method, options))
+    gradients = None if args.method in MODEL_RUN else target  # those run the model themselves
+    result = capture(loaded.model, loaded.preprocess(image), target=gradients, autocast=_autocast_dtype(args))
+    grid_map = explain(result, args.method, options, model=loaded.model, target=target)
+    grid_map = grid_map.astype(np.float32) if args.raw else normalise(grid_map)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, grid_map)
@@ -275,5 +289,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from app.render import OverlayStyle, input_view, overlay  # rendering lives in the app layer (plotly)
 
         overlay(input_view(result, loaded.data_config), grid_map, OverlayStyle(colorbar=False)).save(out)
-    print(f"{out}: {args.method} map on the {result.grid[0]}x{result.grid[1]} patch grid")
+    kind = "raw" if args.raw else "normalised"
+    print(f"{out}: {args.method} map ({kind}) on the {result.grid[0]}x{result.grid[1]} patch grid")
     return 0

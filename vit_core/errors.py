@@ -102,6 +102,11 @@ MESSAGES: dict[str, str] = {
     "target_count_mismatch": "got {targets} targets for a batch of {batch} images.",
     "capture_without_target": "class-specific maps need a capture made with a target class (capture(..., target=c)).",
     "method_not_implemented": "the {method} method is not implemented yet; use {instead} instead.",
+    "method_needs_model": "the {method} map runs the model again, so it needs the model as well as the capture.",
+    "flow_too_large": (
+        "attention flow needs one exact max-flow per token, and a model with {tokens} tokens in {layers} layers is "
+        "over its limit of {limit} tokens at that depth (about 10 s per image); use rollout instead."
+    ),
     "map_grid_mismatch": "the map's grid {map_rows}x{map_cols} does not match the image's {rows}x{cols} patches.",
     "not_shapescenes": (
         "model {name!r} does not predict the ShapeScenes classes ({classes}); "
@@ -182,6 +187,7 @@ MESSAGES: dict[str, str] = {
     # the command line (vit_core.cli)
     "cli_out_suffix": "--out must end in {suffixes}, got {name!r}.",
     "cli_option_too_small": "{option} must be at least {low}, got {value}.",
+    "cli_raw_needs_npy": "--raw writes the map's own values, which only a .npy file holds; got {name!r}.",
     # the page (app/)
     "choose_model": "choose a model first.",
     "upload_image": "upload an image first.",

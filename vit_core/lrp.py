@@ -378,7 +378,7 @@ def _seed(targets: list[Target], output: torch.Tensor) -> tuple[torch.Tensor, to
     return seed, values.detach()
 
 
-def _check_target(model: ViT, target: TargetLike) -> None:
+def check_target(model: ViT, target: TargetLike) -> None:
     if model.head is None and not isinstance(target, Target):
         raise VitCoreError("no_head", what="class-specific maps")
 
@@ -392,7 +392,7 @@ def lrp_batch(
 ) -> list[Relevance]:
     """AttnLRP (or CP-LRP) relevance of `target` for each image of `pixels` `[B, C, H, W]`: one forward and
     one backward pass. `target` is a class index, one per image, "top", or any `vit_core.targets.Target`."""
-    _check_target(model, target)
+    check_target(model, target)
     weight = next(model.parameters())
     pixels = pixels.to(weight.device, weight.dtype).detach().requires_grad_()
     with torch.enable_grad():
@@ -447,7 +447,7 @@ def attention_relevance_and_gradients(
     Two passes: the relevance pass (rules="chefer", starting from d target / d output, the one-hot vector
     of a class logit) and a plain gradient pass.
     """
-    _check_target(model, target)
+    check_target(model, target)
     weight = next(model.parameters())
     pixels = pixels.to(weight.device, weight.dtype)
     results = []
