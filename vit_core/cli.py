@@ -69,9 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
     bench.set_defaults(handler=cmd_bench)
 
-    evaluate = commands.add_parser("evaluate", help="accuracy and map localization on seeded ShapeScenes")
+    evaluate = commands.add_parser(
+        "evaluate", help="map localization on seeded ShapeScenes, or the papers' ImageNet protocols with --dataset"
+    )
     _model_arguments(evaluate)
-    evaluate.add_argument("--n", type=int, default=2000, help="number of scenes (default 2000)")
+    evaluate.add_argument(
+        "--dataset", default="shapescenes", help="shapescenes (default), imagenet-seg (gtsegs_ijcv.mat) or imagenet-val"
+    )
+    evaluate.add_argument("--path", default=None, help="imagenet-seg: gtsegs_ijcv.mat; imagenet-val: the val folder")
+    evaluate.add_argument("--perturbation", default="positive", help="imagenet-val: positive or negative")
+    evaluate.add_argument("--methods", default=None, help="comma-separated methods (default: all but flow)")
+    evaluate.add_argument("--n", type=int, default=None, help="number of images (default: 2000 scenes, every file)")
+    evaluate.add_argument("--batch", type=int, default=None, help="images per batch (default 100 scenes, 16 photos)")
     evaluate.add_argument("--seed", type=int, default=20_000, help="scene seed; training used seed 0")
     evaluate.add_argument("--faithfulness", type=int, default=0, help="deletion/insertion AUC on the first N scenes")
     evaluate.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
@@ -197,13 +206,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+DATASETS = ("shapescenes", "imagenet-seg", "imagenet-val")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vit_core.evaluate import evaluate
+    from vit_core.evaluate import SCORED, evaluate
+    from vit_core.explain import METHODS
+    from vit_core.protocols import evaluate_perturbation, evaluate_segmentation, read_segmentation, read_val_folder
     from vit_core.zoo import load_model
 
+    # every check of the input comes before the model loads
+    dataset = check_choice(args.dataset, DATASETS, "dataset")
+    methods = SCORED if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        check_choice(method, METHODS, "method")
+    for option, value in (("--n", args.n), ("--batch", args.batch)):
+        if value is not None and value < 1:
+            raise VitCoreError("cli_option_too_small", option=option, low=1, value=value)
+    if dataset != "shapescenes":
+        if args.path is None:
+            raise VitCoreError("cli_dataset_needs_path", dataset=dataset)
+        if dataset == "imagenet-val":
+            check_choice(args.perturbation, ("positive", "negative"), "perturbation")
+            read_val_folder(args.path, 1)
+        else:
+            next(read_segmentation(args.path), None)
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    report = evaluate(loaded, n=args.n, seed=args.seed, faithfulness_n=max(0, args.faithfulness))
-    print(json.dumps(report, indent=2))
+    batch = {} if args.batch is None else {"batch": args.batch}
+    if dataset == "imagenet-seg":
+        report = evaluate_segmentation(loaded, args.path, methods, n=args.n, **batch)
+    elif dataset == "imagenet-val":
+        report = evaluate_perturbation(loaded, args.path, methods, args.perturbation, n=args.n, **batch)
+    else:
+        n = 2000 if args.n is None else args.n
+        report = evaluate(
+            loaded, n=n, seed=args.seed, faithfulness_n=max(0, args.faithfulness), methods=methods, **batch
+        )
+    print(json.dumps({"model": args.model, **report}, indent=2))
     return 0
 
 

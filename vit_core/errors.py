@@ -29,6 +29,8 @@ What = Literal[
     "mass fraction",
     "head fusion",
     "method",
+    "dataset",
+    "perturbation",
     "top-k",
     "number of scenes",
     # features that need a classification head
@@ -108,6 +110,9 @@ MESSAGES: dict[str, str] = {
         "over its limit of {limit} tokens at that depth (about 10 s per image); use rollout instead."
     ),
     "map_grid_mismatch": "the map's grid {map_rows}x{map_cols} does not match the image's {rows}x{cols} patches.",
+    "dataset_path_missing": "{path} does not exist.",
+    "dataset_layout": "{name} is not {expected}.",
+    "dataset_empty": "{name} holds no images; expected {expected}.",
     "not_shapescenes": (
         "model {name!r} does not predict the ShapeScenes classes ({classes}); "
         "evaluation needs the bundled model or another ShapeScenes model."
@@ -188,6 +193,7 @@ MESSAGES: dict[str, str] = {
     "cli_out_suffix": "--out must end in {suffixes}, got {name!r}.",
     "cli_option_too_small": "{option} must be at least {low}, got {value}.",
     "cli_raw_needs_npy": "--raw writes the map's own values, which only a .npy file holds; got {name!r}.",
+    "cli_dataset_needs_path": "--dataset {dataset} needs --path to the data.",
     # the page (app/)
     "choose_model": "choose a model first.",
     "upload_image": "upload an image first.",

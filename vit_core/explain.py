@@ -9,6 +9,7 @@ the patch grid; `upsample` and `normalise` turn them into images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -17,7 +18,7 @@ import torch
 
 from vit_core.capture import Capture, capture_batch
 from vit_core.errors import VitCoreError
-from vit_core.flow import attention_flow
+from vit_core.flow import attention_flow, check_flow_size
 from vit_core.legrad import default_start_layer, legrad_batch
 from vit_core.lrp import EPSILON, lrp_batch
 from vit_core.maps import HeadChoice, attention_map
@@ -143,6 +144,34 @@ def explain_batch(
         return model_maps(model, pixels, method, target, options)  # type: ignore[arg-type]
     captures = capture_batch(model, pixels, target=target if method in CLASS_SPECIFIC else None)
     return np.stack([explain(result, method, options) for result in captures])
+
+
+def maps_for_batch(
+    model: ViT,
+    pixels: torch.Tensor,
+    methods: Sequence[str],
+    target: TargetLike = "top",
+    options: ExplainOptions = ExplainOptions(),
+) -> dict[str, np.ndarray]:
+    """`{method: [B, rows, cols]}` for several methods on one batch `[B, C, H, W]`: one capture serves every
+    capture-based method (with one backward pass for `target` when one of them is class-specific), and each
+    method of `MODEL_RUN` runs once for the whole batch."""
+    for method in methods:
+        check_choice(method, METHODS, "method")
+    if "flow" in methods:
+        grid = (pixels.shape[-2] // model.cfg.patch_size) * (pixels.shape[-1] // model.cfg.patch_size)
+        check_flow_size(model.cfg.depth, model.cfg.num_prefix_tokens + grid)  # before any work
+    from_capture = [m for m in methods if m not in MODEL_RUN]
+    captures: list[Capture] = []
+    if from_capture:
+        gradients = any(m in CLASS_SPECIFIC for m in from_capture)
+        captures = capture_batch(model, pixels, target=target if gradients else None)
+    return {
+        method: model_maps(model, pixels, method, target, options)  # type: ignore[arg-type]
+        if method in MODEL_RUN
+        else np.stack([explain(result, method, options) for result in captures])  # type: ignore[arg-type]
+        for method in methods
+    }
 
 
 def normalise(grid_map: np.ndarray) -> np.ndarray:
