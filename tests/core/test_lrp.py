@@ -273,3 +273,17 @@ def test_no_head_needs_a_callable_target():
     with pytest.raises(VitCoreError) as error:
         lrp_batch(model, torch.zeros(1, 3, 28, 28), "top")
     assert error.value.key == "no_head"
+
+
+def test_lrp_bench_and_the_explorer_bench_run():
+    from vit_core.bench import class_agnostic, explain_all
+    from vit_core.capture import capture
+    from vit_core.lrp_bench import benchmark_methods, flow_seconds
+
+    loaded = load_model("bundled")
+    report = benchmark_methods(loaded, repeats=1)
+    assert set(report["ratio_to_forward"]) == {"attnlrp", "cp_lrp", "legrad", "transformer_attribution"}
+    assert flow_seconds(2, 10) >= 0
+    pixels = torch.randn(1, 3, 96, 96)
+    explain_all(loaded.model, pixels)  # the explorer's bench leaves the model-run and opt-in methods to lrp_bench
+    class_agnostic(capture(loaded.model, pixels[0]))
