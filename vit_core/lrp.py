@@ -327,7 +327,9 @@ class RelevanceRules(TorchFunctionMode):
 @dataclass(frozen=True)
 class Relevance:
     """LRP relevance of one image for one target, signed, float32. Input relevance is the relevance of
-    the embedding: patch tokens + prefix tokens + position embeddings; their sum is close to `value`."""
+    the embedding: patch tokens + prefix tokens + position embeddings. It adds up to `value` less what the
+    softmax rule's bias terms absorb (AttnLRP only) and what the biases absorb: value = total +
+    softmax_absorbed + bias_absorbed, exactly (tested in float64)."""
 
     patches: np.ndarray  # [rows, cols], each patch token's projection (its pixels plus the projection bias)
     pixels: np.ndarray  # [height, width], the input pixels' relevance, summed over channels
