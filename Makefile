@@ -12,8 +12,9 @@ $(RUNTIME): requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
-$(DEV): $(RUNTIME) requirements-dev.txt requirements-scale.txt
+$(DEV): $(RUNTIME) requirements-dev.txt requirements-scale.txt requirements-lxt.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-lxt.txt
 	touch $@
 
 run: $(RUNTIME)

@@ -6,15 +6,37 @@ import numpy as np
 
 from app import service
 from app.cache import Analysis
-from vit_core.explain import CLASS_SPECIFIC, NOT_IMPLEMENTED, ExplainOptions, explain
+from vit_core.explain import CLASS_SPECIFIC, MODEL_RUN, NOT_IMPLEMENTED, OPT_IN, ExplainOptions, explain
 
-METHODS = tuple(m for m in ("rollout", "grad_rollout", "chefer", "gradcam", "attention") if m not in NOT_IMPLEMENTED)
+METHODS = tuple(
+    m
+    for m in (
+        "rollout",
+        "grad_rollout",
+        "chefer",
+        "gradcam",
+        "attention",
+        "attnlrp",
+        "cp_lrp",
+        "transformer_attribution",
+        "legrad",
+        "flow",
+    )
+    if m not in NOT_IMPLEMENTED
+)
+FAITHFULNESS = tuple(m for m in METHODS if m not in OPT_IN)  # attention flow is refused on most models
 
 
 def grid_map(
     analysis: Analysis, method: str, target: int | str | None, options: ExplainOptions = ExplainOptions()
 ) -> np.ndarray:
     """`[rows, cols]` map of `method`; class-specific methods explain `target` (default: the top class)."""
+    if method in MODEL_RUN:  # AttnLRP, CP-LRP, Transformer Attribution, LeGrad: a model run of their own
+        chosen = service.target_class(analysis, target)
+        return analysis.remember(
+            ("map", method, chosen, options),
+            lambda: service.model_map(analysis.model_name, analysis.pixels, method, chosen, options),
+        )
     if method not in CLASS_SPECIFIC:
         return analysis.remember(("map", method, None, options), lambda: explain(analysis.capture, method, options))
     source = service.class_capture(analysis, target)

@@ -33,6 +33,7 @@ from app.models import ModelStore
 from vit_core.analysis import ablate_heads, head_importance
 from vit_core.capture import Capture, capture
 from vit_core.errors import VitCoreError, What
+from vit_core.explain import ExplainOptions, explain_batch
 from vit_core.faithfulness import Curve, curves_for_maps
 from vit_core.hub import hf_endpoint, offline, reachable
 from vit_core.images import load_image, model_view
@@ -266,6 +267,13 @@ def _model_here(model_name: str) -> ViT:
 def run_capture(model_name: str, pixels: torch.Tensor, target: int | None = None) -> Capture:
     """One run on the input `[C, H, W]` with everything captured; with a target, also one backward pass."""
     return capture(_model_here(model_name), pixels, target=target)
+
+
+@on_gpu(duration=30)
+def model_map(model_name: str, pixels: torch.Tensor, method: str, target: int, options: ExplainOptions) -> np.ndarray:
+    """`[rows, cols]` map of a method that runs the model itself (AttnLRP, CP-LRP, Transformer Attribution,
+    LeGrad) on the input `[C, H, W]`: its own forward and backward pass with the method's rules."""
+    return explain_batch(_model_here(model_name), pixels[None], method, target, options)[0]  # type: ignore[arg-type]
 
 
 @on_gpu(duration=45)

@@ -34,6 +34,10 @@ DESCRIPTIONS = {
     "grad_rollout": "gradient-weighted rollout, each layer with its own gradient",
     "chefer": "Chefer et al. ICCV 2021, mean over heads of (∇A ⊙ A)⁺",
     "gradcam": "Grad-CAM on the tokens entering the last block",
+    "attnlrp": "AttnLRP (Achtibat et al. 2024), signed relevance of the patch tokens",
+    "cp_lrp": "CP-LRP (Ali et al. 2022), attention weights held constant",
+    "transformer_attribution": "Chefer et al. CVPR 2021, LRP relevance at the attention ⊙ its gradient, rolled out",
+    "legrad": "LeGrad (Bousselham et al. 2024), the last two layers (reference default)",
 }
 
 
@@ -55,6 +59,10 @@ def table(report: dict, command: str, seconds: float) -> str:
             f"{scores['mass_inside']:.1%} | {scores['deletion_auc']:.3f} | {scores['insertion_auc']:.3f} |"
         )
     lines += [
+        "",
+        "`flow` (attention flow) is not in the table: it is exact and costs one max-flow per token, so it is "
+        "refused on the bundled model (145 tokens in 6 layers, over its limit of 69); `--methods` opts in on "
+        "smaller models.",
         "",
         f"Produced by `{command}` ({seconds:.0f} s on 2 CPU threads); the raw JSON comes from "
         f"`python -m vit_core evaluate --model bundled --n {report['n']} --seed {report['seed']} "

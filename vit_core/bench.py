@@ -28,7 +28,7 @@ from vit_core.analysis import (
     token_pca_rgb,
 )
 from vit_core.capture import Capture, capture_batch, predict
-from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, explain
+from vit_core.explain import CLASS_SPECIFIC, METHODS, MODEL_RUN, NOT_IMPLEMENTED, OPT_IN, explain
 from vit_core.maps import mass_threshold
 from vit_core.stats import capture_stats
 from vit_core.zoo import LoadedModel
@@ -37,7 +37,7 @@ from vit_core.zoo import LoadedModel
 def class_agnostic(result: Capture) -> None:
     """Every map and analysis that needs no gradient, from one capture (no model run)."""
     for method in METHODS:
-        if method not in NOT_IMPLEMENTED and method not in CLASS_SPECIFIC:
+        if method not in NOT_IMPLEMENTED and method not in CLASS_SPECIFIC and method not in OPT_IN:
             explain(result, method)
     mass_threshold(explain(result, "attention"))
     if result.layer_logits is not None:
@@ -53,7 +53,7 @@ def explain_all(model, pixels: torch.Tensor, autocast: torch.dtype | None = None
     """Everything the explorer shows for one image: capture + one backward + every map and analysis."""
     for result in capture_batch(model, pixels, target="top", autocast=autocast):
         class_agnostic(result)
-        for method in CLASS_SPECIFIC - set(NOT_IMPLEMENTED):
+        for method in CLASS_SPECIFIC - set(NOT_IMPLEMENTED) - MODEL_RUN:  # those: vit_core.lrp_bench
             explain(result, method)
 
 

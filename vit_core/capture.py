@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
-from vit_core.validate import check_choice, check_index
+from vit_core.targets import TargetLike, resolve_targets, target_values
+from vit_core.validate import check_choice
 
-Target = int | Sequence[int] | Literal["top"] | None
+Target = TargetLike | None
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Capture:
     attention_grads: np.ndarray | None = None  # [layer, head, query, key], d logit[target] / d attention
     token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
     row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
-    target: int | None = None  # the class whose logit attention_grads differentiates
+    target: Hashable | None = None  # the target's key; a class index for a class logit
 
     @property
     def num_layers(self) -> int:
@@ -109,7 +109,7 @@ class DeviceCapture:
     attention_grads: torch.Tensor | None = None  # [batch, layer, head, query, key]
     token_grads: torch.Tensor | None = None  # [batch, pos, dim]
     row_entropy: torch.Tensor | None = None  # [batch, layer, head, query]
-    targets: tuple[int, ...] | None = None  # per image, the class the gradients differentiate
+    targets: tuple[Hashable, ...] | None = None  # per image, the target's key (a class index for a class logit)
 
     def __len__(self) -> int:
         return self.input.shape[0]
@@ -297,7 +297,7 @@ def capture_batch(
             hooks[f"blocks.{i}.attn.hook_k"] = record("keys", i, depth)
 
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
-    targets: list[int] | None = None
+    targets: list | None = None
     grads = token_grads = None
     with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
@@ -305,8 +305,8 @@ def capture_batch(
         if want_grad:
             if logits is None:
                 raise VitCoreError("no_head", what="class-specific maps")
-            targets = _resolve_targets(target, logits)
-            chosen = logits[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
+            targets = resolve_targets(target, logits)
+            chosen = target_values(targets, logits)  # [B]
             *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
             grads = torch.stack(pattern_grads, dim=1)  # [B, L, H, N, N]
             if store_dtype is not None:
@@ -331,7 +331,7 @@ def capture_batch(
         attention_grads=grads,
         token_grads=token_grads,
         row_entropy=buffers["row_entropy"],
-        targets=None if targets is None else tuple(targets),
+        targets=None if targets is None else tuple(t.key for t in targets),
     )
     return result if keep_on_device else result.to_numpy()
 
@@ -366,13 +366,3 @@ def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture | De
         raise VitCoreError("one_image_only")
     result = capture_batch(model, pixels, **options)  # type: ignore[arg-type]
     return result if isinstance(result, DeviceCapture) else result[0]
-
-
-def _resolve_targets(target: Target, logits: torch.Tensor) -> list[int]:
-    batch, classes = logits.shape
-    if target == "top":
-        return logits.argmax(-1).tolist()
-    targets = [int(target)] * batch if isinstance(target, int | np.integer) else [int(t) for t in target]  # type: ignore[union-attr]
-    if len(targets) != batch:
-        raise VitCoreError("target_count_mismatch", targets=len(targets), batch=batch)
-    return [check_index(t, classes, "target class") for t in targets]

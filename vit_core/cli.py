@@ -99,9 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--top-k", type=int, default=5, help="classes kept per image (default 5)")
     batch.set_defaults(handler=cmd_batch)
 
-    evaluate = commands.add_parser("evaluate", help="accuracy and map localization on seeded ShapeScenes")
+    evaluate = commands.add_parser(
+        "evaluate", help="map localization on seeded ShapeScenes, or the papers' ImageNet protocols with --dataset"
+    )
     _model_arguments(evaluate)
-    evaluate.add_argument("--n", type=int, default=2000, help="number of scenes (default 2000)")
+    evaluate.add_argument(
+        "--dataset", default="shapescenes", help="shapescenes (default), imagenet-seg (gtsegs_ijcv.mat) or imagenet-val"
+    )
+    evaluate.add_argument("--path", default=None, help="imagenet-seg: gtsegs_ijcv.mat; imagenet-val: the val folder")
+    evaluate.add_argument("--perturbation", default="positive", help="imagenet-val: positive or negative")
+    evaluate.add_argument("--methods", default=None, help="comma-separated methods (default: all but flow)")
+    evaluate.add_argument("--n", type=int, default=None, help="number of images (default: 2000 scenes, every file)")
+    evaluate.add_argument("--batch", type=int, default=None, help="images per batch (default 100 scenes, 16 photos)")
     evaluate.add_argument("--seed", type=int, default=20_000, help="scene seed; training used seed 0")
     evaluate.add_argument("--faithfulness", type=int, default=0, help="deletion/insertion AUC on the first N scenes")
     evaluate.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
@@ -110,14 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="one explanation map as .npy (patch grid) or .png (overlay)")
     explain.add_argument("image", help="path to an image file")
     _model_arguments(explain)
-    explain.add_argument("--method", required=True, help="attention, rollout, grad_rollout, chefer, gradcam, ...")
+    explain.add_argument(
+        "--method",
+        required=True,
+        help="attention, rollout, grad_rollout, chefer, gradcam, attnlrp, cp_lrp, transformer_attribution, "
+        "legrad or flow",
+    )
     explain.add_argument("--layer", type=int, default=None, help="attention: layer index (default: the last)")
     explain.add_argument("--head", default="mean", help="attention: a head index, mean or max")
     explain.add_argument("--query-patch", default=None, help="attention: ROW,COL of the query patch")
     explain.add_argument("--target", default=None, help="class index or label (default: the top prediction)")
     explain.add_argument("--head-fusion", default="mean", help="rollout: mean, max or min")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: lowest fraction dropped per row")
-    explain.add_argument("--start-layer", type=int, default=0, help="rollout/relevance: first layer used")
+    explain.add_argument(
+        "--start-layer", type=int, default=None, help="rollout/relevance/legrad: first layer used (legrad: last two)"
+    )
+    explain.add_argument("--epsilon", type=float, default=None, help="attnlrp/cp_lrp: the epsilon rule's stabiliser")
+    explain.add_argument(
+        "--raw", action="store_true", help="write the map's own values (signed relevance for attnlrp/cp_lrp) to .npy"
+    )
     explain.add_argument("--out", required=True, help="OUT.npy (float32 map in [0, 1]) or OUT.png (overlay)")
     explain.set_defaults(handler=cmd_explain)
 
@@ -320,13 +340,43 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+DATASETS = ("shapescenes", "imagenet-seg", "imagenet-val")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vit_core.evaluate import evaluate
+    from vit_core.evaluate import SCORED, evaluate
+    from vit_core.explain import METHODS
+    from vit_core.protocols import evaluate_perturbation, evaluate_segmentation, read_segmentation, read_val_folder
     from vit_core.zoo import load_model
 
+    # every check of the input comes before the model loads
+    dataset = check_choice(args.dataset, DATASETS, "dataset")
+    methods = SCORED if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        check_choice(method, METHODS, "method")
+    for option, value in (("--n", args.n), ("--batch", args.batch)):
+        if value is not None and value < 1:
+            raise VitCoreError("cli_option_too_small", option=option, low=1, value=value)
+    if dataset != "shapescenes":
+        if args.path is None:
+            raise VitCoreError("cli_dataset_needs_path", dataset=dataset)
+        if dataset == "imagenet-val":
+            check_choice(args.perturbation, ("positive", "negative"), "perturbation")
+            read_val_folder(args.path, 1)
+        else:
+            next(read_segmentation(args.path), None)
     loaded = load_model(args.model, weights=args.weights, device=args.device)
-    report = evaluate(loaded, n=args.n, seed=args.seed, faithfulness_n=max(0, args.faithfulness))
-    print(json.dumps(report, indent=2))
+    batch = {} if args.batch is None else {"batch": args.batch}
+    if dataset == "imagenet-seg":
+        report = evaluate_segmentation(loaded, args.path, methods, n=args.n, **batch)
+    elif dataset == "imagenet-val":
+        report = evaluate_perturbation(loaded, args.path, methods, args.perturbation, n=args.n, **batch)
+    else:
+        n = 2000 if args.n is None else args.n
+        report = evaluate(
+            loaded, n=n, seed=args.seed, faithfulness_n=max(0, args.faithfulness), methods=methods, **batch
+        )
+    print(json.dumps({"model": args.model, **report}, indent=2))
     return 0
 
 
@@ -373,7 +423,7 @@ def _parse_target(text: str | None, labels: list[str] | None, classes: int) -> i
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from vit_core.capture import capture
-    from vit_core.explain import CLASS_SPECIFIC, METHODS, NOT_IMPLEMENTED, ExplainOptions, explain, normalise
+    from vit_core.explain import CLASS_SPECIFIC, METHODS, MODEL_RUN, ExplainOptions, explain, normalise
     from vit_core.images import load_image, open_image
     from vit_core.zoo import load_model
 
@@ -381,8 +431,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         raise VitCoreError("cli_out_suffix", suffixes=".npy, .png", name=out.name)
     check_choice(args.method, METHODS, "method")
-    if args.method in NOT_IMPLEMENTED:
-        raise VitCoreError("method_not_implemented", method=args.method, instead=NOT_IMPLEMENTED[args.method])
+    if args.raw and out.suffix != ".npy":
+        raise VitCoreError("cli_raw_needs_npy", name=out.name)
     options = ExplainOptions(
         layer=args.layer,
         head=_parse_head(args.head),
@@ -390,6 +440,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         head_fusion=args.head_fusion,
         discard_ratio=args.discard_ratio,
         start_layer=args.start_layer,
+        **({} if args.epsilon is None else {"epsilon": args.epsilon}),
     )
     image = open_image(args.image)  # a bad file is refused before the model loads
     loaded = load_model(args.model, weights=args.weights, device=args.device)
@@ -400,8 +451,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise VitCoreError("no_head", what="class-specific maps")
         target = _parse_target(args.target, loaded.labels, loaded.cfg.num_classes)
         target = "top" if target is None else target
-    result = capture(loaded.model, loaded.preprocess(image), target=target, autocast=_autocast_dtype(args))
-    grid_map = normalise(explain(result, args.method, options))
+    gradients = None if args.method in MODEL_RUN else target  # those run the model themselves
+    result = capture(loaded.model, loaded.preprocess(image), target=gradients, autocast=_autocast_dtype(args))
+    grid_map = explain(result, args.method, options, model=loaded.model, target=target)
+    grid_map = grid_map.astype(np.float32) if args.raw else normalise(grid_map)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, grid_map)
@@ -409,5 +462,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from vit_core.overlay import input_view, overlay  # numpy and PIL: the CLI never imports plotly or gradio
 
         overlay(input_view(result.input, loaded.data_config), grid_map).save(out)
-    print(f"{out}: {args.method} map on the {result.grid[0]}x{result.grid[1]} patch grid")
+    kind = "raw" if args.raw else "normalised"
+    print(f"{out}: {args.method} map ({kind}) on the {result.grid[0]}x{result.grid[1]} patch grid")
     return 0

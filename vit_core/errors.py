@@ -29,6 +29,8 @@ What = Literal[
     "mass fraction",
     "head fusion",
     "method",
+    "dataset",
+    "perturbation",
     "top-k",
     "number of scenes",
     "batch size",
@@ -112,7 +114,15 @@ MESSAGES: dict[str, str] = {
     ),
     "capture_without_target": "class-specific maps need a capture made with a target class (capture(..., target=c)).",
     "method_not_implemented": "the {method} method is not implemented yet; use {instead} instead.",
+    "method_needs_model": "the {method} map runs the model again, so it needs the model as well as the capture.",
+    "flow_too_large": (
+        "attention flow needs one exact max-flow per token, and a model with {tokens} tokens in {layers} layers is "
+        "over its limit of {limit} tokens at that depth (about 10 s per image); use rollout instead."
+    ),
     "map_grid_mismatch": "the map's grid {map_rows}x{map_cols} does not match the image's {rows}x{cols} patches.",
+    "dataset_path_missing": "{path} does not exist.",
+    "dataset_layout": "{name} is not {expected}.",
+    "dataset_empty": "{name} holds no images; expected {expected}.",
     "not_shapescenes": (
         "model {name!r} does not predict the ShapeScenes classes ({classes}); "
         "evaluation needs the bundled model or another ShapeScenes model."
@@ -211,6 +221,8 @@ MESSAGES: dict[str, str] = {
     # the command line (vit_core.cli)
     "cli_out_suffix": "--out must end in {suffixes}, got {name!r}.",
     "cli_option_too_small": "{option} must be at least {low}, got {value}.",
+    "cli_raw_needs_npy": "--raw writes the map's own values, which only a .npy file holds; got {name!r}.",
+    "cli_dataset_needs_path": "--dataset {dataset} needs --path to the data.",
     # the page (app/)
     "choose_model": "choose a model first.",
     "upload_image": "upload an image first.",

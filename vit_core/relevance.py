@@ -1,4 +1,5 @@
-"""Class-specific maps from one backward pass: gradient-weighted rollout, Chefer et al. 2021, Grad-CAM.
+"""Class-specific maps from one backward pass: gradient-weighted rollout, Chefer et al. 2021, Grad-CAM;
+and Chefer et al.'s CVPR 2021 Transformer Attribution, which runs the model again with LRP rules.
 
 Each reads a capture made with a `target` (`capture(..., target=c)`), which holds the gradient of
 that class's logit with respect to every layer's attention weights and to the tokens entering the
@@ -15,8 +16,10 @@ import torch
 from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
+from vit_core.lrp import attention_relevance_and_gradients
 from vit_core.maps import patch_map
 from vit_core.rollout import chain_dtype, discard_lowest, query_vector, rollout_row, vector_matrix
+from vit_core.targets import TargetLike
 from vit_core.validate import check_index
 
 
@@ -110,3 +113,46 @@ def gradcam(capture: Capture) -> np.ndarray:
     weights = patch_grads.mean(axis=0)  # [D]
     cam = np.clip(patch_activations @ weights, 0, None)  # [patches]
     return cam.reshape(capture.grid).astype(np.float32)
+
+
+def transformer_attribution(
+    relevances: torch.Tensor,
+    grads: torch.Tensor,
+    grid: tuple[int, int],
+    num_prefix_tokens: int,
+    has_class_token: bool = True,
+    start_layer: int = 0,
+) -> np.ndarray:
+    """Chefer et al. CVPR 2021's combination for one image: relevances and gradients at the attention weights
+    `[L, H, N, N]` -> Ā_l = mean over heads of (∇A_l ⊙ R_l)⁺; C = (I + Ā_L) ⋯ (I + Ā_start) with no
+    renormalisation; the class token's row of C (the mean row without one) over the patches, `[rows, cols]`."""
+    start_layer = check_index(start_layer, relevances.shape[0], "start layer")
+    cams = _grad_weighted_mean(relevances[start_layer:], grads[start_layer:], clamp_first=True)  # [L', N, N]
+    row = query_vector(relevances.shape[-1], has_class_token).to(cams)
+    for cam in cams.flip(0):  # the query's row of the product, last layer on the left
+        row = row + row @ cam
+    return row[num_prefix_tokens:].reshape(grid).float().cpu().numpy()
+
+
+def transformer_attribution_batch(model, pixels: torch.Tensor, target: TargetLike = "top", start_layer: int = 0):
+    """Chefer, Gur & Wolf, CVPR 2021, "Transformer Interpretability Beyond Attention Visualization", for
+    `pixels` `[B, C, H, W]` -> `[B, rows, cols]` float32.
+
+    LRP relevance R_l at every block's attention weights with the rules of their code (α1β0 on linear
+    layers, the bilinear rule on both matrix products, identity through LayerNorm, GELU and softmax, the
+    normalised rule on residual additions; `vit_core.lrp` with rules="chefer"), starting from the target's
+    gradient at the output (the one-hot vector of a class), combined with the attention gradients by
+    `transformer_attribution`.
+    """
+    cfg = model.cfg
+    start_layer = check_index(start_layer, cfg.depth, "start layer")
+    relevances, grads, _ = attention_relevance_and_gradients(model, pixels, target)  # [L, B, H, N, N] each
+    grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
+    return np.stack(
+        [
+            transformer_attribution(
+                relevances[:, b], grads[:, b], grid, cfg.num_prefix_tokens, cfg.class_token, start_layer
+            )
+            for b in range(relevances.shape[1])
+        ]
+    )

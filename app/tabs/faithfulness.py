@@ -8,7 +8,7 @@ import gradio as gr
 from app import figures, service
 from app.cache import Analysis
 from app.i18n import text
-from app.maps import METHODS, grid_map
+from app.maps import FAITHFULNESS, grid_map
 from app.session import analysis_of, handler, lang
 from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line
 from vit_core.errors import VitCoreError
@@ -16,12 +16,12 @@ from vit_core.validate import check_range
 
 
 def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, language: str = "en") -> dict:
-    """Deletion and insertion curves for every map of `METHODS`, batched, on the model's own input."""
+    """Deletion and insertion curves for every map of `FAITHFULNESS`, batched, on the model's own input."""
     steps = int(check_range(steps, 2, 50, "steps"))
     pixels, target = analysis.pixels, service.target_class(analysis, target)
     if progress is not None:
         progress(0.1, desc=text("progress.maps", language))
-    maps = {m: grid_map(analysis, m, target) for m in METHODS}
+    maps = {m: grid_map(analysis, m, target) for m in FAITHFULNESS}
     if progress is not None:
         progress(0.3, desc=text("progress.faithfulness", language, steps=steps, maps=len(maps)))
     curves = service.faithfulness_curves(analysis.model_name, pixels, list(maps.values()), target, steps)

@@ -11,7 +11,7 @@ from gradio.processing_utils import get_upload_folder
 from PIL import Image
 
 from app import api, service
-from app.maps import METHODS
+from app.maps import FAITHFULNESS
 from vit_core.explain import ExplainOptions, explain
 
 
@@ -40,8 +40,11 @@ def test_api_functions_match_the_library(upload):
     layers = api.layer_predictions_(upload, "bundled", 3)["layers"]
     assert len(layers) == 6 and len(layers[0]) == 3
     curves = api.faithfulness(upload, "bundled", "", 4)
-    assert set(curves) == set(METHODS) and len(curves["rollout"]["deletion"]["probs"]) == 5
-    for method, match in [("flow", "not implemented"), ("nope", "Unknown method")]:
+    assert set(curves) == set(FAITHFULNESS) and len(curves["rollout"]["deletion"]["probs"]) == 5
+    _, lrp = api.explain(upload, "bundled", "attnlrp", target="3")
+    expected = explain(analysis.capture, "attnlrp", model=service.shared_model("bundled").model, target=3)
+    assert np.allclose(lrp["map"], expected, atol=1e-5)  # signed relevance, not normalised
+    for method, match in [("flow", "max-flow per token"), ("nope", "Unknown method")]:
         with pytest.raises(gr.Error, match=match):
             api.explain(upload, "bundled", method)
     with pytest.raises(gr.Error, match="ROW,COL"):

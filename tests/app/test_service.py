@@ -231,7 +231,7 @@ def test_model_runs_cross_to_the_gpu_worker_as_small_pickles(local, pickled_mode
     sizes = dict(pickled_model_runs)
     assert set(sizes) == {
         f"{fn} {what}"
-        for fn in ("run_capture", "faithfulness_curves", "ablate", "importance")
+        for fn in ("run_capture", "model_map", "faithfulness_curves", "ablate", "importance")
         for what in ("arguments", "result")
     }
     assert max(sizes.values()) < 8 * MiB, sizes

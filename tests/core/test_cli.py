@@ -123,7 +123,11 @@ def explain_cli(weights: str, image: str, *args: str) -> subprocess.CompletedPro
     return cli("explain", photo(image), "--model", "timm:vit_tiny_patch16_224", "--weights", weights, *args)
 
 
-@pytest.mark.parametrize("method", ["attention", "rollout", "grad_rollout", "chefer", "gradcam"])
+@pytest.mark.parametrize(
+    "method",
+    ["attention", "rollout", "grad_rollout", "chefer", "gradcam"]
+    + ["attnlrp", "cp_lrp", "transformer_attribution", "legrad"],
+)
 def test_explain_writes_a_normalised_patch_grid_map(method, tmp_path, tiny_weights):
     out = tmp_path / f"{method}.npy"
     result = explain_cli(
@@ -173,7 +177,7 @@ def test_explain_png_overlay_and_attention_options(tmp_path, tiny_weights):
         (["--method", "attention", "--query-patch", "14,0"], "outside the 14x14 patch grid"),
         (["--method", "chefer", "--target", "5000"], "target class 5000 is out of range"),
         (["--method", "chefer", "--target", "not a label"], "unknown class 'not a label'"),
-        (["--method", "transformer_attribution"], "not implemented yet"),
+        (["--method", "flow"], "over its limit of 55 tokens"),
     ],
 )
 def test_explain_bad_options_are_one_sentence_and_exit_2(extra, match, tmp_path, tiny_weights):
@@ -186,6 +190,21 @@ def test_explain_bad_options_are_one_sentence_and_exit_2(extra, match, tmp_path,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and match in result.stderr, result.stderr
+
+
+def test_explain_raw_writes_the_signed_relevance(tmp_path, tiny_weights):
+    from vit_core.lrp import lrp_batch
+
+    out = tmp_path / "raw.npy"
+    result = explain_cli(tiny_weights, "lion.jpg", "--method", "attnlrp", "--target", "7", "--raw", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    loaded = load_model("timm:vit_tiny_patch16_224", weights=tiny_weights)
+    pixels = loaded.preprocess(load_image(photo("lion.jpg")))
+    (expected,) = lrp_batch(loaded.model, pixels[None], 7)
+    raw = np.load(out)
+    assert raw.min() < 0 < raw.max() and np.allclose(raw, expected.patches, atol=1e-4)
+    refused = explain_cli(tiny_weights, "lion.jpg", "--method", "attnlrp", "--raw", "--out", str(tmp_path / "x.png"))
+    assert refused.returncode == 2 and refused.stderr.strip().endswith("only a .npy file holds; got 'x.png'.")
 
 
 def test_the_cli_adds_its_own_flag_hint_to_a_core_sentence(tmp_path, capsys):

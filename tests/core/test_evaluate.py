@@ -52,17 +52,32 @@ def test_untrained_model_scores_near_chance(tmp_path):
     save_vit(path, ViT(model_config()), data_config(), list(CLASSES))
     report = evaluate(load_model(str(path)), n=60, seed=5, faithfulness_n=2)
     assert report["accuracy"] < 0.4
-    assert set(report["localization"]) == {"attention", "rollout", "grad_rollout", "chefer", "gradcam"}
+    assert set(report["localization"]) == {
+        *("attention", "rollout", "grad_rollout", "chefer", "gradcam"),
+        *("attnlrp", "cp_lrp", "transformer_attribution", "legrad"),
+    }  # every method but attention flow, which is opt-in
     assert all(0 <= scores["deletion_auc"] <= 1 for scores in report["localization"].values())
     assert 0.0 < report["random_pointing"] < 0.6
 
 
 @pytest.mark.skipif(not BUNDLED_PATH.is_file() and os.environ.get("CI") != "true", reason="bundled model not trained")
+def test_evaluate_methods_opt_in_flow_on_a_small_model(tmp_path):
+    from vit_core.config import ViTConfig
+
+    path = tmp_path / "small.safetensors"
+    cfg = ViTConfig(**{**model_config().__dict__, "image_size": (48, 48), "patch_size": 8})  # 37 tokens
+    config = {**data_config().__dict__, "input_size": (3, 48, 48)}
+    save_vit(path, ViT(cfg), type(data_config())(**config), list(CLASSES))
+    report = evaluate(load_model(str(path)), n=3, methods=["flow", "rollout"])
+    assert set(report["localization"]) == {"flow", "rollout"}
+
+
 def test_bundled_model_meets_the_bars_on_500_unseen_scenes():
     """CI's check of the issue's bars: >= 95 % top-1 and rollout pointing game >= 85 % (seed never trained on)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "vit_core", "evaluate", "--model", "bundled", "--n", "500", "--seed", "777", "--json"],
+        [sys.executable, "-m", "vit_core", "evaluate", "--model", "bundled", "--n", "500", "--seed", "777"]
+        + ["--methods", "rollout", "--json"],
         capture_output=True,
         text=True,
         env=env,
