@@ -80,6 +80,7 @@ class TextEncoder:
         activation: Activation = "softmax",
         cache_size: int = 16_384,
         batch_size: int = 256,
+        num_parameters: int = 0,
     ) -> None:
         self._embed = embed
         self._token_count = token_count
@@ -92,6 +93,7 @@ class TextEncoder:
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.encoded = 0  # prompts run through the text tower so far (the cache's misses)
+        self.num_parameters = num_parameters  # the text tower's (with the logit scale and bias), for budgets
 
     def check_prompt(self, prompt: str) -> str:
         """The prompt, stripped; empty or longer than the context length is refused with one sentence."""

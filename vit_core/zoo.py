@@ -97,7 +97,7 @@ def _load_own(name: str) -> LoadedModel:
 class CatalogEntry:
     name: str
     description: str
-    params: int  # parameters of the architecture (tests/core/test_catalog.py builds each one and counts)
+    params: int  # parameters of the architecture, text tower included (tests/core/test_catalog.py counts them)
     download_mb: float  # size of the weights file a first use downloads, in MB (10^6 bytes); 0 = ships here
 
 
@@ -114,6 +114,37 @@ CATALOG = (
         "DINOv2 ViT-S/14 with 4 registers (no head)",
         22_057_344,
         88.2,
+    ),
+    CatalogEntry(
+        "hf:facebook/dinov2-with-registers-small",
+        "DINOv2 ViT-S/14 with 4 registers (transformers, no head)",
+        22_058_112,
+        88.2,
+    ),
+    CatalogEntry(
+        "hf:facebook/dinov2-with-registers-base",
+        "DINOv2 ViT-B/14 with 4 registers (transformers, no head)",
+        86_583_552,
+        346.3,
+    ),
+    # image–text models: parameters and download include the text tower
+    CatalogEntry(
+        "openclip:ViT-B-16/openai",
+        "OpenAI CLIP ViT-B/16 (open_clip): zero-shot labels, maps for any phrase",
+        149_620_737,
+        598.5,
+    ),
+    CatalogEntry(
+        "openclip:ViT-B-16/laion2b_s34b_b88k",
+        "LAION-2B CLIP ViT-B/16 (open_clip): zero-shot labels, any phrase",
+        149_620_737,
+        598.5,
+    ),
+    CatalogEntry(
+        "openclip:ViT-L-14/openai",
+        "OpenAI CLIP ViT-L/14 (open_clip): zero-shot labels, maps for any phrase",
+        427_616_513,
+        1710.5,
     ),
     CatalogEntry("hf:google/vit-base-patch16-224", "Google ViT-B/16, ImageNet-1k (transformers)", 86_567_656, 346.3),
     # torchvision lists this .pth as 330.3: MiB, the same 346.3 MB

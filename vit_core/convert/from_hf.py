@@ -312,7 +312,9 @@ def hf_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
     def token_count(prompt: str) -> int:
         return len(tokenizer(prompt)["input_ids"])  # start and end of text included
 
-    return TextEncoder(embed, token_count, context_length=context, logit_scale=float(model.logit_scale.detach().exp()))
+    scale = float(model.logit_scale.detach().exp())
+    size = sum(p.numel() for p in model.parameters())
+    return TextEncoder(embed, token_count, context_length=context, logit_scale=scale, num_parameters=size)
 
 
 def load_hf(ref: str, weights: str | Path | None, random_weights: bool) -> LoadedModel:
@@ -339,7 +341,7 @@ def load_hf(ref: str, weights: str | Path | None, random_weights: bool) -> Loade
             source = hf_model_class(hf_config).from_config(hf_config)
             text_state = {k: v for k, v in state.items() if not k.startswith(("vision_model.", "visual_projection."))}
             _load_text_tower(source, text_state)
-        source.vision_model = None  # the image tower is ours now; HF's text tower stays
+        source.vision_model = source.visual_projection = None  # the image tower is ours now; the text tower stays
         tokenizer = _tokenizer(ref, config_path)
         text = hf_text_encoder(source.eval(), tokenizer) if tokenizer is not None else None
     del state

@@ -193,6 +193,7 @@ def openclip_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
         logit_scale=float(model.logit_scale.detach().exp()),
         logit_bias=0.0 if bias is None else float(bias),
         activation="softmax" if bias is None else "sigmoid",
+        num_parameters=sum(p.numel() for p in model.parameters()),
     )
 
 
