@@ -12,9 +12,13 @@ METHODS = tuple(m for m in ("rollout", "grad_rollout", "chefer", "gradcam", "att
 
 
 def grid_map(
-    analysis: Analysis, method: str, target: int | str | None, options: ExplainOptions = ExplainOptions()
+    analysis: Analysis,
+    method: str,
+    target: int | str | tuple[str, str] | None,
+    options: ExplainOptions = ExplainOptions(),
 ) -> np.ndarray:
-    """`[rows, cols]` map of `method`; class-specific methods explain `target` (default: the top class)."""
+    """`[rows, cols]` map of `method`; class-specific methods explain `target` (default: the top class; an
+    image–text model's label, or ("text", phrase) and any other text: that phrase)."""
     if method not in CLASS_SPECIFIC:
         return analysis.remember(("map", method, None, options), lambda: explain(analysis.capture, method, options))
     source = service.class_capture(analysis, target)
