@@ -201,3 +201,41 @@ def test_dinov2_antialias_setting_matters_when_resizing():
     last, _, _ = dinov2_last_hidden(source, pixels)
     with torch.no_grad():
         assert float((wrong.norm(wrong.forward_tokens(pixels)) - last).abs().max()) > 1e-3
+
+
+@pytest.mark.slow
+def test_full_size_vit_b_per_source_parity():
+    """HF CLIPModel (transformers' default CLIP config: ViT-B/32), timm's ViT-B/16 CLIP tower and HF
+    Dinov2WithRegisters ViT-B/14 at its 518-px checkpoint grid fed 224 px (position embeddings resized)."""
+    source = perturb(CLIPModel(CLIPConfig(projection_dim=512, attn_implementation="eager")), std=0.01)
+    state = source.state_dict()
+    cfg = config_from_hf(source.config, state)
+    ours = load_converted(cfg, convert_hf(state, cfg))
+    pixels = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        diff = max_differences(capture_batch(ours, pixels), hf_clip_reference(source, pixels), ours(pixels))
+    assert max(diff.values()) <= TOL, ("HF CLIP", diff)
+
+    source = perturb(timm.create_model("vit_base_patch16_clip_224.openai", pretrained=False), std=0.01)
+    cfg = config_from_timm(source)
+    ours = load_converted(cfg, convert_timm(source.state_dict(), cfg))
+    with torch.no_grad():
+        diff = max_differences(capture_batch(ours, pixels), timm_reference(source, pixels), ours(pixels))
+    assert max(diff.values()) <= TOL, ("timm CLIP", diff)
+
+    config = Dinov2WithRegistersConfig(
+        hidden_size=768, num_attention_heads=12, image_size=518, patch_size=14, num_register_tokens=4
+    )
+    config._attn_implementation = "eager"
+    source = perturb(Dinov2WithRegistersModel(config), std=0.01)
+    state = source.state_dict()
+    cfg = config_from_hf(source.config, state)
+    ours = load_converted(cfg, convert_hf(state, cfg))
+    last, attentions, hidden = dinov2_last_hidden(source, pixels)
+    result = capture_batch(ours, pixels)[0]
+    with torch.no_grad():
+        assert float((ours.norm(ours.forward_tokens(pixels)) - last).abs().max()) <= TOL
+    for i, attention in enumerate(attentions):
+        assert float((torch.from_numpy(result.attentions[i]) - attention[0]).abs().max()) <= TOL
+    for i, state in enumerate(hidden):
+        assert float((torch.from_numpy(result.tokens[i]) - state[0]).abs().max()) <= TOL
