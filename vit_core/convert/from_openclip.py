@@ -12,6 +12,7 @@ open_clip's own `image_transform_v2` for the model's preprocess config.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -146,11 +147,24 @@ def _weights_file(arch: str, tag: str, ref: str) -> Path:
     return hf_file(repo, WEIGHT_FILES, f"openclip:{ref}", "weights")
 
 
+class _Unweighted(logging.Filter):
+    """open_clip warns on the root logger that a model built without `pretrained` has random weights; ours
+    arrive right after (from the cache or `--weights`), so the warning would only mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def _create(arch: str, tag: str | None) -> nn.Module:
     import open_clip
 
     quick_gelu = bool(tag and open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu"))
-    model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu, pretrained_text=False)
+    quiet = _Unweighted()
+    logging.getLogger().addFilter(quiet)
+    try:
+        model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu, pretrained_text=False)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     if tag:  # the tag's own preprocessing (mean, std, resize mode)
         from open_clip.factory import merge_preprocess_dict
 
