@@ -58,9 +58,10 @@ def _errors(fn):
 
 
 @_errors
-def analyze(image: FileData, model: str = "bundled") -> dict[str, Any]:
-    """Run (or reuse) the analysis; returns predictions, per-layer top-5 and per-head statistics."""
-    return results_json(service.analyze(_image(image), model))
+def analyze(image: FileData, model: str = "bundled", labels: str = "") -> dict[str, Any]:
+    """Run (or reuse) the analysis; returns predictions, per-layer top-5 and per-head statistics. An
+    image–text model (CLIP) takes zero-shot `labels` ("a dog, a cat"): its predictions are those labels."""
+    return results_json(service.analyze(_image(image), model, labels or None))
 
 
 @_errors
@@ -75,8 +76,10 @@ def explain(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     start_layer: int = 0,
+    text: str = "",
 ) -> tuple[FileData, dict[str, Any]]:
-    """One map: the overlay PNG and the patch-grid map as a nested list (float32, not normalised)."""
+    """One map: the overlay PNG and the patch-grid map as a nested list (float32, not normalised). An
+    image–text model's class-specific maps explain `text` ("a red bus"), the phrase's similarity to the image."""
     analysis = service.analyze(_image(image), model)
     query = None
     if query_patch and str(query_patch).strip():
@@ -92,9 +95,13 @@ def explain(
         discard_ratio=float(discard_ratio or 0),
         start_layer=int(start_layer or 0),
     )
-    values = grid_map(analysis, method, target or None, options)
+    chosen = ("text", text) if text else (target or None)
+    values = grid_map(analysis, method, chosen, options)
     path = save_png_once(overlay(view_of(analysis), values), OUTPUTS)
-    return FileData(path=path, mime_type="image/png"), {"method": method, "map": values.round(6).tolist()}
+    report = {"method": method, "map": values.round(6).tolist()}
+    if text:
+        report["text"] = text.strip()
+    return FileData(path=path, mime_type="image/png"), report
 
 
 @_errors

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -36,19 +36,25 @@ def capture_bytes(capture: Capture | DeviceCapture) -> int:
 
 @dataclass
 class Analysis:
-    """One (model, image): the capture, the class-specific captures by target, and memoised views."""
+    """One (model, image[, label set]): the capture, the class-specific captures by target, and memoised views.
+
+    An image–text model's analysis with labels holds the label set: its capture's logits are the labels'
+    zero-shot logits. Targets are class indices, or ("text", phrase) for a phrase.
+    """
 
     key: str
     model_name: str
     image_path: str
     capture: Capture
-    by_target: dict[int, Capture] = field(default_factory=dict)
+    by_target: dict[Hashable, Capture] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # memos may nest
     created: float = field(default_factory=time.monotonic)  # a summary says "from cache" for an older one
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image, before preprocessing
     preview: Image.Image | None = None  # the decoded image, at most 384 pixels a side (where the crop is marked)
     pixels: torch.Tensor | None = None  # [C, H, W] the model's input, kept for re-runs (maps, ablations)
+    labels: tuple[str, ...] | None = None  # an image–text model's zero-shot labels (None: none given)
+    templates: tuple[str, ...] = ()  # the prompt templates around each label
 
     @property
     def nbytes(self) -> int:

@@ -28,9 +28,13 @@ FAITHFULNESS = tuple(m for m in METHODS if m not in OPT_IN)  # attention flow is
 
 
 def grid_map(
-    analysis: Analysis, method: str, target: int | str | None, options: ExplainOptions = ExplainOptions()
+    analysis: Analysis,
+    method: str,
+    target: int | str | tuple[str, str] | None,
+    options: ExplainOptions = ExplainOptions(),
 ) -> np.ndarray:
-    """`[rows, cols]` map of `method`; class-specific methods explain `target` (default: the top class)."""
+    """`[rows, cols]` map of `method`; class-specific methods explain `target` (default: the top class; an
+    image–text model's label, or ("text", phrase) and any other text: that phrase)."""
     if method in MODEL_RUN:  # AttnLRP, CP-LRP, Transformer Attribution, LeGrad: a model run of their own
         chosen = service.target_class(analysis, target)
         return analysis.remember(

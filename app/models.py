@@ -17,7 +17,8 @@ from vit_core.zoo import LoadedModel
 def model_bytes(loaded: LoadedModel) -> int:
     """Bytes held by a model's parameters and buffers."""
     tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    text_tower = 4 * loaded.text.num_parameters if loaded.text is not None else 0  # float32
+    return sum(t.numel() * t.element_size() for t in tensors) + text_tower
 
 
 class ModelStore:

@@ -1,6 +1,10 @@
 """The panel above the tabs: the image, the model, the examples and what the model knows, the summary, the
 top-5 and the target class, the overlay style and the language toggle. `analyze` runs the model once per
 (model, image); every tab then draws from the session it returns.
+
+With an image–text model (CLIP) a labels box and a prompt box appear: the labels are the zero-shot classes
+of the top-5 and the per-layer predictions (a new label set for the same image runs no model), and the
+prompt becomes the target, so the class-specific maps explain that phrase.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from app import service
 from app.cache import Analysis
 from app.i18n import text
 from app.render import COLORMAPS, OverlayStyle, mark_crop
-from app.session import lang, user_sentence
+from app.session import NoAnalysis, analysis_of, lang, user_sentence
 from app.tabs.base import T, picture
 from vit_core.errors import VitCoreError
 
@@ -51,6 +55,8 @@ def example_images(model: str) -> list[list[str]]:
 def model_note(model: str | None, language: str) -> str:
     """What the chosen model knows; for the bundled one, that photos need an ImageNet model, and which one."""
     if model != "bundled":
+        if model and service.known_image_text(model):
+            return text("note.image_text", language)
         return text("note.imagenet", language) if model else ""
     note = text("note.bundled", language)
     suggestion = service.suggested_model()
@@ -113,9 +119,11 @@ class Outcome:
     model: object
     note: object
     seen: object = None  # the image with what the model sees marked, when its preprocessing cuts some off
+    text_boxes: object = None  # the labels and prompt boxes: shown for an image–text model
 
     def values(self) -> tuple:
-        return self.session, self.predictions, self.target, self.summary, self.model, self.note, self.seen
+        boxes = self.text_boxes if isinstance(self.text_boxes, tuple) else (self.text_boxes, self.text_boxes)
+        return self.session, self.predictions, self.target, self.summary, self.model, self.note, self.seen, *boxes
 
 
 class RecentRequests:
@@ -148,28 +156,40 @@ RECENT = RecentRequests()
 
 
 def analyze(
-    image: str | None, model_name: str, session: dict | None, progress=gr.Progress(), request: gr.Request = None
+    image: str | None,
+    model_name: str,
+    session: dict | None,
+    labels: str | None = None,
+    prompt: str | None = None,
+    progress=gr.Progress(),
+    request: gr.Request = None,
 ):
     """Run the model once for (image, model). A model that cannot be loaded leaves the analysis as it was
     and puts the dropdown back; an image that cannot be read clears every view. Either way the summary
     says why, in one sentence. The same request again within seconds gets the same answer, unrun."""
-    asked = (image, (model_name or "").strip(), lang(request))
+    asked = (image, (model_name or "").strip(), (labels or "").strip(), (prompt or "").strip(), lang(request))
     session_hash = getattr(request, "session_hash", None)
     if session_hash is None:  # not from a page (a test, a script): nothing to tell apart
-        return _analyze(image, model_name, session, progress, request)
+        return _analyze(image, model_name, session, labels, prompt, progress, request)
     repeated = RECENT.get(session_hash, asked)
     if repeated is not None:
         return repeated
-    return RECENT.put(session_hash, asked, _analyze(image, model_name, session, progress, request))
+    outcome = _analyze(image, model_name, session, labels, prompt, progress, request)
+    return RECENT.put(session_hash, asked, outcome)
 
 
-def _analyze(image, model_name, session, progress, request) -> tuple:
+def _text_boxes(image_text: bool) -> tuple:
+    return gr.Textbox(visible=image_text), gr.Textbox(visible=image_text)
+
+
+def _analyze(image, model_name, session, labels, prompt, progress, request) -> tuple:
     language = lang(request)
     previous_model = (session or {}).get("model") or service.default_model()
     model_name = (model_name or "").strip()
+    labels, prompt = (labels or "").strip(), (prompt or "").strip()
     try:
         progress(0.1, desc=text("progress.loading", language))
-        service.shared_model(model_name)
+        image_text = service.shared_model(model_name).cfg.image_text
     except VitCoreError as error:  # the analysis on screen stays; the dropdown returns to its model
         warning = "⚠️ " + user_sentence(error, request)
         return Outcome(
@@ -179,27 +199,38 @@ def _analyze(image, model_name, session, progress, request) -> tuple:
             warning + "\n\n" + summary_text(session, language),
             previous_model,
             gr.skip(),
+            text_boxes=gr.skip(),
         ).values()
     note = model_note(model_name, language)
+    boxes = _text_boxes(image_text)
     if image is None:  # a model chosen before any image: nothing to analyse yet
-        return Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note, _unseen()).values()
+        empty = Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note, _unseen(), boxes)
+        return empty.values()
     try:
         progress(0.4, desc=text("progress.running", language))
         start = time.monotonic()
-        analysis = service.analyze(image, model_name)
+        analysis = service.analyze(image, model_name, labels if image_text else None)
         seconds, cached = time.monotonic() - start, analysis.created < start
+        if image_text and prompt:
+            service.shared_model(model_name).text_encoder().check_prompt(prompt)
     except VitCoreError as error:  # nothing of an earlier image stays beside this one
         return Outcome(
-            None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note, _unseen()
+            None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note, _unseen(), boxes
         ).values()
     result = analysis.capture
     session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}
+    if analysis.labels:
+        session["labels"] = labels
     session["facts"] = _facts(analysis, seconds, cached)
-    labels = service.labels_of(analysis)
+    names = service.labels_of(analysis)
     top = [] if result.probs is None else [int(i) for i in np.argsort(-result.probs, kind="stable")[:5]]
-    order = top + [i for i in range(len(labels)) if i not in top]
+    order = top + [i for i in range(len(names)) if i not in top]
+    chosen = prompt if image_text and prompt else (top[0] if top else None)
     target = gr.Dropdown(
-        choices=[(f"{labels[i]} ({i})", i) for i in order], value=top[0] if top else None, interactive=bool(top)
+        choices=[(f"{names[i]} ({i})", i) for i in order],
+        value=chosen,
+        interactive=bool(top) or image_text,
+        allow_custom_value=True,  # a typed prompt, a value left from an earlier image
     )
     return Outcome(
         session,
@@ -209,7 +240,27 @@ def _analyze(image, model_name, session, progress, request) -> tuple:
         model_name,
         note,
         seen_picture(analysis, session["facts"]["crop"]),
+        boxes,
     ).values()
+
+
+def use_prompt(prompt: str | None, session: dict | None, request: gr.Request = None):
+    """A typed prompt becomes the target, so the class-specific maps explain it; an empty one gives the
+    target back to the top label (or nothing, without labels)."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        try:
+            analysis = analysis_of(session)
+        except NoAnalysis:
+            return None
+        probs = analysis.capture.probs
+        return None if probs is None else int(np.argmax(probs))
+    try:
+        if session and session.get("model"):
+            service.shared_model(session["model"]).text_encoder().check_prompt(prompt)
+    except VitCoreError as error:
+        raise gr.Error(user_sentence(error, request)) from None
+    return prompt
 
 
 def seen_picture(analysis: Analysis, crop: dict | None):
@@ -230,6 +281,8 @@ def _no_targets():
 
 def top_predictions(analysis: Analysis, language: str = "en") -> dict[str, float]:
     probs = analysis.capture.probs
+    if probs is None and service.image_text(analysis):
+        return {text("summary.no_labels", language): 1.0}
     if probs is None:
         return {text("summary.no_head", language): 1.0}
     labels = service.labels_of(analysis)
@@ -252,6 +305,8 @@ class Panel:
     target: gr.Dropdown
     seen: gr.Image
     style_controls: list
+    labels: gr.Textbox
+    prompt: gr.Textbox
 
 
 def build() -> Panel:
@@ -275,6 +330,21 @@ def build() -> Panel:
                 elem_id="model",
             )
             run = gr.Button(T("button.analyze"), variant="primary", elem_id="analyze")
+            # shown with an image–text model: zero-shot labels, and a phrase for the maps to explain
+            labels = gr.Textbox(
+                label=T("label.labels"),
+                placeholder=T("placeholder.labels"),
+                elem_id="labels",
+                visible=False,
+                max_lines=3,
+            )
+            prompt = gr.Textbox(
+                label=T("label.prompt"),
+                placeholder=T("placeholder.prompt"),
+                elem_id="prompt",
+                visible=False,
+                max_lines=1,
+            )
         with gr.Column(scale=4, elem_id="examples-column"):
             gr.Examples(example_images(default), [image], label=T("label.examples"), examples_per_page=12)
             note = gr.Markdown(elem_id="model-note")  # written when the page loads, in its language
@@ -299,4 +369,4 @@ def build() -> Panel:
                 gr.Checkbox(False, label=T("label.patch_grid")),
                 gr.Checkbox(True, label=T("label.colorbar")),
             ]
-    return Panel(image, model, run, summary, note, predictions, target, seen, style_controls)
+    return Panel(image, model, run, summary, note, predictions, target, seen, style_controls, labels, prompt)

@@ -13,6 +13,7 @@ Public mode (on a Space, or with `VIT_PUBLIC=1`): only the catalog's models and 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -38,7 +39,9 @@ from vit_core.faithfulness import Curve, curves_for_maps
 from vit_core.hub import hf_endpoint, offline, reachable
 from vit_core.images import load_image, model_view
 from vit_core.model import ViT
+from vit_core.text import DEFAULT_TEMPLATE
 from vit_core.validate import check_index
+from vit_core.zeroshot import zero_shot
 from vit_core.zoo import (
     CATALOG,
     CatalogEntry,
@@ -264,9 +267,24 @@ def _model_here(model_name: str) -> ViT:
 
 
 @on_gpu(duration=20)
-def run_capture(model_name: str, pixels: torch.Tensor, target: int | None = None) -> Capture:
-    """One run on the input `[C, H, W]` with everything captured; with a target, also one backward pass."""
-    return capture(_model_here(model_name), pixels, target=target)
+def run_capture(
+    model_name: str,
+    pixels: torch.Tensor,
+    target: int | None = None,
+    labels: tuple[str, ...] | None = None,
+    templates: tuple[str, ...] = (),
+    prompt: str | None = None,
+) -> Capture:
+    """One run on the input `[C, H, W]` with everything captured; with a target, also one backward pass.
+
+    An image–text model takes its label set by value (`labels`, `templates`: the text tower embeds them,
+    cached) and explains a label index or a `prompt`, the phrase's similarity to the image.
+    """
+    model = _model_here(model_name)
+    text = shared_model(model_name).text if labels or prompt else None
+    head = text.head(labels, templates) if labels else None
+    chosen = text.target(prompt) if prompt else target
+    return capture(model, pixels, target=chosen, zero_shot=head)
 
 
 @on_gpu(duration=30)
@@ -364,23 +382,71 @@ def image_digest(path: str | Path) -> str:
         raise VitCoreError("image_unreadable", name=Path(path).name, reason=str(error.strerror or error)) from error
 
 
-def analyze(image_path: str | None, model_name: str) -> Analysis:
-    """The analysis of (model, image): from the cache, or one model run."""
+def analyze(image_path: str | None, model_name: str, labels: str | None = None) -> Analysis:
+    """The analysis of (model, image): from the cache, or one model run.
+
+    An image–text model with `labels` (comma-separated) gets the labels' zero-shot logits as its
+    predictions and logit lens; the analysis key includes the label set. A new label set for an image
+    already analysed runs no model: the label embeddings (cached per prompt) meet the captured image
+    embedding (`vit_core.zeroshot`).
+    """
     if image_path is None:
         raise VitCoreError("upload_image")
     loaded = shared_model(model_name)
     name = model_name.strip()
+    head = None
+    if labels is not None and labels.strip():
+        head = loaded.text_encoder().head(labels, (DEFAULT_TEMPLATE,))
     key = f"{name}|{image_digest(image_path)}"
-    cached = CACHE.get(key)
+    base = CACHE.get(key)
+    if base is None:
+        image = load_image(image_path, name=Path(image_path).name, min_size=max(loaded.data_config.input_size[1:]))
+        pixels = loaded.preprocess(image)
+        preview = image.copy()
+        preview.thumbnail((384, 384))
+        capture = run_capture(name, pixels)
+        base = Analysis(key, name, str(image_path), capture, image_size=image.size, preview=preview, pixels=pixels)
+        base = CACHE.put(base)
+    if head is None:
+        return base
+    labelled_key = f"{key}|labels:{_digest(repr((head.labels, head.templates)))}"
+    cached = CACHE.get(labelled_key)
     if cached is not None:
         return cached
-    image = load_image(image_path, name=Path(image_path).name, min_size=max(loaded.data_config.input_size[1:]))
-    pixels = loaded.preprocess(image)
-    preview = image.copy()
-    preview.thumbnail((384, 384))
-    capture = run_capture(name, pixels)
-    analysis = Analysis(key, name, str(image_path), capture, image_size=image.size, preview=preview, pixels=pixels)
-    return CACHE.put(analysis)
+    scored = zero_shot(loaded.model, base.capture, head)
+    capture = dataclasses.replace(
+        base.capture,
+        logits=scored.logits.numpy(),
+        probs=scored.probs.numpy(),
+        layer_logits=scored.layer_logits.numpy(),
+    )
+    labelled = Analysis(
+        labelled_key,
+        name,
+        base.image_path,
+        capture,
+        image_size=base.image_size,
+        preview=base.preview,
+        pixels=base.pixels,
+        labels=head.labels,
+        templates=head.templates,
+    )
+    return CACHE.put(labelled)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha1(value.encode()).hexdigest()[:12]
+
+
+def known_image_text(name: str) -> bool:
+    """Whether `name` is an image–text model, from its name or the loaded model, loading nothing."""
+    loaded = MODELS.peek(name.strip())
+    return loaded.cfg.image_text if loaded is not None else name.strip().startswith("openclip:")
+
+
+def image_text(analysis: Analysis) -> bool:
+    """An image–text model's analysis: its targets are labels or phrases."""
+    return shared_model(analysis.model_name).cfg.image_text
 
 
 def crop_facts(analysis: Analysis) -> dict | None:
@@ -396,32 +462,67 @@ def crop_facts(analysis: Analysis) -> dict | None:
     return None
 
 
-def by_key(key: str | None, image_path: str | None, model_name: str | None) -> Analysis:
+def by_key(key: str | None, image_path: str | None, model_name: str | None, labels: str | None = None) -> Analysis:
     """The session's analysis; if the cache has dropped it, the image is analysed again."""
     found = CACHE.get(key)
     if found is not None:
         return found
     if image_path is None or model_name is None:
         raise VitCoreError("upload_image")
-    return analyze(image_path, model_name)
+    return analyze(image_path, model_name, labels)
 
 
 def target_class(analysis: Analysis, choice: int | str | None, what: What = "class-specific maps") -> int:
-    """The class a request means: an index, a label, or None for the top prediction; checked against the head."""
+    """The class a request means: an index, a label, or None for the top prediction; checked against the head.
+    (A phrase given to an image–text model means its top label here: the per-layer line follows a label.)"""
     probs = analysis.capture.probs
     if probs is None:
         raise VitCoreError("no_head", what=what)
-    target = class_index(analysis, choice)
+    target = explained(analysis, choice)
+    if isinstance(target, tuple):
+        return int(np.argmax(probs))
     return int(np.argmax(probs)) if target is None else check_index(target, len(probs), "class")
 
 
-def class_capture(analysis: Analysis, choice: int | str | None) -> Capture:
-    """The capture with gradients for the chosen class (default: the top class): one forward + backward
-    per class, then kept with the analysis."""
-    target = target_class(analysis, choice)
+def explained(analysis: Analysis, choice: int | str | tuple[str, str] | None) -> int | tuple[str, str] | None:
+    """What a class-specific map explains: a class index, None for the top class, or ("text", phrase) when an
+    image–text model is given a phrase that is none of its labels."""
+    phrase = isinstance(choice, tuple)  # ("text", phrase): a phrase, even one that is also a label
+    if not image_text(analysis):
+        if phrase:
+            raise VitCoreError("no_text_tower")
+        return class_index(analysis, choice)
+    if phrase:
+        return ("text", shared_model(analysis.model_name).text_encoder().check_prompt(str(choice[1])))
+    try:
+        return class_index(analysis, choice)
+    except VitCoreError:
+        return ("text", shared_model(analysis.model_name).text_encoder().check_prompt(str(choice)))
+
+
+def explains_something(analysis: Analysis, choice: int | str | None) -> bool:
+    """Whether class-specific maps have something to explain: a class (a model with a head or labels) or a
+    phrase (an image–text model)."""
+    if analysis.capture.probs is not None or isinstance(choice, tuple):
+        return True
+    return image_text(analysis) and choice not in (None, "") and not str(choice).strip().lstrip("-").isdigit()
+
+
+def class_capture(analysis: Analysis, choice: int | str | tuple[str, str] | None) -> Capture:
+    """The capture with gradients for the chosen class (default: the top class) or phrase: one forward +
+    backward per target, then kept with the analysis."""
+    target = explained(analysis, choice)
+    if isinstance(target, tuple):
+        prompt = target[1]
+        run = functools.partial(run_capture, analysis.model_name, analysis.pixels, prompt=prompt)
+    else:
+        target = target_class(analysis, target)
+        run = functools.partial(run_capture, analysis.model_name, analysis.pixels, target)
+        if analysis.labels:  # an image–text model's label: its label set goes along, by value
+            run = functools.partial(run, labels=analysis.labels, templates=analysis.templates)
     with analysis.lock:
         if target not in analysis.by_target:
-            analysis.by_target[target] = run_capture(analysis.model_name, analysis.pixels, target)
+            analysis.by_target[target] = run()
     CACHE.grew(analysis)
     return analysis.by_target[target]
 
@@ -429,6 +530,8 @@ def class_capture(analysis: Analysis, choice: int | str | None) -> Capture:
 def labels_of(analysis: Analysis) -> list[str]:
     probs = analysis.capture.probs
     count = 0 if probs is None else len(probs)
+    if analysis.labels is not None and len(analysis.labels) == count:
+        return list(analysis.labels)
     labels = shared_model(analysis.model_name).labels
     return list(labels) if labels and len(labels) == count else [f"class {i}" for i in range(count)]
 

@@ -29,7 +29,7 @@ def analysis_of(session: dict | None) -> Analysis:
     """The session's analysis; if the shared cache dropped it, the image is analysed again."""
     if not session or not session.get("key"):
         raise NoAnalysis
-    return service.by_key(session.get("key"), session.get("image"), session.get("model"))
+    return service.by_key(session.get("key"), session.get("image"), session.get("model"), session.get("labels"))
 
 
 def lang(request: gr.Request | None) -> str:

@@ -161,13 +161,16 @@ def build_demo() -> gr.Blocks:
         # ---- an analysis: the image, the model, or the button; every tab follows the session -------------
         analyzed = dict(
             fn=panel.analyze,
-            inputs=[top.image, top.model, session],
-            outputs=[session, top.predictions, top.target, top.summary, top.model, top.note, top.seen],
+            inputs=[top.image, top.model, session, top.labels, top.prompt],
+            outputs=[
+                session,
+                *(top.predictions, top.target, top.summary, top.model, top.note, top.seen, top.labels, top.prompt),
+            ],
             **MODEL_RUN,
             **PRIVATE,
             **ALWAYS_LAST,  # a new picture while the previous one is still being analysed is not dropped
         )
-        gr.on([top.run.click, top.image.change, top.model.input], **analyzed)
+        gr.on([top.run.click, top.image.change, top.model.input, top.labels.submit], **analyzed)
         every_output = [c for _, outputs in drawn_by_tab for c in outputs]
         session.change(**redraw(clear_other_tabs(drawn_by_tab), [shown], every_output))
         for steps in on_screen.values():
@@ -177,9 +180,12 @@ def build_demo() -> gr.Blocks:
         styled = gr.on([c.input for c in top.style_controls], panel.set_style, top.style_controls, style, **PRIVATE)
         texts = [top.summary, top.model, top.note, *(tab.ui for tab in tabs.values())]
         switched = language.input(relabel, [language, session, top.model], texts, js=SWITCH_JS, **PRIVATE)
+        # a prompt (image–text models) becomes the target: the class-specific maps explain the phrase
+        prompted = top.prompt.submit(panel.use_prompt, [top.prompt, session], top.target, **PRIVATE)
         for tab_id, tab in tabs.items():
             redraws = [lazy(shared, tab_id, args) for args in tab.redraws]
             chain(top.target.input, [args for args in redraws if top.target in args["inputs"]])
+            chain(prompted.then, [args for args in redraws if top.target in args["inputs"]])
             chain(styled.then, [args for args in redraws if style in args["inputs"]])
             chain(switched.then, redraws)
         demo.load(initial_texts, [session, top.model], [language, *texts], **PRIVATE)

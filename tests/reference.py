@@ -76,10 +76,46 @@ def torchvision_reference(model: nn.Module, pixels: torch.Tensor) -> Reference:
     return logits, attentions, hidden
 
 
-def max_differences(ours: list[Capture], reference: Reference) -> dict[str, float]:
-    """Max abs difference on logits, every layer's attention and every hidden state."""
+@torch.no_grad()
+def openclip_reference(visual: nn.Module, pixels: torch.Tensor) -> Reference:
+    """open_clip's image tower: per-head weights from each block's `nn.MultiheadAttention` (asked for by a
+    kwargs pre-hook, as for torchvision), hidden states around the blocks, the image embedding as logits."""
+    attentions: list[torch.Tensor] = []
+    hidden: list[torch.Tensor] = []
+
+    def want_weights(_module, args, kwargs):
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+    blocks = visual.transformer.resblocks
+    handles = [blocks[0].register_forward_pre_hook(lambda _m, args: hidden.append(args[0]))]
+    for block in blocks:
+        handles.append(block.attn.register_forward_pre_hook(want_weights, with_kwargs=True))
+        handles.append(block.attn.register_forward_hook(lambda _m, _i, out: attentions.append(out[1])))
+        handles.append(block.register_forward_hook(lambda _m, _i, out: hidden.append(out)))
+    try:
+        embedding = visual(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return embedding, attentions, hidden
+
+
+@torch.no_grad()
+def hf_clip_reference(model: nn.Module, pixels: torch.Tensor) -> Reference:
+    """HF CLIPModel's image tower: attentions and hidden states of `vision_model`, the projected embedding."""
+    out = model.vision_model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
+    return model.visual_projection(out.pooler_output), list(out.attentions), list(out.hidden_states)
+
+
+def max_differences(ours: list[Capture], reference: Reference, output: torch.Tensor | None = None) -> dict[str, float]:
+    """Max abs difference on logits, every layer's attention and every hidden state.
+
+    An image–text model's captures have no logits without labels: pass our model's `output` (the image
+    embedding) to compare it with the reference's instead.
+    """
     logits, attentions, hidden = reference
-    diff = {"logits": float(np.abs(np.stack([c.logits for c in ours]) - logits.numpy()).max())}
+    mine = np.stack([c.logits for c in ours]) if output is None else output.detach().numpy()
+    diff = {"logits": float(np.abs(mine - logits.numpy()).max())}
     diff["attentions"] = max(
         float(np.abs(np.stack([c.attentions[i] for c in ours]) - a.numpy()).max()) for i, a in enumerate(attentions)
     )

@@ -23,7 +23,8 @@ import torch
 
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
-from vit_core.targets import TargetLike, resolve_targets, target_values
+from vit_core.targets import ClassLogit, TargetLike, resolve_targets, target_values
+from vit_core.text import TextSimilarity, ZeroShotHead
 from vit_core.validate import check_choice
 
 Target = TargetLike | None
@@ -52,7 +53,7 @@ class Capture:
     attention_grads: np.ndarray | None = None  # [layer, head, query, key], d logit[target] / d attention
     token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
     row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
-    target: Hashable | None = None  # the target's key; a class index for a class logit
+    target: Hashable | None = None  # the target's key; a class index for a class logit (or a label's)
 
     @property
     def num_layers(self) -> int:
@@ -109,7 +110,7 @@ class DeviceCapture:
     attention_grads: torch.Tensor | None = None  # [batch, layer, head, query, key]
     token_grads: torch.Tensor | None = None  # [batch, pos, dim]
     row_entropy: torch.Tensor | None = None  # [batch, layer, head, query]
-    targets: tuple[Hashable, ...] | None = None  # per image, the target's key (a class index for a class logit)
+    targets: tuple[Hashable, ...] | None = None  # per image, the key of the target the gradients differentiate
 
     def __len__(self) -> int:
         return self.input.shape[0]
@@ -234,13 +235,19 @@ def capture_batch(
     target: Target = None,
     autocast: torch.dtype | None = None,
     keep_on_device: bool = False,
+    zero_shot: ZeroShotHead | None = None,
 ) -> list[Capture] | DeviceCapture:
     """Run `pixels` `[B, C, H, W]` through `model` once and return one `Capture` per image.
 
-    `target` (a class index, one per image, or "top" for each image's top prediction) adds, from one
-    backward pass, the gradient of that class's logit with respect to every layer's attention weights
-    and to the tokens entering the last block (Grad-CAM). `keep_on_device=True` returns the batch as one
-    `DeviceCapture` instead, its tensors left on the model's device (in the autocast dtype under autocast).
+    `target` (a class index, one per image, "top" for each image's top prediction, or a target callable
+    of `vit_core.targets`) adds, from one backward pass, the gradient of that target with respect to every
+    layer's attention weights and to the tokens entering the last block (Grad-CAM). `keep_on_device=True`
+    returns the batch as one `DeviceCapture` instead, its tensors left on the model's device (in the
+    autocast dtype under autocast).
+
+    An image–text model's output is its image embedding. With `zero_shot` (a label set,
+    `vit_core.text.ZeroShotHead`) its logits and logit lens are the labels' zero-shot logits, and a class
+    index or "top" targets a label; a `TextSimilarity` target explains any phrase.
     """
     cfg = model.cfg
     weight = next(model.parameters())
@@ -299,27 +306,28 @@ def capture_batch(
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
     targets: list | None = None
     grads = token_grads = None
+    readout = _readout(model, zero_shot)
     with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
-        logits = model.head_logits(final) if model.head is not None else None  # [B, C]
+        # the model's output: logits [B, C], or an image–text model's image embeddings [B, E]
+        output = model.head_logits(final) if model.head is not None or model.proj is not None else None
+        logits = readout(output) if readout is not None else None  # [B, C]
         if want_grad:
-            if logits is None:
-                raise VitCoreError("no_head", what="class-specific maps")
-            targets = resolve_targets(target, logits)
-            chosen = target_values(targets, logits)  # [B]
+            targets = _targets(model, target, output, logits, zero_shot)
+            chosen = target_values(targets, output)  # [B]
             *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
             grads = torch.stack(pattern_grads, dim=1)  # [B, L, H, N, N]
             if store_dtype is not None:
                 grads, token_grads = grads.to(store_dtype), token_grads.to(store_dtype)
     with torch.inference_mode(), _autocast(device, autocast):
-        layer_logits = model.head_logits(buffers["tokens"][:, 1:]).float() if logits is not None else None  # [B, L, C]
-    logits = logits.detach().float() if logits is not None else None
+        layer_logits = readout(model.head_logits(buffers["tokens"][:, 1:])).float() if logits is not None else None
+    logits = logits.detach().float() if logits is not None else None  # [B, C]; layer_logits [B, L, C]
     result = DeviceCapture(
         input=pixels,
         attentions=buffers["attentions"],
         tokens=buffers["tokens"],
         logits=logits,
-        probs=logits.softmax(-1) if logits is not None else None,
+        probs=_probabilities(logits, zero_shot),
         layer_logits=layer_logits,
         num_prefix_tokens=cfg.num_prefix_tokens,
         grid=(pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size),
@@ -366,3 +374,41 @@ def capture(model: ViT, pixels: torch.Tensor, **options: object) -> Capture | De
         raise VitCoreError("one_image_only")
     result = capture_batch(model, pixels, **options)  # type: ignore[arg-type]
     return result if isinstance(result, DeviceCapture) else result[0]
+
+
+def _readout(model: ViT, zero_shot: ZeroShotHead | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Model output -> logits: the identity for a classifier, the label set for an image–text model,
+    None when there are no logits (no head, or an image–text model without labels)."""
+    if model.proj is not None:
+        return zero_shot
+    if zero_shot is not None:
+        raise VitCoreError("no_text_tower")
+    return (lambda output: output) if model.head is not None else None
+
+
+def _probabilities(logits: torch.Tensor | None, zero_shot: ZeroShotHead | None) -> torch.Tensor | None:
+    if logits is None:
+        return None
+    return zero_shot.probabilities(logits) if zero_shot is not None else logits.softmax(-1)
+
+
+def _targets(
+    model: ViT, target: Target, output: torch.Tensor | None, logits: torch.Tensor | None, zero_shot: ZeroShotHead | None
+) -> list:
+    """One target per image, each a callable on the model's output.
+
+    A classifier's targets read its logits. An image–text model's read its image embedding: a phrase is a
+    `TextSimilarity`, and a class index or "top" picks a label of `zero_shot` and becomes that label's.
+    """
+    if isinstance(target, TextSimilarity) and model.proj is None:
+        raise VitCoreError("no_text_tower")
+    if output is None:
+        raise VitCoreError("no_head", what="class-specific maps")
+    if model.proj is None:
+        return resolve_targets(target, output)
+    resolved = resolve_targets(target, output if logits is None else logits)
+    if not any(isinstance(t, ClassLogit) for t in resolved):
+        return resolved
+    if zero_shot is None:
+        raise VitCoreError("labels_or_prompt_needed")
+    return [zero_shot.target(t.index) if isinstance(t, ClassLogit) else t for t in resolved]

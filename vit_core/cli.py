@@ -1,5 +1,5 @@
-"""`python -m vit_core`: models, run (capture to .npz), explain (one map), batch (a dataset to Parquet),
-bench, evaluate, scenes.
+"""`python -m vit_core`: models, run (capture to .npz), explain (one map), zeroshot (labels for an
+image–text model), batch (a dataset to Parquet), bench, evaluate, scenes.
 
 Bad input (a missing or unreadable image, an unknown model, mismatched weights) prints one sentence
 on stderr and exits with code 2, never a traceback.
@@ -39,6 +39,10 @@ CLI_HINTS = {
     "batch_resume_mismatch": "Pass the same --model, --weights, --maps, --stats and --target, or another --out.",
     "batch_no_true_labels": "Use --target top.",
     "batch_out_of_memory": "Try --autocast bf16.",
+    "openclip_tag_needed": "Write --model openclip:ARCH/TAG, or pass --weights FILE.",
+    "openclip_no_hub_weights": "Pass --weights FILE.",
+    "labels_or_prompt_needed": "Pass --text PHRASE, or --labels with an optional --target LABEL.",
+    "no_text_tower": "Use --model openclip:ViT-B-16/openai or hf: with a CLIP repository or directory.",
 }
 EXIT_INTERRUPTED = 130
 
@@ -65,8 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one image and write everything captured to an .npz file")
     run.add_argument("image", help="path to an image file")
     _model_arguments(run)
+    _label_arguments(run)
     run.add_argument("--out", required=True, help="output .npz path")
     run.set_defaults(handler=cmd_run)
+
+    zeroshot = commands.add_parser("zeroshot", help="an image–text model's probability for each of your labels")
+    zeroshot.add_argument("image", help="path to an image file")
+    _model_arguments(zeroshot)
+    _label_arguments(zeroshot)
+    zeroshot.add_argument("--top-k", type=int, default=None, help="print only the K most probable labels")
+    zeroshot.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    zeroshot.set_defaults(handler=cmd_zeroshot)
 
     bench = commands.add_parser("bench", help="median latency: reference library vs ours (fast, capture, explain_all)")
     _model_arguments(bench)
@@ -129,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--head", default="mean", help="attention: a head index, mean or max")
     explain.add_argument("--query-patch", default=None, help="attention: ROW,COL of the query patch")
     explain.add_argument("--target", default=None, help="class index or label (default: the top prediction)")
+    explain.add_argument("--text", default=None, help="image–text models: explain this phrase (a red bus)")
+    _label_arguments(explain)
     explain.add_argument("--head-fusion", default="mean", help="rollout: mean, max or min")
     explain.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: lowest fraction dropped per row")
     explain.add_argument(
@@ -150,12 +165,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="bundled", help="bundled, timm:NAME, hf:REPO_OR_DIR, torchvision:NAME")
+    parser.add_argument(
+        "--model", default="bundled", help="bundled, timm:NAME, hf:REPO_OR_DIR, openclip:ARCH/TAG, torchvision:NAME"
+    )
     parser.add_argument("--weights", help="a state_dict file in the source's own format (.safetensors, .pth)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: cuda when available)")
     parser.add_argument(
         "--autocast", choices=["bf16", "fp16"], default=None, help="mixed precision; results are float32 anyway"
     )
+
+
+def _label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", default=None, help='image–text models: comma-separated labels ("a dog,a cat")')
+    parser.add_argument(
+        "--template", default=None, help='with --labels: the prompt around each label (default "a photo of a {}.")'
+    )
+    parser.add_argument(
+        "--imagenet-templates", action="store_true", help="with --labels: average CLIP's 80 ImageNet templates"
+    )
+
+
+def _zero_shot_head(args: argparse.Namespace, loaded):
+    """The label set of `--labels` (None without it), refused in one sentence for a model with no text tower."""
+    from vit_core.text import DEFAULT_TEMPLATE, imagenet_templates
+
+    if args.labels is None:
+        return None
+    templates = imagenet_templates() if args.imagenet_templates else (args.template or DEFAULT_TEMPLATE,)
+    return loaded.text_encoder().head(args.labels, templates)
 
 
 def _autocast_dtype(args: argparse.Namespace):
@@ -176,7 +213,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['name']:<{width}}  {'yes' if row['offline'] else 'no ':<7}  {row['description']}")
     print(
-        "\nAlso: any timm ViT/DeiT name, hf:<repo or save_pretrained dir>, torchvision:vit_*, a vit_core .safetensors."
+        "\nAlso: any timm ViT/DeiT name, hf:<repo or save_pretrained dir>, openclip:<arch>/<tag>, torchvision:vit_*, "
+        "a vit_core .safetensors."
     )
     return 0
 
@@ -192,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     image = open_image(args.image)  # a bad file is refused before the model loads
     loaded = load_model(args.model, weights=args.weights, device=args.device)
     image = load_image(image, name=Path(args.image).name, min_size=max(loaded.data_config.input_size[1:]))
-    result = capture(loaded.model, loaded.preprocess(image), autocast=_autocast_dtype(args))
+    head = _zero_shot_head(args, loaded)
+    result = capture(loaded.model, loaded.preprocess(image), autocast=_autocast_dtype(args), zero_shot=head)
     arrays: dict[str, np.ndarray] = {
         "input": result.input,
         "attentions": result.attentions,
@@ -203,16 +242,57 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if result.logits is not None:
         arrays.update(logits=result.logits, probs=result.probs, layer_logits=result.layer_logits)
-    if loaded.labels is not None:
-        arrays["labels"] = np.array(loaded.labels)
+    labels = list(head.labels) if head is not None else loaded.labels
+    if labels is not None:
+        arrays["labels"] = np.array(labels)
+    if loaded.cfg.image_text:  # the image embedding in the joint space (not normalised), as encode_image gives it
+        from vit_core.zeroshot import image_embeddings
+
+        arrays["image_embedding"] = image_embeddings(loaded.model, result).numpy()
+    if head is not None:
+        arrays["templates"] = np.array(head.templates)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
     if result.logits is not None:
         top = int(np.argmax(result.logits))
-        label = loaded.labels[top] if loaded.labels else str(top)
+        label = labels[top] if labels else str(top)
         print(f"{out}: top-1 {label} ({result.probs[top]:.1%})")
+    elif loaded.cfg.image_text:
+        print(f"{out}: {result.num_layers} layers x {result.num_heads} heads and the image embedding captured")
     else:
         print(f"{out}: {result.num_layers} layers x {result.num_heads} heads captured (the model has no head)")
+    return 0
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from vit_core.capture import capture
+    from vit_core.images import load_image, open_image
+    from vit_core.text import parse_labels
+    from vit_core.zoo import load_model
+
+    if args.labels is None:
+        raise VitCoreError("no_labels")
+    parse_labels(args.labels)  # bad labels are refused before the model loads
+    if args.top_k is not None and args.top_k < 1:
+        raise VitCoreError("cli_option_too_small", option="--top-k", low=1, value=args.top_k)
+    image = open_image(args.image)
+    loaded = load_model(args.model, weights=args.weights, device=args.device)
+    image = load_image(image, name=Path(args.image).name, min_size=max(loaded.data_config.input_size[1:]))
+    head = _zero_shot_head(args, loaded)
+    result = capture(loaded.model, loaded.preprocess(image), autocast=_autocast_dtype(args), zero_shot=head)
+    order = np.argsort(-result.probs, kind="stable")[: args.top_k]
+    rows = [
+        {"label": head.labels[i], "probability": float(result.probs[i]), "logit": float(result.logits[i])}
+        for i in order
+    ]
+    if args.json:
+        report = {"model": args.model, "image": args.image, "templates": list(head.templates), "labels": rows}
+        report["activation"] = head.activation
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(row["label"]) for row in rows)
+    for row in rows:
+        print(f"{row['label']:<{width}}  {row['probability']:.4f}")
     return 0
 
 
@@ -446,13 +526,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, weights=args.weights, device=args.device)
     image = load_image(image, name=Path(args.image).name, min_size=max(loaded.data_config.input_size[1:]))
     target = None
-    if args.method in CLASS_SPECIFIC:
-        if loaded.model.head is None:
+    head = _zero_shot_head(args, loaded)
+    if args.text is not None:
+        target = loaded.text_encoder().target(args.text)  # a phrase: its image–text similarity
+    elif args.method in CLASS_SPECIFIC:
+        if loaded.cfg.image_text and head is None:
+            raise VitCoreError("labels_or_prompt_needed")
+        if loaded.model.head is None and head is None:
             raise VitCoreError("no_head", what="class-specific maps")
-        target = _parse_target(args.target, loaded.labels, loaded.cfg.num_classes)
+        labels = list(head.labels) if head is not None else loaded.labels
+        target = _parse_target(args.target, labels, len(labels) if head is not None else loaded.cfg.num_classes)
         target = "top" if target is None else target
     gradients = None if args.method in MODEL_RUN else target  # those run the model themselves
-    result = capture(loaded.model, loaded.preprocess(image), target=gradients, autocast=_autocast_dtype(args))
+    result = capture(
+        loaded.model, loaded.preprocess(image), target=gradients, autocast=_autocast_dtype(args), zero_shot=head
+    )
     grid_map = explain(result, args.method, options, model=loaded.model, target=target)
     grid_map = grid_map.astype(np.float32) if args.raw else normalise(grid_map)
     out.parent.mkdir(parents=True, exist_ok=True)

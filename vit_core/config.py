@@ -2,7 +2,8 @@
 
 One `ViTConfig` describes every model the project can represent: ViT (Dosovitskiy et al. 2021),
 DeiT with its distillation token (Touvron et al. 2021), DINO/DINOv2 backbones with registers and
-layer scale (Caron et al. 2021; Oquab et al. 2023; Darcet et al. 2024).
+layer scale (Caron et al. 2021; Oquab et al. 2023; Darcet et al. 2024), and the image towers of
+image–text models whose output is an embedding in the joint space (CLIP, Radford et al. 2021).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from vit_core.errors import VitCoreError
 
 GlobalPool = Literal["token", "avg"]
-Activation = Literal["gelu", "gelu_tanh"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,15 @@ class ViTConfig:
     fc_norm: bool = False  # LayerNorm after pooling instead (timm, global_pool="avg")
     layer_scale: bool = False  # per-channel scales on both residual branches (CaiT, DINOv2)
     norm_eps: float = 1e-6
-    act: Activation = "gelu"
+    act: Activation = "gelu"  # quick_gelu: x·σ(1.702x), OpenAI CLIP's approximation
     num_classes: int = 1000  # 0: no head, the model returns pooled features
+    # CLIP: a linear projection of the pooled token into the image–text space; the model's output is then
+    # this image embedding (0: none). OpenAI CLIP's has no bias; timm's CLIP towers keep one (zeros).
+    image_embed_dim: int = 0
+    proj_bias: bool = False
+    # Position embeddings resized to another grid: bicubic with antialiasing (timm, HF Dinov2WithRegisters)
+    # or without it (HF Dinov2Model, HF CLIP).
+    pos_embed_antialias: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
@@ -62,6 +70,8 @@ class ViTConfig:
             raise VitCoreError("distill_head_without_token")
         if self.final_norm and self.fc_norm:
             raise VitCoreError("norms_exclusive")
+        if self.image_embed_dim and self.num_classes:
+            raise VitCoreError("projection_and_head")
 
     @property
     def head_dim(self) -> int:
@@ -71,6 +81,11 @@ class ViTConfig:
     def num_prefix_tokens(self) -> int:
         """Class, distillation and register tokens: the tokens that are not image patches."""
         return int(self.class_token) + int(self.distill_token) + self.num_register_tokens
+
+    @property
+    def image_text(self) -> bool:
+        """An image tower of an image–text model: the output is an image embedding, not class logits."""
+        return self.image_embed_dim > 0
 
     @property
     def grid(self) -> tuple[int, int]:

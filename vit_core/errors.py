@@ -103,6 +103,7 @@ MESSAGES: dict[str, str] = {
     "distill_token_without_class_token": "a distillation token needs a class token before it.",
     "distill_head_without_token": "a distillation head needs a distillation token and num_classes > 0.",
     "norms_exclusive": "final_norm and fc_norm are exclusive: the norm sits before or after pooling.",
+    "projection_and_head": "a model has an image projection (image_embed_dim) or a class head (num_classes), not both.",
     "unknown_config_fields": "unknown ViTConfig fields {fields}; known fields are {known}.",
     "unknown_device": "unknown device {device!r}; use 'cpu', 'cuda' or 'auto'.",
     "cuda_unavailable": "device {device!r} was requested but CUDA is not available on this machine.",
@@ -113,6 +114,20 @@ MESSAGES: dict[str, str] = {
         "the fused statistics kernel cannot run on {device}: it needs CUDA and Triton; use the explicit kernel."
     ),
     "capture_without_target": "class-specific maps need a capture made with a target class (capture(..., target=c)).",
+    # text prompts and zero-shot labels (vit_core.text)
+    "no_text_tower": "this model has no text tower, so it takes no prompt or labels; use a CLIP or SigLIP model.",
+    "labels_or_prompt_needed": (
+        "an image–text model explains a label or a phrase: give it labels or a prompt to explain."
+    ),
+    "no_labels": "give at least one label, separated by commas.",
+    "too_many_labels": "{count} labels are more than the limit of {limit}.",
+    "empty_label": "label {position} is empty; separate labels by single commas.",
+    "duplicate_label": "label {position} ({label!r}) repeats label {first}.",
+    "template_without_slot": "the template {template!r} needs exactly one empty pair of braces where the label goes.",
+    "empty_prompt": "the prompt is empty; type a phrase such as 'a red bus'.",
+    "prompt_too_long": (
+        "the prompt {prompt!r}... is {tokens} tokens long; this model's text tower reads at most {limit} tokens."
+    ),
     "method_not_implemented": "the {method} method is not implemented yet; use {instead} instead.",
     "method_needs_model": "the {method} map runs the model again, so it needs the model as well as the capture.",
     "flow_too_large": (
@@ -142,10 +157,21 @@ MESSAGES: dict[str, str] = {
     "hf_dir_without_weights": "{path!r} holds no model.safetensors or pytorch_model.bin.",
     "hf_ref_invalid": "{ref!r} is neither a local directory nor a Hugging Face repository id.",
     "hf_model_type_unsupported": (
-        "HF model type {model_type!r} is not supported; vit_core loads 'vit' and 'deit' models."
+        "HF model type {model_type!r} is not supported; vit_core loads the model types {supported}."
     ),
+    "hf_swiglu_unsupported": "HF {model_type} models with a SwiGLU MLP (the giant DINOv2) are not supported.",
     "hf_activation_unsupported": "HF activation {name!r} is not supported; use one of {choices}.",
     "hf_qkv_incomplete": "the HF weights of {block} hold only {found} of its q, k and v {param} tensors.",
+    "openclip_ambiguous_name": (
+        "{name!r} is ambiguous: write openclip:ARCH or openclip:ARCH/TAG with one of open_clip's architectures "
+        "(openclip:ViT-B-16/openai), or hf:REPO for a transformers CLIP or SigLIP repository."
+    ),
+    "unknown_openclip_model": "unknown open_clip architecture {name!r}; vit_core loads {supported}.",
+    "unknown_openclip_tag": "open_clip has no pretrained tag {tag!r} for {name}; its tags are {tags}.",
+    "openclip_tag_needed": "openclip:{name} needs a pretrained tag (ARCH/TAG) or a weights file; its tags are {tags}.",
+    "openclip_no_hub_weights": "openclip:{name} has no weights on the Hugging Face hub; it needs a local weights file.",
+    "openclip_not_a_vit": "open_clip model {name!r} has a {kind} image tower, not a ViT; vit_core loads {supported}.",
+    "openclip_unsupported": "open_clip model {name!r} cannot be represented: its image tower has {feature}.",
     "unknown_torchvision_model": "unknown torchvision ViT {name!r}; use one of {choices}.",
     "weights_file_missing": "weights file {path!r} does not exist.",
     "weights_not_a_file": "weights file {path!r} is not a regular file.",

@@ -96,13 +96,23 @@ class Attention(nn.Module):
         return self.proj(z.transpose(1, 2).reshape(batch, tokens, dim))  # [B, N, D]
 
 
+class QuickGELU(nn.Module):
+    """x·σ(1.702x): OpenAI CLIP's sigmoid approximation of GELU (Hendrycks & Gimpel 2016, §2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 class Mlp(nn.Module):
     """Two linear layers with a GELU between them (Hendrycks & Gimpel 2016)."""
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.mlp_dim)
-        self.act = nn.GELU(approximate="tanh" if cfg.act == "gelu_tanh" else "none")
+        if cfg.act == "quick_gelu":
+            self.act: nn.Module = QuickGELU()
+        else:
+            self.act = nn.GELU(approximate="tanh" if cfg.act == "gelu_tanh" else "none")
         self.fc2 = nn.Linear(cfg.mlp_dim, cfg.embed_dim)
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp], before GELU
         self.hook_post = HookPoint()  # [batch, pos, d_mlp], after GELU
@@ -146,14 +156,17 @@ class PatchEmbed(nn.Module):
         return self.proj(pixels)  # [B, D, rows, cols]
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> torch.Tensor:
+def resample_pos_embed(
+    pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int], antialias: bool = True
+) -> torch.Tensor:
     """Interpolate patch position embeddings `[1, rows*cols, D]` to another grid.
 
-    Bicubic with antialiasing, as timm's `resample_abs_pos_embed`, so that timm and we agree.
+    Bicubic, with antialiasing as timm's `resample_abs_pos_embed` and HF's Dinov2WithRegisters, or without
+    it as HF's Dinov2Model and CLIP (`ViTConfig.pos_embed_antialias`), so that each source and we agree.
     """
     dim = pos_embed.shape[-1]
     grid = pos_embed.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)  # [1, D, r, c]
-    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True, align_corners=False)
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=antialias, align_corners=False)
     return grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)  # [1, r'*c', D]
 
 
@@ -175,6 +188,8 @@ class ViT(nn.Module):
         self.fc_norm = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.fc_norm else nn.Identity()
         self.head = nn.Linear(dim, cfg.num_classes) if cfg.num_classes else None
         self.head_dist = nn.Linear(dim, cfg.num_classes) if cfg.distill_head else None
+        # CLIP: pooled token -> image embedding in the joint image–text space
+        self.proj = nn.Linear(dim, cfg.image_embed_dim, bias=cfg.proj_bias) if cfg.image_embed_dim else None
         self.hook_embed = HookPoint()  # [batch, patches, d_model], patch projection before position
         self.hook_pos_embed = HookPoint()  # [1, pos or patches, d_model]
         self.hook_points: dict[str, HookPoint] = {}
@@ -276,7 +291,8 @@ class ViT(nn.Module):
             return self.pos_embed  # [1, E, D]
         n_prefix = self.cfg.num_prefix_tokens if self.cfg.pos_embed_prefix else 0
         prefix, patches = self.pos_embed[:, :n_prefix], self.pos_embed[:, n_prefix:]
-        return torch.cat([prefix, resample_pos_embed(patches, grid, self.cfg.grid)], dim=1)
+        resampled = resample_pos_embed(patches, grid, self.cfg.grid, self.cfg.pos_embed_antialias)
+        return torch.cat([prefix, resampled], dim=1)
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels `[B, C, H, W]` -> token sequence `[B, P + rows*cols, D]` fed to the first block."""
@@ -318,9 +334,12 @@ class ViT(nn.Module):
         """The model's own readout on a residual stream `[..., N, D]` -> logits `[..., C]`.
 
         Applied to the stream after any block this is the logit lens (nostalgebraist 2020).
-        Without a head it returns the pooled features `[..., D]`, as timm does with num_classes=0.
+        Without a head it returns the pooled features `[..., D]`, as timm does with num_classes=0; an
+        image–text model's image tower returns its image embedding `[..., E]` (not normalised).
         """
         pooled = self.pool(tokens)
+        if self.proj is not None:
+            return self.proj(pooled)
         if self.head is None:
             return pooled
         if self.head_dist is not None:
@@ -329,7 +348,8 @@ class ViT(nn.Module):
         return self.head(pooled)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels `[B, C, H, W]` -> logits `[B, classes]` (pooled features without a head)."""
+        """Pixels `[B, C, H, W]` -> logits `[B, classes]` (pooled features without a head, the image embedding
+        `[B, E]` for an image–text model)."""
         return self.head_logits(self.forward_tokens(pixels))
 
 

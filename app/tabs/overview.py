@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app import service
 from app.maps import grid_map
 from app.render import overlay
 from app.session import analysis_of, handler, style_of, view_of
@@ -15,11 +16,12 @@ METHODS = ("attention", "rollout", "chefer", "gradcam")
 
 @handler(outputs=len(METHODS))
 def draw(session, target, style, request: gr.Request = None):
-    """The main maps side by side; class-specific ones are empty for a model without a head."""
+    """The main maps side by side; class-specific ones explain the target (a class, an image–text model's label
+    or typed prompt) and are empty for a model without a head (or an image–text model with neither)."""
     analysis = analysis_of(session)
     pictures = []
     for method in METHODS:
-        if method in CLASS_SPECIFIC and analysis.capture.probs is None:
+        if method in CLASS_SPECIFIC and not service.explains_something(analysis, target):
             pictures.append(None)
             continue
         pictures.append(overlay(view_of(analysis), grid_map(analysis, method, target), style_of(style)))

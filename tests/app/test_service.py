@@ -104,7 +104,9 @@ def test_public_mode_refuses_every_other_name_with_one_sentence_before_touching_
 
 def test_public_mode_offers_the_catalog_and_the_operators_models(public, timm_tiny_file):
     choices = {value: label for label, value in service.model_choices()}
-    assert [entry.name for entry in CATALOG] == list(choices)[: len(CATALOG)]
+    within = [entry.name for entry in CATALOG if entry.params <= service.DEFAULT_MAX_PARAMS]
+    assert within == list(choices)[: len(within)]
+    assert "openclip:ViT-L-14/openai" not in choices  # 428 M parameters with its text tower: over the budget
     assert choices[timm_tiny_file] == "vit_tiny_random.safetensors"
     assert choices["timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"] == (
         "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — "

@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 
 from tests.corpus import encode, png_claiming
 from vit_core import DataConfig, ViTConfig, VitCoreError, zoo
+from vit_core.convert.from_hf import hf_data_config as processor_data_config
 from vit_core.images import ModelView, load_image, model_view
 
 
@@ -213,7 +214,7 @@ def coordinate_image(width: int, height: int) -> Image.Image:
 def hf_data_config(tmp_path: Path, processor: dict) -> DataConfig:
     path = tmp_path / "preprocessor_config.json"
     path.write_text(json.dumps(processor))
-    return zoo._hf_data_config(path, ViTConfig())
+    return processor_data_config(path, ViTConfig())
 
 
 def torchvision_view(name: str):

@@ -1,21 +1,28 @@
-"""timm `VisionTransformer` / `VisionTransformerDistilled` -> vit_core (ViT, DeiT, DINO, DINOv2).
+"""timm `VisionTransformer` / `VisionTransformerDistilled` -> vit_core (ViT, DeiT, DINO, DINOv2, CLIP towers).
 
 Our parameter names follow timm's, so the mapping is the identity on every name it knows; it is
 still spelled out so that a checkpoint with anything else (BEiT's q/v biases, qk-norm, attention
 pooling, SwiGLU MLPs) fails loudly instead of loading half its weights.
+
+timm's CLIP image towers (`vit_*_clip_*` with their CLIP tags: pre-norm, QuickGELU in the `_quickgelu`
+variants) end in a `head` that is CLIP's image projection (512-d for ViT-B, no labels); it loads as our
+image projection, so the model's output is the image embedding. timm has no text tower: such a model is
+image-only here (the open_clip or HF checkpoint it came from has the text tower).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vit_core.config import ViTConfig
+from vit_core.config import DataConfig, ViTConfig
 from vit_core.convert.common import StateDict, check_state_dict, rename
 from vit_core.errors import VitCoreError
+from vit_core.loaded import WEIGHT_FILES, LoadedModel, timm_transform
 
 _BLOCK = r"blocks\.(\d+)\."
 RULES = [
@@ -54,13 +61,18 @@ def config_from_timm(model: nn.Module) -> ViTConfig:
     if attn.proj.bias is None or mlp.fc1.bias is None:
         raise VitCoreError("timm_no_bias", name=name)
     act = mlp.act
-    if not isinstance(act, nn.GELU):
+    if type(act).__name__ == "QuickGELU":
+        activation = "quick_gelu"
+    elif isinstance(act, nn.GELU):
+        activation = "gelu_tanh" if act.approximate == "tanh" else "gelu"
+    else:
         raise VitCoreError("timm_activation", name=name, kind=type(act).__name__)
     global_pool = model.global_pool
     if global_pool not in ("token", "avg") or getattr(model, "pool_include_prefix", False):
         raise VitCoreError("timm_global_pool", name=name, pool=str(global_pool))
     distilled = kind == "VisionTransformerDistilled"
     head = model.head if isinstance(model.head, nn.Linear) else None
+    projection = head is not None and is_clip_tower(model)
     return ViTConfig(
         image_size=tuple(model.patch_embed.img_size),
         patch_size=int(model.patch_embed.patch_size[0]),
@@ -81,14 +93,31 @@ def config_from_timm(model: nn.Module) -> ViTConfig:
         fc_norm=not isinstance(model.fc_norm, nn.Identity),
         layer_scale=not isinstance(block.ls1, nn.Identity),
         norm_eps=float(block.norm1.eps),
-        act="gelu_tanh" if act.approximate == "tanh" else "gelu",
-        num_classes=int(head.out_features) if head is not None else 0,
+        act=activation,
+        num_classes=int(head.out_features) if head is not None and not projection else 0,
+        image_embed_dim=int(head.out_features) if projection else 0,
+        proj_bias=projection and head.bias is not None,
     )
 
 
+def is_clip_tower(model: nn.Module) -> bool:
+    """A timm CLIP image tower whose head is CLIP's projection: a `_clip_` architecture whose pretrained
+    config has no ImageNet labels (the `.openai`, `.laion2b`, ... tags; `_ft_in1k` tags are classifiers)."""
+    from timm.data import infer_imagenet_subset
+
+    name = getattr(model, "pretrained_cfg", {}).get("architecture", "")
+    return "_clip_" in f"{name}_" and not infer_imagenet_subset(model)
+
+
 def convert_timm(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig) -> StateDict:
-    """timm state_dict -> vit_core state_dict. Checked key by key against `cfg`."""
-    return check_state_dict(rename(state_dict, RULES, ignore=(), source="timm"), cfg, "timm")
+    """timm state_dict -> vit_core state_dict (a CLIP tower's head -> our image projection). Checked against `cfg`."""
+    renamed = rename(state_dict, RULES, ignore=(), source="timm")
+    if cfg.image_embed_dim:
+        renamed = {("proj" + key[4:] if key.startswith("head.") else key): value for key, value in renamed.items()}
+    weight = renamed.get("patch_embed.proj.weight")
+    if weight is not None and "patch_embed.proj.bias" not in renamed:  # CLIP towers: a bias-free patch embedding
+        renamed["patch_embed.proj.bias"] = weight.new_zeros(weight.shape[0])
+    return check_state_dict(renamed, cfg, "timm")
 
 
 def data_config_from_timm(model: nn.Module) -> dict[str, Any]:
@@ -132,3 +161,66 @@ def timm_model_for_config(cfg: ViTConfig) -> nn.Module:
     if model.blocks[0].mlp.fc1.out_features != cfg.mlp_dim:
         raise VitCoreError("timm_mlp_width", mlp_dim=cfg.mlp_dim, embed_dim=cfg.embed_dim)
     return model
+
+
+# ---- loading -----------------------------------------------------------------------------------------
+def create_timm(ref: str) -> nn.Module:
+    """timm's model `ref` (`name[.tag]`) built without weights."""
+    import timm
+
+    try:
+        return timm.create_model(ref, pretrained=False)
+    except RuntimeError as error:
+        if "Unknown model" in str(error) or "Invalid pretrained tag" in str(error):
+            raise VitCoreError("unknown_timm_model", name=ref) from error
+        raise
+
+
+def load_timm(ref: str, weights: str | Path | None, random_weights: bool) -> LoadedModel:
+    """`timm:<name>[.<tag>]`: timm builds the model, its weights come from the hub cache or `weights`;
+    preprocessing is timm's `create_transform(**resolve_data_config(...))`."""
+    from timm.data import resolve_data_config
+
+    from vit_core.hub import hf_file
+    from vit_core.model import vit_from_state_dict
+    from vit_core.weights import read_state_dict
+
+    source = create_timm(ref)
+    cfg = config_from_timm(source)
+    if weights is not None:
+        state, origin = read_state_dict(weights), str(weights)
+    elif random_weights:
+        state, origin = source.state_dict(), "random"
+    else:
+        hub_id = source.pretrained_cfg.get("hf_hub_id")
+        if not hub_id:
+            raise VitCoreError("timm_no_hub_weights", name=ref)
+        path = hf_file(hub_id, WEIGHT_FILES, f"timm:{ref}", "weights")
+        state, origin = read_state_dict(path), str(path)
+    model = vit_from_state_dict(cfg, convert_timm(state, cfg))
+    data_config = DataConfig.from_dict(resolve_data_config({}, model=source))
+    labels = timm_labels(source, cfg.num_classes)
+    del source, state
+
+    def reference() -> nn.Module:
+        built = create_timm(ref)
+        state = model.state_dict()
+        if cfg.image_embed_dim:  # timm's CLIP towers call the projection `head`, with no patch bias
+            state = {("head" + k[4:] if k.startswith("proj.") else k): v for k, v in state.items()}
+            if built.patch_embed.proj.bias is None:
+                state.pop("patch_embed.proj.bias")
+        built.load_state_dict(state)  # otherwise our names are timm's names
+        return built.eval()
+
+    return LoadedModel(ref, model, data_config, timm_transform(data_config), labels, origin, reference)
+
+
+def timm_labels(source: nn.Module, num_classes: int) -> list[str] | None:
+    """ImageNet class descriptions for a timm classifier, from the label lists timm ships (offline)."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(source) if num_classes else None
+    if not subset:
+        return None
+    info = ImageNetInfo(subset)
+    return [info.index_to_description(i) for i in range(num_classes)]

@@ -7,13 +7,15 @@ The MLP is stored as `mlp.0`/`mlp.3` (older checkpoints: `mlp.linear_1`/`mlp.lin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from vit_core.config import ViTConfig
+from vit_core.config import DataConfig, ViTConfig
 from vit_core.convert.common import StateDict, check_state_dict, rename
 from vit_core.errors import VitCoreError
+from vit_core.loaded import LoadedModel
 
 _LAYER = r"encoder\.layers\.encoder_layer_(\d+)\."
 _PARAM = r"(weight|bias)"
@@ -59,3 +61,52 @@ def config_from_torchvision(model: nn.Module) -> ViTConfig:
 def convert_torchvision(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig) -> StateDict:
     """torchvision state_dict -> vit_core state_dict. Checked key by key against `cfg`."""
     return check_state_dict(rename(state_dict, RULES, ignore=(), source="torchvision"), cfg, "torchvision")
+
+
+# ---- loading -----------------------------------------------------------------------------------------
+TORCHVISION_VITS = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
+
+
+def load_torchvision(ref: str, weights: str | Path | None, random_weights: bool) -> LoadedModel:
+    """`torchvision:<name>` with its DEFAULT weights; preprocessing and labels from `weights.transforms()` and
+    `meta["categories"]`."""
+    import torchvision
+
+    from vit_core.hub import torch_hub_file
+    from vit_core.model import vit_from_state_dict
+    from vit_core.weights import read_state_dict
+
+    if ref not in TORCHVISION_VITS:
+        raise VitCoreError("unknown_torchvision_model", name=ref, choices=", ".join(TORCHVISION_VITS))
+    default = torchvision.models.get_model_weights(ref).DEFAULT
+
+    def build() -> nn.Module:
+        return torchvision.models.get_model(ref, weights=None, image_size=default.meta["min_size"][0])
+
+    source = build()
+    cfg = config_from_torchvision(source)
+    if weights is not None:
+        origin = str(weights)
+    elif random_weights:
+        origin = "random"
+    else:
+        origin = str(torch_hub_file(default.url, f"torchvision:{ref} ({default})", "weights"))
+    state = source.state_dict() if origin == "random" else read_state_dict(origin)
+    model = vit_from_state_dict(cfg, convert_torchvision(state, cfg))
+    transform = default.transforms()
+    data_config = DataConfig(
+        input_size=(3, transform.crop_size[0], transform.crop_size[0]),
+        interpolation=transform.interpolation.value,
+        mean=tuple(transform.mean),
+        std=tuple(transform.std),
+        crop_pct=transform.crop_size[0] / transform.resize_size[0],
+        crop_mode="center",
+    )
+
+    def reference() -> nn.Module:
+        built = source if origin == "random" else build()
+        if origin != "random":
+            built.load_state_dict(read_state_dict(origin))
+        return built.eval()
+
+    return LoadedModel(ref, model, data_config, transform, list(default.meta["categories"]), origin, reference)
