@@ -358,6 +358,9 @@ IDENTIFIERS = {
     "bundled",
     "flow",
     "transformer_attribution",
+    "AttnLRP",
+    "CP-LRP",
+    "LeGrad",
 }
 
 
