@@ -63,7 +63,7 @@ def test_bad_inputs_get_one_sentence_and_the_server_keeps_serving(client, live_s
         assert len(client.predict(good, "bundled", api_name="/analyze")["top5"]) == 5  # the next good request
     for args, match in [
         ((good, "no-such-model"), "nknown model"),
-        ((good, "bundled", "flow", "", "", "", "", "", 0, 0), "not implemented"),
+        ((good, "bundled", "flow", "", "", "", "", "", 0, 0), "max-flow per token"),  # 145 tokens: over the limit
         ((good, "bundled", "attention", "99", "", "", "", "", 0, 0), "out of range"),
     ]:
         with pytest.raises(AppError, match=match):

@@ -233,11 +233,12 @@ def test_model_runs_cross_to_the_gpu_worker_as_small_pickles(local, pickled_mode
     sizes = dict(pickled_model_runs)
     assert set(sizes) == {
         f"{fn} {what}"
-        for fn in ("run_capture", "model_map", "faithfulness_curves", "ablate", "importance")
+        for fn in ("run_capture", "faithfulness_curves", "ablate", "importance", "model_map")
         for what in ("arguments", "result")
-    }
+    }  # model_map: the LRP family and LeGrad, run for the faithfulness curves
     assert max(sizes.values()) < 8 * MiB, sizes
     assert sizes["run_capture arguments"] < 0.2 * MiB  # a name and a [3, 96, 96] input
+    assert sizes["model_map arguments"] < 0.2 * MiB and sizes["model_map result"] < 0.01 * MiB  # a 12x12 map
     print({what: f"{size / MiB:.2f} MiB" for what, size in pickled_model_runs})
 
 

@@ -365,6 +365,9 @@ IDENTIFIERS = {
     "flow",
     "transformer_attribution",
     "lens",  # "logit lens" is a method's name (nostalgebraist 2020)
+    "AttnLRP",
+    "CP-LRP",
+    "LeGrad",
 }
 
 
