@@ -112,8 +112,8 @@ def bench_dataset(
         "batch_images_per_s": round(ours_ips, 2),
         "ratio": round(ours_ips / reference_ips, 3),
         "what": (
-            "batch: `batch --stats --maps rollout` end to end (decoding in worker processes, capture, "
-            "statistics, rollout, Parquet, summary); reference: plain forward on preprocessed tensors"
+            "batch: `batch --stats --maps rollout` end to end (decoding in worker processes, the streaming "
+            "statistics path with rollout, Parquet, summary); reference: plain forward on preprocessed tensors"
         ),
         "errors": summary["errors"],
         "torch": torch.__version__,
