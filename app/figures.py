@@ -175,31 +175,35 @@ def token_norm_bars(
 
 
 def faithfulness_curves(curves: Mapping[str, tuple[Curve, Curve]], lang: str = DEFAULT) -> go.Figure:
-    """Deletion (solid) and insertion (dashed) curves per method, one colour per method (Petsiuk et al. 2018);
-    the AUCs are in the table beside it."""
+    """Deletion (solid) and insertion (dashed) curves per method, one colour and one legend entry per method
+    (Petsiuk et al. 2018); the AUCs are in the table beside it."""
     figure = go.Figure()
     for index, (method, (deletion, insertion)) in enumerate(curves.items()):
         colour = COLOURS[index % len(COLOURS)]
         figure.add_scatter(
             x=deletion.fractions,
             y=deletion.probs,
-            name=text("figure.deletion_short", lang, method=method),
+            name=method,
             legendgroup=method,
             line=dict(color=colour),
+            hovertemplate=text("figure.deletion_short", lang, method=method) + ": %{y:.3f}<extra></extra>",
         )
         figure.add_scatter(
             x=insertion.fractions,
             y=insertion.probs,
-            name=text("figure.insertion_short", lang, method=method),
+            name=method,
             legendgroup=method,
+            showlegend=False,  # the method's one entry stands for both its lines
             line=dict(color=colour, dash="dash"),
+            hovertemplate=text("figure.insertion_short", lang, method=method) + ": %{y:.3f}<extra></extra>",
         )
     finish(
         figure,
         text("figure.faithfulness_title", lang),
         x=text("figure.fraction", lang),
         y=text("figure.p_target", lang),
-        height=460,
+        height=max(460, 24 * len(curves) + 120),
+        legend=True,
     )
     return figure
 
