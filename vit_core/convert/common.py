@@ -47,11 +47,10 @@ def rename(
     return out
 
 
-def check_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig, source: str) -> StateDict:
+def check_keys(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
     """Fail on the first key that is unknown, missing or of the wrong shape, naming both shapes."""
-    expected = expected_shapes(cfg)
     for key, shape in expected.items():  # the model's own order: embeddings, blocks, head
-        if key in state_dict and tuple(state_dict[key].shape) != shape:
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(shape):
             raise VitCoreError(
                 "weights_shape_mismatch",
                 source=source,
@@ -71,4 +70,9 @@ def check_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig, sou
             shape=str(list(expected[missing[0]])),
             count=len(missing),
         )
+
+
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig, source: str) -> StateDict:
+    """`check_keys` against `ViT(cfg)`; the weights as float32."""
+    check_keys(state_dict, expected_shapes(cfg), source)
     return {key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()}

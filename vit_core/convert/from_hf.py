@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from vit_core.config import DataConfig, ViTConfig
-from vit_core.convert.common import StateDict, check_state_dict, rename
+from vit_core.convert.common import StateDict, check_keys, check_state_dict, rename
 from vit_core.errors import VitCoreError
 from vit_core.loaded import WEIGHT_FILES, LoadedModel, timm_transform
 from vit_core.text import TextEncoder
@@ -361,19 +361,5 @@ def _load_text_tower(source: nn.Module, text_state: Mapping[str, torch.Tensor]) 
         k: v for k, v in source.state_dict().items() if not k.startswith(("vision_model.", "visual_projection."))
     }
     text_state = {k: v for k, v in text_state.items() if not k.endswith("position_ids")}
-    for key, value in text_state.items():
-        if key not in expected:
-            raise VitCoreError("weights_unexpected_key", source="HF", key=key)
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise VitCoreError(
-                "weights_shape_mismatch",
-                source="HF",
-                key=key,
-                weights_shape=str(list(value.shape)),
-                model_shape=str(list(expected[key].shape)),
-            )
-    missing = [key for key in expected if key not in text_state]
-    if missing:
-        shape = str(list(expected[missing[0]].shape))
-        raise VitCoreError("weights_missing_key", source="HF", key=missing[0], shape=shape, count=len(missing))
+    check_keys(text_state, {key: tuple(value.shape) for key, value in expected.items()}, "HF")
     source.load_state_dict(text_state, strict=False)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vit_core.config import DataConfig, ViTConfig
-from vit_core.convert.common import StateDict, check_state_dict, rename
+from vit_core.convert.common import StateDict, check_keys, check_state_dict, rename
 from vit_core.errors import VitCoreError
 from vit_core.loaded import LoadedModel
 from vit_core.model import vit_from_state_dict
@@ -214,21 +214,7 @@ def openclip_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
 def _load_text_tower(source: nn.Module, text_state: Mapping[str, torch.Tensor]) -> None:
     """The checkpoint's text tower, logit scale (and bias) into open_clip's model, checked key by key."""
     expected = {key: value for key, value in source.state_dict().items() if not key.startswith("visual.")}
-    for key, value in text_state.items():
-        if key not in expected:
-            raise VitCoreError("weights_unexpected_key", source="open_clip", key=key)
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise VitCoreError(
-                "weights_shape_mismatch",
-                source="open_clip",
-                key=key,
-                weights_shape=str(list(value.shape)),
-                model_shape=str(list(expected[key].shape)),
-            )
-    missing = [key for key in expected if key not in text_state]
-    if missing:
-        shape = str(list(expected[missing[0]].shape))
-        raise VitCoreError("weights_missing_key", source="open_clip", key=missing[0], shape=shape, count=len(missing))
+    check_keys(text_state, {key: tuple(value.shape) for key, value in expected.items()}, "open_clip")
     source.load_state_dict(text_state, strict=False)
 
 
