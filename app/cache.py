@@ -22,16 +22,16 @@ from PIL import Image
 from vit_core.capture import Capture, DeviceCapture, tensor_bytes
 
 
-def capture_bytes(capture: Capture | DeviceCapture) -> int:
-    """Bytes held by a capture: its numpy arrays and its torch tensors (on any device), so the budget bounds both."""
-    total = 0
-    for f in fields(capture):
-        value = getattr(capture, f.name)
-        if isinstance(value, np.ndarray):
-            total += value.nbytes
-        elif isinstance(value, torch.Tensor):
-            total += tensor_bytes(value)
-    return total
+def capture_bytes(*captures: Capture | DeviceCapture) -> int:
+    """Bytes held by captures: their numpy arrays and torch tensors (on any device), so the budget bounds
+    both; an array two captures share counts once."""
+    arrays = {}
+    for capture in captures:
+        for f in fields(capture):
+            value = getattr(capture, f.name)
+            if isinstance(value, np.ndarray | torch.Tensor):
+                arrays[id(value)] = value
+    return sum(v.nbytes if isinstance(v, np.ndarray) else tensor_bytes(v) for v in arrays.values())
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Analysis:
     @property
     def nbytes(self) -> int:
         pixels = 0 if self.pixels is None else self.pixels.numel() * self.pixels.element_size()
-        return capture_bytes(self.capture) + sum(capture_bytes(c) for c in self.by_target.values()) + pixels
+        return capture_bytes(self.capture, *self.by_target.values()) + pixels
 
     def remember(self, key: Any, compute: Callable[[], Any]) -> Any:
         """`compute()` once per key; later calls return the stored value."""

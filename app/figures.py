@@ -49,11 +49,17 @@ def finish(
     y2: dict | None = None,
     width: int = 42,
     legend: bool | None = None,
+    xaxis: dict | None = None,
+    yaxis: dict | None = None,
     **layout,
 ) -> go.Figure:
-    """The house layout: a wrapped title above the plot, wrapped axis titles, every margin grown to fit its
-    text (automargin), and any legend on the right, outside the data. A figure with a second y axis names
-    its two traces by its axis titles and shows no legend."""
+    """The figure in the house layout: a wrapped title above the plot, wrapped axis titles, every margin
+    grown to fit its text (automargin), and any legend on the right, outside the data. A figure with a
+    second y axis names its two traces by its axis titles and shows no legend. `xaxis`, `yaxis` and
+    `layout` add to it (`shapes` and `annotations`: see `line_mark`).
+
+    Returns a new figure built from one layout dict: updating a figure's layout in place walks plotly's
+    property tree and costs ~10x more than building it."""
     heading = wrap(title, width + 8)
     lines = heading.count("<br>") + 1
     # room for the title: plotly's title automargin is not reliable here, so the top margin is set
@@ -61,33 +67,45 @@ def finish(
     # beside a second y axis the legend goes above the plot, right-aligned, with room for it
     above = show and y2 is not None
     margin = {**LAYOUT["margin"], "t": 18 * lines + 30 + (22 if above else 0), **layout.pop("margin", {})}
-    layout = {**LAYOUT, **layout, "margin": margin}
     place = (
         dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom")
         if above
         else dict(x=1.02, xanchor="left", y=1, yanchor="top")
     )
-    figure.update_layout(
-        title=dict(text=heading, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=16)),
-        legend=place,
-        showlegend=show,
+    merged = {
+        **LAYOUT,
         **layout,
-    )
-    figure.update_xaxes(**AXIS, title_text=wrap(x, width) if x else None)
-    figure.update_yaxes(**AXIS, title_text=wrap(y, width // 2) if y else None)
+        "margin": margin,
+        "title": dict(text=heading, x=0.01, xanchor="left", yref="container", y=1, yanchor="top", pad=dict(t=16)),
+        "legend": place,
+        "showlegend": show,
+        "xaxis": {**AXIS, "title": dict(text=wrap(x, width) if x else None), **(xaxis or {})},
+        "yaxis": {**AXIS, "title": dict(text=wrap(y, width // 2) if y else None), **(yaxis or {})},
+    }
     if y2 is not None:
         title2 = y2.pop("title", None)
-        figure.update_layout(
-            yaxis2=dict(
-                overlaying="y",
-                side="right",
-                automargin=True,
-                showgrid=False,
-                title_text=wrap(title2, width // 2) if title2 else None,
-                **y2,
-            )
+        merged["yaxis2"] = dict(
+            overlaying="y",
+            side="right",
+            automargin=True,
+            showgrid=False,
+            title=dict(text=wrap(title2, width // 2) if title2 else None),
+            **y2,
         )
-    return figure
+    return go.Figure(data=figure.data, layout=merged)
+
+
+def line_mark(label: str, x: float | None = None, y: float | None = None) -> tuple[dict, dict]:
+    """A dashed line across the plot at `x` (vertical) or `y` (horizontal), labelled at its top right end:
+    a (shape, annotation) pair for `finish(shapes=..., annotations=...)`, as plotly's add_vline/add_hline
+    draw it, without their cost (each updates the figure in place)."""
+    if x is not None:
+        shape = dict(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="y domain", line=dict(dash="dash"))
+        note = dict(text=label, x=x, xref="x", y=1, yref="y domain", xanchor="left", yanchor="top", showarrow=False)
+    else:
+        shape = dict(type="line", x0=0, x1=1, xref="x domain", y0=y, y1=y, yref="y", line=dict(dash="dash"))
+        note = dict(text=label, x=1, xref="x domain", y=y, yref="y", xanchor="right", yanchor="bottom", showarrow=False)
+    return shape, note
 
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
@@ -107,23 +125,26 @@ def layer_heatmap(probs: np.ndarray, labels: Sequence[str], classes: Sequence[in
             hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
         )
     )
-    finish(figure, text("figure.lens_title", lang), x=text("figure.class", lang), y=text("figure.after", lang))
-    figure.update_xaxes(tickangle=-40)
-    return figure
+    return finish(
+        figure,
+        text("figure.lens_title", lang),
+        x=text("figure.class", lang),
+        y=text("figure.after", lang),
+        xaxis=dict(tickangle=-40),
+    )
 
 
 def class_line(probability: np.ndarray, label: str, lang: str = DEFAULT) -> go.Figure:
     """The probability of one class after each block."""
     figure = go.Figure(go.Scatter(x=list(range(len(probability))), y=probability, mode="lines+markers", name=label))
-    finish(
+    return finish(
         figure,
         text("figure.line_title", lang, label=label),
         x=text("figure.block", lang),
         y=text("figure.probability", lang),
-        yaxis_range=[0, 1],
+        xaxis=dict(dtick=1),
+        yaxis=dict(range=[0, 1]),
     )
-    figure.update_xaxes(dtick=1)
-    return figure
 
 
 def head_scatter(distance: np.ndarray, entropy: np.ndarray, lang: str = DEFAULT) -> go.Figure:
@@ -146,9 +167,13 @@ def head_scatter(distance: np.ndarray, entropy: np.ndarray, lang: str = DEFAULT)
             hovertemplate="%{x} · %{customdata[0]}<br>%{y:.1f} px<br>H %{customdata[1]:.2f}<extra></extra>",
         )
     )
-    finish(figure, text("figure.distance_title", lang), x=text("figure.block", lang), y=text("figure.distance", lang))
-    figure.update_xaxes(dtick=1)
-    return figure
+    return finish(
+        figure,
+        text("figure.distance_title", lang),
+        x=text("figure.block", lang),
+        y=text("figure.distance", lang),
+        xaxis=dict(dtick=1),
+    )
 
 
 def token_norm_bars(
@@ -158,20 +183,16 @@ def token_norm_bars(
     colours = np.where(outliers, "crimson", "steelblue").astype(object)
     colours[:prefix] = "grey"
     figure = go.Figure(go.Bar(x=list(range(len(norms))), y=norms, marker_color=list(colours)))
-    figure.add_hline(
-        y=threshold,
-        line_dash="dash",
-        annotation_text=text("figure.fence", lang),
-        annotation_position="top right",
-    )
-    finish(
+    fence, label = line_mark(text("figure.fence", lang), y=threshold)
+    return finish(
         figure,
         text("figure.norms_title", lang, count=int(outliers[prefix:].sum())),
         x=text("figure.token_axis", lang),
         y=text("figure.norm", lang),
         width=60,
+        shapes=[fence],
+        annotations=[label],
     )
-    return figure
 
 
 def faithfulness_curves(curves: Mapping[str, tuple[Curve, Curve]], lang: str = DEFAULT) -> go.Figure:
@@ -197,7 +218,7 @@ def faithfulness_curves(curves: Mapping[str, tuple[Curve, Curve]], lang: str = D
             line=dict(color=colour, dash="dash"),
             hovertemplate=text("figure.insertion_short", lang, method=method) + ": %{y:.3f}<extra></extra>",
         )
-    finish(
+    return finish(
         figure,
         text("figure.faithfulness_title", lang),
         x=text("figure.fraction", lang),
@@ -205,7 +226,6 @@ def faithfulness_curves(curves: Mapping[str, tuple[Curve, Curve]], lang: str = D
         height=max(460, 24 * len(curves) + 120),
         legend=True,
     )
-    return figure
 
 
 def head_importance_bars(drop: np.ndarray, layer: int, lang: str = DEFAULT) -> go.Figure:

@@ -120,6 +120,8 @@ class Outcome:
     note: object
     seen: object = None  # the image with what the model sees marked, when its preprocessing cuts some off
     text_boxes: object = None  # the labels and prompt boxes: shown for an image–text model
+    chosen: object = None  # the target the class-specific maps explain: the top class, a prompt, or none
+    follow: bool = True  # the views follow (False: a model that could not be loaded; the analysis stays)
 
     def values(self) -> tuple:
         boxes = self.text_boxes if isinstance(self.text_boxes, tuple) else (self.text_boxes, self.text_boxes)
@@ -133,17 +135,17 @@ class RecentRequests:
 
     def __init__(self, seconds: float = 5.0, sessions: int = 1000) -> None:
         self.seconds, self.sessions = seconds, sessions
-        self._entries: OrderedDict[str, tuple[float, tuple, tuple]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, tuple, Outcome]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, session_hash: str, request: tuple) -> tuple | None:
+    def get(self, session_hash: str, request: tuple) -> Outcome | None:
         with self._lock:
             entry = self._entries.get(session_hash)
             if entry and entry[1] == request and time.monotonic() - entry[0] < self.seconds:
                 return entry[2]
             return None
 
-    def put(self, session_hash: str, request: tuple, outcome: tuple) -> tuple:
+    def put(self, session_hash: str, request: tuple, outcome: Outcome) -> Outcome:
         with self._lock:
             self._entries.pop(session_hash, None)
             self._entries[session_hash] = (time.monotonic(), request, outcome)
@@ -164,25 +166,40 @@ def analyze(
     progress=gr.Progress(),
     request: gr.Request = None,
 ):
-    """Run the model once for (image, model). A model that cannot be loaded leaves the analysis as it was
-    and puts the dropdown back; an image that cannot be read clears every view. Either way the summary
-    says why, in one sentence. The same request again within seconds gets the same answer, unrun."""
+    """Run the model once for (image, model): the panel's outputs, the session first (see `outcome`)."""
+    return outcome(image, model_name, session, labels, prompt, progress, request)[0].values()
+
+
+def outcome(
+    image: str | None,
+    model_name: str,
+    session: dict | None,
+    labels: str | None = None,
+    prompt: str | None = None,
+    progress=gr.Progress(),
+    request: gr.Request = None,
+) -> tuple[Outcome, bool]:
+    """Run the model once for (image, model), and say whether the views follow. A model that cannot be
+    loaded leaves the analysis as it was and puts the dropdown back; an image that cannot be read clears
+    every view. Either way the summary says why, in one sentence. The same request again within seconds
+    gets the same answer, unrun, and the views stay."""
     asked = (image, (model_name or "").strip(), (labels or "").strip(), (prompt or "").strip(), lang(request))
     session_hash = getattr(request, "session_hash", None)
     if session_hash is None:  # not from a page (a test, a script): nothing to tell apart
-        return _analyze(image, model_name, session, labels, prompt, progress, request)
+        result = _analyze(image, model_name, session, labels, prompt, progress, request)
+        return result, result.follow
     repeated = RECENT.get(session_hash, asked)
     if repeated is not None:
-        return repeated
-    outcome = _analyze(image, model_name, session, labels, prompt, progress, request)
-    return RECENT.put(session_hash, asked, outcome)
+        return repeated, False
+    result = RECENT.put(session_hash, asked, _analyze(image, model_name, session, labels, prompt, progress, request))
+    return result, result.follow
 
 
 def _text_boxes(image_text: bool) -> tuple:
     return gr.Textbox(visible=image_text), gr.Textbox(visible=image_text)
 
 
-def _analyze(image, model_name, session, labels, prompt, progress, request) -> tuple:
+def _analyze(image, model_name, session, labels, prompt, progress, request) -> Outcome:
     language = lang(request)
     previous_model = (session or {}).get("model") or service.default_model()
     model_name = (model_name or "").strip()
@@ -200,12 +217,12 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> t
             previous_model,
             gr.skip(),
             text_boxes=gr.skip(),
-        ).values()
+            follow=False,
+        )
     note = model_note(model_name, language)
     boxes = _text_boxes(image_text)
     if image is None:  # a model chosen before any image: nothing to analyse yet
-        empty = Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note, _unseen(), boxes)
-        return empty.values()
+        return Outcome(None, None, _no_targets(), summary_text(None, language), model_name, note, _unseen(), boxes)
     try:
         progress(0.4, desc=text("progress.running", language))
         start = time.monotonic()
@@ -216,7 +233,7 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> t
     except VitCoreError as error:  # nothing of an earlier image stays beside this one
         return Outcome(
             None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note, _unseen(), boxes
-        ).values()
+        )
     result = analysis.capture
     session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}
     if analysis.labels:
@@ -241,7 +258,8 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> t
         note,
         seen_picture(analysis, session["facts"]["crop"]),
         boxes,
-    ).values()
+        chosen,
+    )
 
 
 def use_prompt(prompt: str | None, session: dict | None, request: gr.Request = None):

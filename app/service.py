@@ -23,7 +23,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -270,12 +270,13 @@ def _model_here(model_name: str) -> ViT:
 def run_capture(
     model_name: str,
     pixels: torch.Tensor,
-    target: int | None = None,
+    target: int | Literal["top"] | None = None,
     labels: tuple[str, ...] | None = None,
     templates: tuple[str, ...] = (),
     prompt: str | None = None,
 ) -> Capture:
-    """One run on the input `[C, H, W]` with everything captured; with a target, also one backward pass.
+    """One run on the input `[C, H, W]` with everything captured; with a target (a class, or "top" for the
+    top prediction), also one backward pass.
 
     An image–text model takes its label set by value (`labels`, `templates`: the text tower embeds them,
     cached) and explains a label index or a `prompt`, the phrase's similarity to the image.
@@ -404,8 +405,14 @@ def analyze(image_path: str | None, model_name: str, labels: str | None = None) 
         pixels = loaded.preprocess(image)
         preview = image.copy()
         preview.thumbnail((384, 384))
-        capture = run_capture(name, pixels)
-        base = Analysis(key, name, str(image_path), capture, image_size=image.size, preview=preview, pixels=pixels)
+        # every first view explains the top class: its gradients come from this run (one forward and one
+        # backward pass), not from a second forward pass and a backward one when the maps are drawn
+        explain_top = loaded.model.head is not None and not loaded.cfg.image_text
+        capture = run_capture(name, pixels, "top" if explain_top else None)
+        agnostic = dataclasses.replace(capture, attention_grads=None, token_grads=None, target=None)
+        base = Analysis(key, name, str(image_path), agnostic, image_size=image.size, preview=preview, pixels=pixels)
+        if explain_top:
+            base.by_target[int(capture.target)] = capture
         base = CACHE.put(base)
     if head is None:
         return base

@@ -55,7 +55,7 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
     pixels = Image.fromarray((shown * 255).round().astype(np.uint8), "RGB").resize((160, 160), Image.NEAREST)
     size, channels = result.patch_size, token.pixels.shape[2]
     vector = go.Figure(go.Scatter(y=token.vector, mode="lines", line=dict(width=1)))
-    figures.finish(
+    vector = figures.finish(
         vector,
         text("anatomy.vector_title", lang, n=token.vector.size, p=size, c=channels),
         x=text("anatomy.vector_axis", lang),
@@ -64,8 +64,13 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
         width=30,
     )
     strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, colorbar=dict(thickness=12)))
-    figures.finish(strip, text("anatomy.embedding_title", lang, d=token.embedding.size), height=220, width=26)
-    strip.update_yaxes(visible=False)
+    strip = figures.finish(
+        strip,
+        text("anatomy.embedding_title", lang, d=token.embedding.size),
+        yaxis=dict(visible=False),
+        height=220,
+        width=26,
+    )
     patches = result.grid[0] * result.grid[1]
     facts = text(
         "anatomy.patch_facts",
@@ -106,7 +111,7 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
     row = go.Figure()
     row.add_bar(x=keys, y=shown.scores, name=text("anatomy.scores", lang), marker_color="steelblue")
     row.add_scatter(x=keys, y=shown.weights, name=text("anatomy.weights", lang), yaxis="y2", line=dict(color="crimson"))
-    figures.finish(
+    row = figures.finish(
         row,
         text(
             "anatomy.row_title_scaled" if scaled else "anatomy.row_title_unscaled", lang, dk=internals.queries.shape[-1]
@@ -137,15 +142,19 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
     curve = go.Figure(
         go.Scatter(x=factors, y=entropy_by_scale(internals.queries, internals.keys, head, query_index, factors))
     )
-    for factor, key in ((1 / math.sqrt(d_k), "anatomy.scale_mark"), (1.0, "anatomy.no_scale_mark")):
-        curve.add_vline(x=factor, line_dash="dash", annotation_text=text(key, lang, dk=d_k))
-    figures.finish(
+    marks = [
+        figures.line_mark(text(key, lang, dk=d_k), x=factor)
+        for factor, key in ((1 / math.sqrt(d_k), "anatomy.scale_mark"), (1.0, "anatomy.no_scale_mark"))
+    ]
+    curve = figures.finish(
         curve,
         text("anatomy.entropy_title", lang),
         x=text("anatomy.factor_axis", lang),
         y=text("anatomy.entropy_axis", lang),
         height=HEIGHT,
         width=60,
+        shapes=[shape for shape, _ in marks],
+        annotations=[note for _, note in marks],
     )
     return row, weights_view, table, curve
 
@@ -179,7 +188,7 @@ def mlp_step(analysis, layer: int, lang: str):
         opacity=0.5,
     )
     figure.add_scatter(x=x, y=gelu(x, approximate), name="GELU(x)", yaxis="y2", line=dict(color="crimson"))
-    figures.finish(
+    figure = figures.finish(
         figure,
         text("anatomy.mlp_title", lang, layer=layer),
         x=text("anatomy.pre_axis", lang),
@@ -212,16 +221,16 @@ def head_step(analysis, lang: str):
     route = go.Figure()
     for index in top[:3]:
         route.add_scatter(x=list(range(result.num_layers)), y=lens[:, index], mode="lines+markers", name=labels[index])
-    figures.finish(
+    route = figures.finish(
         route,
         text("anatomy.route_title", lang),
         x=text("anatomy.block_axis", lang),
         y="p",
-        yaxis_range=[0, 1],
+        xaxis=dict(dtick=1),
+        yaxis=dict(range=[0, 1]),
         height=HEIGHT,
         width=36,
     )
-    route.update_xaxes(dtick=1)
     bars = go.Figure()
     bars.add_bar(x=[labels[i] for i in top], y=result.logits[top], name="logit", marker_color="grey", offsetgroup=0)
     bars.add_bar(
@@ -232,7 +241,7 @@ def head_step(analysis, lang: str):
         marker_color="darkorange",
         offsetgroup=1,
     )
-    figures.finish(
+    bars = figures.finish(
         bars,
         text("anatomy.logits_title", lang),
         y="logit",
@@ -298,10 +307,10 @@ def fit(analysis):
     """The first block, head 0, the centre patch."""
     layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
     return (
-        gr.Slider(0, layers - 1, value=0, step=1, interactive=True),
-        gr.Dropdown(choices=[str(h) for h in range(heads)], value="0", interactive=True),
-        gr.Radio(interactive=True),
-        gr.Checkbox(interactive=True),
+        gr.update(minimum=0, maximum=layers - 1, value=0, step=1, interactive=True),
+        gr.update(choices=[str(h) for h in range(heads)], value="0", interactive=True),
+        gr.update(interactive=True),
+        gr.update(interactive=True),
     )
 
 

@@ -70,7 +70,7 @@ def results_json(analysis: Analysis) -> dict:
 
 
 def fit(analysis):
-    return (gr.Button(interactive=True),)
+    return (gr.update(interactive=True),)
 
 
 def build(shared: Shared) -> Tab:

@@ -76,12 +76,12 @@ def importance(session, layer, target, request: gr.Request = None):
 def fit(analysis):
     layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
     return (
-        gr.Slider(interactive=True),
-        gr.Button(interactive=True),
-        gr.Slider(0, layers - 1, value=layers - 1, step=1, interactive=True),
-        gr.CheckboxGroup(choices=[str(h) for h in range(heads)], value=[], interactive=True),
-        gr.Button(interactive=True),
-        gr.Button(interactive=True),
+        gr.update(interactive=True),
+        gr.update(interactive=True),
+        gr.update(minimum=0, maximum=layers - 1, value=layers - 1, step=1, interactive=True),
+        gr.update(choices=[str(h) for h in range(heads)], value=[], interactive=True),
+        gr.update(interactive=True),
+        gr.update(interactive=True),
     )
 
 

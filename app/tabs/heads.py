@@ -87,10 +87,10 @@ def fit(analysis):
     """Block slider to the last block, head choices, query back to the class token."""
     layers, heads = analysis.capture.num_layers, analysis.capture.num_heads
     return (
-        gr.Slider(0, layers - 1, value=layers - 1, step=1, interactive=True),
-        gr.Dropdown(choices=head_choices(heads), value="mean", interactive=True),
-        gr.Slider(interactive=True),
-        gr.Button(interactive=True),
+        gr.update(minimum=0, maximum=layers - 1, value=layers - 1, step=1, interactive=True),
+        gr.update(choices=head_choices(heads), value="mean", interactive=True),
+        gr.update(interactive=True),
+        gr.update(interactive=True),
     )
 
 

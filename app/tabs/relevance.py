@@ -40,9 +40,9 @@ def knobs(method: str) -> tuple:
 def fit(analysis):
     layers = analysis.capture.num_layers
     return (
-        gr.Radio(value="rollout", interactive=True),
+        gr.update(value="rollout", interactive=True),
         *knobs("rollout")[:2],
-        gr.Slider(0, layers - 1, value=0, step=1, interactive=True),
+        gr.update(minimum=0, maximum=layers - 1, value=0, step=1, interactive=True),
     )
 
 

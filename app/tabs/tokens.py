@@ -44,7 +44,7 @@ def draw(session, token_layer, patch, style, request: gr.Request = None):
 def fit(analysis):
     """Tokens after the last block; the patch back to the centre."""
     layers = analysis.capture.num_layers
-    return (gr.Slider(0, layers, value=layers, step=1, interactive=True),)
+    return (gr.update(minimum=0, maximum=layers, value=layers, step=1, interactive=True),)
 
 
 def build(shared: Shared) -> Tab:

@@ -55,10 +55,19 @@ def test_growth_of_an_entry_evicts_others():
     cache = AnalysisCache(max_bytes=int(2.5 * base.nbytes), ttl_s=100)
     cache.put(base)
     cache.put(entry("b"))
-    base.by_target[0] = base.capture  # a gradient capture arrives: a now weighs twice as much
+    base.by_target[0] = entry("a").capture  # a gradient capture arrives: a now weighs twice as much
     cache.grew(base)
     assert cache.get("b") is None and cache.get("a") is base
     assert cache.nbytes == 2 * capture_bytes(base.capture)
+
+
+def test_arrays_two_captures_share_count_once():
+    base = entry("a")
+    alone = base.nbytes
+    base.by_target[0] = dataclasses.replace(base.capture, target=0)  # the same arrays in another capture
+    assert base.nbytes == alone
+    base.by_target[1] = entry("a").capture  # arrays of its own
+    assert base.nbytes == 2 * alone
 
 
 def test_capture_bytes_counts_torch_tensors_too():

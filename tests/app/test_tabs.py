@@ -42,13 +42,13 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     n_layers, n_heads = analysis.capture.num_layers, analysis.capture.num_heads
     top5 = outputs[1]
     assert len(top5) == 5 and abs(sum(top5.values()) - sum(sorted(analysis.capture.probs)[-5:])) < 1e-5
-    assert heads.fit(analysis)[0].maximum == n_layers - 1 and tokens.fit(analysis)[0].maximum == n_layers
-    assert anatomy.fit(analysis)[1].choices[-1][1] == str(n_heads - 1)
-    assert runs == [None]  # one forward pass
+    assert heads.fit(analysis)[0]["maximum"] == n_layers - 1 and tokens.fit(analysis)[0]["maximum"] == n_layers
+    assert anatomy.fit(analysis)[1]["choices"][-1] == str(n_heads - 1)
+    assert runs == ["top"]  # one forward and one backward pass, for the top class
 
     pictures = overview.draw(session, None, STYLE)
     assert len(pictures) == 4 and all(isinstance(p, Image.Image) for p in pictures)
-    assert runs == [None, int(np.argmax(analysis.capture.probs))]  # one backward for the top class, lazily
+    assert runs == ["top"]  # the top class's gradients came with the analysis
 
     main, gallery, matrix, _ = heads.draw(session, n_layers - 1, "mean", None, 1.0, STYLE)
     cell = matrix_cell(n_heads)
@@ -70,11 +70,11 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     assert pca.size == view_of(analysis).size  # no scale: RGB components
     assert similarity.size[0] == positions.size[0] == view_of(analysis).size[0]  # the scale goes below
     assert len(norms.data[0].y) == analysis.capture.tokens.shape[1]
-    assert runs == [None, int(np.argmax(analysis.capture.probs))]  # still no further model run
+    assert runs == ["top"]  # still no further model run: the overview's maps explain the top class
 
     # the same image again (another session, or the same one) reuses the analysis, and says so
     again, outputs = analyzed(image, name)
-    assert again["key"] == session["key"] and len(runs) == 2
+    assert again["key"] == session["key"] and len(runs) == 1
     assert "from cache" in outputs[3] and " ms" not in outputs[3]
 
 
@@ -105,7 +105,11 @@ def test_class_specific_maps_follow_the_target_and_each_target_runs_once(runs):
     assert not np.array_equal(np.asarray(chefer_top), np.asarray(chefer_second))
     overview.draw(session, int(second), STYLE)
     layers.draw(session, int(second))
-    assert runs == [None, int(first), int(second)]
+    assert runs == ["top", int(second)]
+    # the top class's gradients came with the analysis: the same as a run for that class alone
+    alone = service.run_capture("bundled", analysis.pixels, int(first))
+    np.testing.assert_allclose(analysis.by_target[int(first)].attention_grads, alone.attention_grads, atol=1e-6)
+    assert analysis.capture.attention_grads is None  # the class-agnostic capture stays so
     by_name = service.class_index(analysis, service.labels_of(analysis)[int(second)].upper())
     assert by_name == int(second)
     with pytest.raises(gr.Error, match="out of range"):
@@ -178,7 +182,7 @@ def test_an_evicted_analysis_is_rebuilt_from_the_session(runs):
     session, _ = analyzed(get_image("cheetah1.jpg"), "bundled")
     service.CACHE.clear()  # as if the TTL had passed
     assert len(overview.draw(session, None, STYLE)) == 4
-    assert runs.count(None) == 2
+    assert runs.count("top") == 2
 
 
 def test_hidden_tabs_draw_only_when_shown():
