@@ -1,0 +1,117 @@
+"""One event per user action (`app.board`), on the real tabs and the bundled model: an analysis draws the
+tab on screen fitted to the model and empties the others; opening a tab fits it once per model and draws
+it with the fitted values; a style change redraws only the tab on screen."""
+
+import gradio as gr
+import pytest
+from gradio.media import get_image
+from PIL import Image
+
+from app import panel
+from app.board import Board
+from app.render import OverlayStyle
+from app.tabs.base import Shared
+from app.ui import TABS
+from tests.app.helpers import NO_PROGRESS
+
+
+@pytest.fixture(scope="module")
+def page():
+    """The panel, the tabs and the board, laid out as the page lays them out (not launched)."""
+    with gr.Blocks():
+        top = panel.build()
+        session, shown, style = gr.State(None), gr.State("overview"), gr.State(OverlayStyle())
+        shared = Shared(session, shown, top.target, style)
+        tabs = {}
+        with gr.Tabs():
+            for tab_id, module in TABS.items():
+                with gr.Tab(tab_id):
+                    tabs[tab_id] = module.build(shared)
+        board = Board(tabs, shared)
+        panel_inputs = [top.image, top.model, session, top.labels, top.prompt]
+        panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
+        panel_outputs += [top.labels, top.prompt]
+        analyzed = board.analyzed(panel.outcome, panel_inputs, panel_outputs, top.target)
+        restyled = board.redraw_shown(style, panel.set_style, top.style_controls)
+    return board, tabs, top, analyzed, restyled
+
+
+def by_component(event: dict, result: tuple) -> dict:
+    assert len(result) == len(event["outputs"])
+    return {id(c): value for c, value in zip(event["outputs"], result, strict=True)}
+
+
+def start_values(board: Board) -> list:
+    """What the page sends before anything is touched: every input's initial value."""
+    return [c.value for c in board.inputs]
+
+
+def test_an_analysis_draws_the_tab_on_screen_fitted_and_empties_the_others(page):
+    board, tabs, top, analyzed, _ = page
+    image = get_image("lion.jpg")
+    args = [image, "bundled", None, "", "", "heads", *start_values(board)]
+    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    session = out[id(board.shared.session)]
+    assert session["model"] == "bundled"
+    heads = tabs["heads"]
+    layer, head = heads.controls[:2]
+    # the block slider is fitted to the bundled model (6 blocks, not the layout's 12) and drawn with it
+    assert out[id(layer)]["maximum"] == 5 and out[id(layer)]["value"] == 5
+    assert out[id(board.fitted["heads"])] == "bundled"
+    head_view, gallery, matrix, caption = heads.redraws[0]["outputs"]
+    assert isinstance(out[id(head_view)], Image.Image) and len(out[id(gallery)]) == 6
+    assert "5" in out[id(caption)]  # the caption names the fitted block
+    assert out[id(heads.empty)] == gr.update(visible=False)
+    # every other tab's views are emptied (an earlier image's maps never wait there)
+    for tab_id in ("overview", "layers", "tokens", "anatomy"):
+        for component in board.views(tab_id):
+            assert out[id(component)] is None, (tab_id, component)
+    # tabs that are not on screen are not fitted
+    assert out[id(board.fitted["tokens"])] == gr.skip()
+
+
+def test_opening_a_tab_fits_it_once_per_model(page):
+    board, tabs, top, analyzed, _ = page
+    args = [get_image("bus.png"), "bundled", None, "", "", "overview", *start_values(board)]
+    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    assert all(isinstance(out[id(c)], Image.Image) for c in tabs["overview"].redraws[0]["outputs"])
+    values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
+    values[id(board.shared.session)] = out[id(board.shared.session)]
+    opened = board.opened("tokens")
+    first = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
+    assert first[id(board.shared.shown)] == "tokens"
+    token_layer = tabs["tokens"].controls[0]
+    assert first[id(token_layer)]["value"] == 6 and first[id(board.fitted["tokens"])] == "bundled"
+    # opened again with the model it was fitted to: the user's block stays, nothing is refitted
+    values[id(board.fitted["tokens"])], values[id(token_layer)] = "bundled", 2
+    again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
+    assert again[id(token_layer)] == gr.skip() and again[id(board.fitted["tokens"])] == gr.skip()
+    pca = tabs["tokens"].redraws[0]["outputs"][0]
+    assert isinstance(again[id(pca)], Image.Image)
+
+
+def test_before_any_image_an_opened_tab_shows_its_line_and_inactive_controls(page):
+    board, tabs, *_ = page
+    opened = board.opened("heads")
+    out = by_component(opened, opened["fn"](None, *start_values(board)))
+    assert out[id(tabs["heads"].empty)] == gr.update(visible=True)
+    assert all(out[id(c)] == gr.update(interactive=False) for c in tabs["heads"].controls)
+    assert all(out[id(c)] is None for c in board.views("heads"))
+
+
+def test_a_style_change_redraws_the_tab_on_screen_only(page):
+    board, tabs, top, analyzed, restyled = page
+    args = [get_image("lion.jpg"), "bundled", None, "", "", "overview", *start_values(board)]
+    session = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))[id(board.shared.session)]
+    values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
+    values[id(board.shared.session)] = session
+    controls = [0.3, "Magma", "nearest", True, False]
+    for shown, drawn in (("overview", True), ("faithfulness", False)):
+        result = restyled["fn"](None, *controls, shown, *[values[id(c)] for c in board.inputs])
+        out = by_component(restyled, result)
+        assert out[id(board.shared.style)] == OverlayStyle(0.3, "Magma", "nearest", True, False)
+        pictures = [out[id(c)] for c in tabs["overview"].redraws[0]["outputs"]]
+        if drawn:
+            assert all(isinstance(p, Image.Image) for p in pictures)
+        else:
+            assert all(p == gr.skip() for p in pictures)
