@@ -101,7 +101,7 @@ def browser_session(model: str, folder: Path):
     return session()
 
 
-OVERVIEW = ("attention", "rollout", "chefer", "gradcam")
+OVERVIEW = ("0", "1", "2", "3")  # the overview's four places (attention, rollout, chefer, gradcam)
 NEW_OVERLAYS = """(before) => Object.entries(before).every(([m, src]) => {
     const img = document.querySelector(`#overview-${m} img`);
     return img && img.complete && img.naturalWidth > 0 && img.src !== src; })"""

@@ -16,7 +16,7 @@ from app.maps import grid_map
 from app.render import overlay
 from app.session import analysis_of, handler, style_of, view_of
 from app.tabs.base import PRIVATE, Shared, T, Tab, empty_line
-from app.tabs.overview import METHODS
+from app.tabs.overview import DEFAULT as METHODS  # the overview's four maps
 from vit_core.analysis import attention_entropy, layer_predictions, mean_attention_distance
 from vit_core.explain import CLASS_SPECIFIC
 

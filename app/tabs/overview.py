@@ -1,35 +1,64 @@
-"""Overview: four maps side by side (raw attention, rollout, Chefer et al. 2021, Grad-CAM)."""
+"""Overview: up to four maps side by side, of the user's choice among every method (default: raw attention,
+rollout, Chefer et al. 2021 and Grad-CAM)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from app import service
+from app.i18n import catalogs, text
 from app.maps import grid_map
 from app.render import overlay
-from app.session import analysis_of, handler, style_of, view_of
-from app.tabs.base import Shared, T, Tab, empty_line, picture, redraw
+from app.session import analysis_of, handler, lang, style_of, user_sentence, view_of
+from app.tabs.base import ALWAYS_LAST, Shared, T, Tab, empty_line, lazy, picture, redraw
+from app.tabs.relevance import method_choices
+from vit_core.errors import VitCoreError
 from vit_core.explain import CLASS_SPECIFIC
 
-METHODS = ("attention", "rollout", "chefer", "gradcam")
+DEFAULT = ("attention", "rollout", "chefer", "gradcam")
+SLOTS = len(DEFAULT)
 
 
-@handler(outputs=len(METHODS))
-def draw(session, target, style, request: gr.Request = None):
-    """The main maps side by side; class-specific ones explain the target (a class, an image–text model's label
-    or typed prompt) and are empty for a model without a head (or an image–text model with neither)."""
+def title(method: str, language: str) -> str:
+    """A map's caption: the overview's own wording where it says more (which block, which heads)."""
+    key = f"overview.{method}"
+    return text(key if key in catalogs()["en"] else f"method.{method}", language)
+
+
+@handler(outputs=SLOTS)
+def draw(session, target, style, methods=DEFAULT, request: gr.Request = None):
+    """The chosen maps side by side, each captioned; class-specific ones explain the target (a class, an
+    image–text model's label or typed prompt) and are empty for a model without a head (or an image–text
+    model with neither). A method that cannot run on this model (attention flow on a large one) leaves its
+    place empty and says why, without stopping the others."""
     analysis = analysis_of(session)
+    language = lang(request)
+    chosen = list(methods or ())[:SLOTS]
     pictures = []
-    for method in METHODS:
-        if method in CLASS_SPECIFIC and not service.explains_something(analysis, target):
-            pictures.append(None)
-            continue
-        pictures.append(overlay(view_of(analysis), grid_map(analysis, method, target), style_of(style)))
+    for method in chosen:
+        picture_ = None
+        if method not in CLASS_SPECIFIC or service.explains_something(analysis, target):
+            try:
+                picture_ = overlay(view_of(analysis), grid_map(analysis, method, target), style_of(style))
+            except VitCoreError as error:
+                gr.Warning(user_sentence(error, request))
+        pictures.append(gr.update(value=picture_, label=title(method, language), visible=True))
+    pictures += [gr.update(value=None, visible=False)] * (SLOTS - len(chosen))
     return tuple(pictures)
 
 
 def build(shared: Shared) -> Tab:
     empty = empty_line("overview")
+    methods = gr.Dropdown(
+        method_choices(),
+        value=list(DEFAULT),
+        multiselect=True,
+        max_choices=SLOTS,
+        label=T("label.overview_maps"),
+        elem_id="overview-maps",
+    )
     with gr.Row():
-        pictures = [picture(T(f"overview.{method}"), f"overview-{method}") for method in METHODS]
-    return Tab([redraw(draw, [shared.session, shared.target, shared.style], pictures)], empty)
+        pictures = [picture(T(f"overview.{method}"), f"overview-{slot}") for slot, method in enumerate(DEFAULT)]
+    drawn = redraw(draw, [shared.session, shared.target, shared.style, methods], pictures)
+    methods.input(**lazy(shared, "overview", drawn), **ALWAYS_LAST)
+    return Tab([drawn], empty)

@@ -74,7 +74,7 @@ def test_opening_a_tab_fits_it_once_per_model(page):
     board, tabs, top, analyzed, _ = page
     args = [get_image("bus.png"), "bundled", None, "", "", "overview", *start_values(board)]
     out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
-    assert all(isinstance(out[id(c)], Image.Image) for c in tabs["overview"].redraws[0]["outputs"])
+    assert all(isinstance(out[id(c)]["value"], Image.Image) for c in tabs["overview"].redraws[0]["outputs"])
     values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
     values[id(board.shared.session)] = out[id(board.shared.session)]
     opened = board.opened("tokens")
@@ -112,6 +112,6 @@ def test_a_style_change_redraws_the_tab_on_screen_only(page):
         assert out[id(board.shared.style)] == OverlayStyle(0.3, "Magma", "nearest", True, False)
         pictures = [out[id(c)] for c in tabs["overview"].redraws[0]["outputs"]]
         if drawn:
-            assert all(isinstance(p, Image.Image) for p in pictures)
+            assert all(isinstance(p["value"], Image.Image) for p in pictures)
         else:
             assert all(p == gr.skip() for p in pictures)

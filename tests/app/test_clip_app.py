@@ -83,7 +83,7 @@ def test_a_prompt_becomes_the_target_and_the_overview_shows_its_maps(monkeypatch
     session, _, target = outcome(image, clip_model, "", "a red bus")[:3]
     assert target.value == "a red bus"
     pictures = overview.draw(session, "a red bus", STYLE)
-    assert all(picture is not None for picture in pictures)  # chefer and gradcam explain the phrase
+    assert all(picture["value"] is not None for picture in pictures)  # chefer and gradcam explain the phrase
     analysis = panel.analysis_of(session)
     loaded = service.shared_model(clip_model)
     expected = explain(capture(loaded.model, analysis.pixels, target=loaded.text.target("a red bus")), "chefer")
@@ -92,7 +92,7 @@ def test_a_prompt_becomes_the_target_and_the_overview_shows_its_maps(monkeypatch
     assert not np.allclose(other, expected)  # the map changes with the prompt
     assert panel.use_prompt("a green tree", session) == "a green tree"
     without = overview.draw(session, None, STYLE)  # no labels, no prompt: the class-specific maps stay empty
-    assert without[0] is not None and without[2] is None and without[3] is None
+    assert without[0]["value"] is not None and without[2]["value"] is None and without[3]["value"] is None
 
 
 def test_bad_labels_and_prompts_are_one_sentence(clip_model, image):

@@ -50,7 +50,7 @@ def test_every_language_file_has_every_key_with_the_same_placeholders():
 
 def test_every_key_the_code_uses_exists():
     from app.maps import METHODS
-    from app.tabs.overview import METHODS as OVERVIEW
+    from app.tabs.overview import DEFAULT as OVERVIEW
     from app.ui import TABS
 
     used = set()

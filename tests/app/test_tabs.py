@@ -11,8 +11,8 @@ from gradio.media import get_image
 from PIL import Image
 
 from app import service
-from app.maps import FAITHFULNESS, METHODS
-from app.render import MATRIX_MARGIN, MATRIX_TOP, OverlayStyle, matrix_cell
+from app.maps import FAITHFULNESS, METHODS, grid_map
+from app.render import MATRIX_MARGIN, MATRIX_TOP, OverlayStyle, matrix_cell, overlay
 from app.session import select_patch, view_of, when_shown
 from app.tabs import anatomy, downloads, faithfulness, heads, layers, overview, relevance, tokens
 from tests.app.conftest import FakeSelect
@@ -47,7 +47,8 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     assert runs == ["top"]  # one forward and one backward pass, for the top class
 
     pictures = overview.draw(session, None, STYLE)
-    assert len(pictures) == 4 and all(isinstance(p, Image.Image) for p in pictures)
+    assert len(pictures) == 4 and all(isinstance(p["value"], Image.Image) for p in pictures)
+    assert [p["label"] for p in pictures][1] == "Attention rollout"
     assert runs == ["top"]  # the top class's gradients came with the analysis
 
     main, gallery, matrix, _ = heads.draw(session, n_layers - 1, "mean", None, 1.0, STYLE)
@@ -193,6 +194,20 @@ def test_hidden_tabs_draw_only_when_shown():
     assert heatmap.data[0].type == "heatmap"
     assert list(inspect.signature(lazy).parameters)[:2] == ["shown", "session"]  # Gradio injects by signature
     assert "request" in inspect.signature(lazy).parameters
+
+
+def test_the_overview_shows_the_maps_chosen_and_a_refused_one_stays_empty():
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    chosen = overview.draw(session, None, STYLE, ["legrad", "attnlrp"])
+    assert [p["label"] for p in chosen[:2]] == ["LeGrad (legrad)", "AttnLRP (attnlrp)"]
+    analysis = service.CACHE.get(session["key"])
+    view = view_of(analysis)
+    expected = overlay(view, grid_map(analysis, "legrad", None), STYLE)
+    assert np.array_equal(np.asarray(chosen[0]["value"]), np.asarray(expected))
+    assert chosen[2] == chosen[3] == gr.update(value=None, visible=False)  # two places left: hidden
+    # attention flow is refused on 145 tokens: its place is empty, the other map is drawn
+    mixed = overview.draw(session, None, STYLE, ["flow", "rollout"])
+    assert mixed[0]["value"] is None and isinstance(mixed[1]["value"], Image.Image)
 
 
 def test_the_overlay_style_is_one_value():

@@ -23,8 +23,8 @@ def clip_server(tmp_path_factory):
 def test_labels_in_the_top5_and_the_map_follows_the_prompt(browser, clip_server, artifacts):
     context, page, errors = open_page(browser, clip_server.url)
     upload(page, get_image("bus.png"))
-    src(page, "#overview-rollout")
-    settled(page, "#overview-rollout")
+    src(page, "#overview-1")
+    settled(page, "#overview-1")
     labels, prompt = page.locator("#labels textarea"), page.locator("#prompt textarea, #prompt input").first
     labels.wait_for(timeout=TIMEOUT)
     prompt.wait_for(timeout=TIMEOUT)
@@ -34,16 +34,16 @@ def test_labels_in_the_top5_and_the_map_follows_the_prompt(browser, clip_server,
     top5 = page.locator("#top5")
     for label in ("a dog", "a cat", "a red bus"):
         top5.get_by_text(label).first.wait_for(timeout=TIMEOUT)
-    before = src(page, "#overview-chefer")  # the top label's map, now that there are labels
-    settled(page, "#overview-chefer")
+    before = src(page, "#overview-2")  # the top label's map, now that there are labels
+    settled(page, "#overview-2")
 
     prompt.fill("a red bus on a street")
     prompt.press("Enter")
-    first = changed(page, "#overview-chefer", before)
-    settled(page, "#overview-chefer")
+    first = changed(page, "#overview-2", before)
+    settled(page, "#overview-2")
     prompt.fill("a green tree")
     prompt.press("Enter")
-    changed(page, "#overview-chefer", first)
-    settled(page, "#overview-chefer")
+    changed(page, "#overview-2", first)
+    settled(page, "#overview-2")
     page.screenshot(path=str(artifacts / "clip-prompt.png"), full_page=True)
     finish(context, page, errors)
