@@ -20,7 +20,9 @@ def method_choices() -> list:
 def draw(session, method, head_fusion, discard_ratio, start_layer, target, style, request: gr.Request = None):
     """One method with its knobs."""
     analysis = analysis_of(session)
-    options = ExplainOptions(head_fusion=head_fusion, discard_ratio=float(discard_ratio), start_layer=int(start_layer))
+    # a start block only where its slider is active: LeGrad keeps its reference code's (the last two blocks)
+    start = int(start_layer) if method in KNOBS["start_layer"] else None
+    options = ExplainOptions(head_fusion=head_fusion, discard_ratio=float(discard_ratio), start_layer=start)
     return overlay(view_of(analysis), grid_map(analysis, method, target, options), style_of(style))
 
 

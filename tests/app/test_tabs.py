@@ -17,6 +17,7 @@ from app.session import select_patch, view_of, when_shown
 from app.tabs import anatomy, downloads, faithfulness, heads, layers, overview, relevance, tokens
 from tests.app.conftest import FakeSelect
 from tests.app.helpers import STYLE, analyzed
+from vit_core.explain import ExplainOptions
 
 
 @pytest.fixture
@@ -208,6 +209,16 @@ def test_the_overview_shows_the_maps_chosen_and_a_refused_one_stays_empty():
     # attention flow is refused on 145 tokens: its place is empty, the other map is drawn
     mixed = overview.draw(session, None, STYLE, ["flow", "rollout"])
     assert mixed[0]["value"] is None and isinstance(mixed[1]["value"], Image.Image)
+
+
+def test_legrad_in_the_relevance_tab_starts_where_its_reference_code_does():
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    shown = relevance.draw(session, "legrad", "mean", 0.0, 0, None, STYLE)  # the inactive start slider at 0
+    expected = overlay(view_of(analysis), grid_map(analysis, "legrad", None), STYLE)  # the default: last two
+    assert np.array_equal(np.asarray(shown), np.asarray(expected))
+    every_block = grid_map(analysis, "legrad", None, ExplainOptions(start_layer=0))
+    assert not np.allclose(every_block, grid_map(analysis, "legrad", None))
 
 
 def test_the_overlay_style_is_one_value():
