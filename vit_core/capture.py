@@ -54,6 +54,10 @@ class Capture:
     token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
     row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
     target: Hashable | None = None  # the target's key; a class index for a class logit (or a label's)
+    # an attention-pool readout (SigLIP): its query's weights over the last block's output tokens, prefix
+    # columns 0; rows sum to 1. None for a class-token or mean readout.
+    pool_attention: np.ndarray | None = None  # [head, key]
+    pool_attention_grads: np.ndarray | None = None  # [head, key], d target / d pool attention
 
     @property
     def num_layers(self) -> int:
@@ -82,6 +86,8 @@ FIELDS: tuple[str, ...] = (
     "attention_grads",
     "token_grads",
     "row_entropy",
+    "pool_attention",
+    "pool_attention_grads",
 )
 
 
@@ -111,6 +117,8 @@ class DeviceCapture:
     token_grads: torch.Tensor | None = None  # [batch, pos, dim]
     row_entropy: torch.Tensor | None = None  # [batch, layer, head, query]
     targets: tuple[Hashable, ...] | None = None  # per image, the key of the target the gradients differentiate
+    pool_attention: torch.Tensor | None = None  # [batch, head, key]: the attention pool's query (SigLIP)
+    pool_attention_grads: torch.Tensor | None = None  # [batch, head, key]
 
     def __len__(self) -> int:
         return self.input.shape[0]
@@ -259,6 +267,7 @@ def capture_batch(
     store_dtype = autocast if keep_on_device and autocast not in (None, torch.float32) else None
 
     want_grad = target is not None
+    pool_patterns: list[torch.Tensor] = []  # the attention pool's weights, kept for gradients
     # Each captured tensor is copied into one [B, slots, ...] buffer as it goes by, so the per-layer
     # intermediates are freed and recycled: retaining them all costs more in fresh memory than the copy.
     buffers: dict[str, torch.Tensor] = {}
@@ -292,8 +301,18 @@ def capture_batch(
 
         return hook
 
+    def record_pool(pattern: torch.Tensor, _name: str) -> None:
+        weights = pattern[:, :, 0]  # [B, H, patches]: the one query's row
+        if want_grad:
+            pool_patterns.append(pattern)
+        buffer = weights.new_zeros((*weights.shape[:2], cfg.num_prefix_tokens + weights.shape[-1]), dtype=store_dtype)
+        buffer[..., cfg.num_prefix_tokens :] = weights.detach()  # prefix columns: the pool does not read them
+        buffers["pool_attention"] = buffer  # [B, H, N]
+
     depth = cfg.depth
     hooks = {"blocks.0.hook_resid_pre": record("tokens", 0, depth + 1)}
+    if model.attn_pool is not None:
+        hooks["attn_pool.hook_pattern"] = record_pool
     for i in range(depth):
         kept = [record("scores", i, depth)] if scores else []
         hooks[f"blocks.{i}.attn.hook_attn_scores"] = _chain(keep_scores, *kept)
@@ -305,20 +324,27 @@ def capture_batch(
 
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
     targets: list | None = None
-    grads = token_grads = None
+    grads = token_grads = pool_grads = None
     readout = _readout(model, zero_shot)
     with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
         # the model's output: logits [B, C], or an image–text model's image embeddings [B, E]
         output = model.head_logits(final) if model.head is not None or model.proj is not None else None
+        if output is None and model.attn_pool is not None:
+            model.pool(final)  # a backbone's attention-pool readout: its weights are captured all the same
         logits = readout(output) if readout is not None else None  # [B, C]
         if want_grad:
             targets = _targets(model, target, output, logits, zero_shot)
             chosen = target_values(targets, output)  # [B]
-            *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
+            *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *pool_patterns, *last_input])
+            if pool_patterns:
+                pool_grad = pattern_grads.pop()[:, :, 0]  # [B, H, patches]
+                pool_grads = pool_grad.new_zeros((*pool_grad.shape[:2], cfg.num_prefix_tokens + pool_grad.shape[-1]))
+                pool_grads[..., cfg.num_prefix_tokens :] = pool_grad  # [B, H, N]
             grads = torch.stack(pattern_grads, dim=1)  # [B, L, H, N, N]
             if store_dtype is not None:
                 grads, token_grads = grads.to(store_dtype), token_grads.to(store_dtype)
+                pool_grads = None if pool_grads is None else pool_grads.to(store_dtype)
     with torch.inference_mode(), _autocast(device, autocast):
         layer_logits = readout(model.head_logits(buffers["tokens"][:, 1:])).float() if logits is not None else None
     logits = logits.detach().float() if logits is not None else None  # [B, C]; layer_logits [B, L, C]
@@ -340,6 +366,8 @@ def capture_batch(
         token_grads=token_grads,
         row_entropy=buffers["row_entropy"],
         targets=None if targets is None else tuple(t.key for t in targets),
+        pool_attention=buffers.get("pool_attention"),
+        pool_attention_grads=pool_grads,
     )
     return result if keep_on_device else result.to_numpy()
 
