@@ -55,9 +55,10 @@ class Capture:
     row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
     target: Hashable | None = None  # the target's key; a class index for a class logit (or a label's)
     # an attention-pool readout (SigLIP): its query's weights over the last block's output tokens, prefix
-    # columns 0; rows sum to 1. None for a class-token or mean readout.
+    # columns 0; rows sum to 1. None for a class-token or mean readout (or when not asked of `to_numpy`).
     pool_attention: np.ndarray | None = None  # [head, key]
     pool_attention_grads: np.ndarray | None = None  # [head, key], d target / d pool attention
+    has_attention_pool: bool = False  # the model reads out by an attention pool (then maps need pool_attention)
 
     @property
     def num_layers(self) -> int:
@@ -119,6 +120,7 @@ class DeviceCapture:
     targets: tuple[Hashable, ...] | None = None  # per image, the key of the target the gradients differentiate
     pool_attention: torch.Tensor | None = None  # [batch, head, key]: the attention pool's query (SigLIP)
     pool_attention_grads: torch.Tensor | None = None  # [batch, head, key]
+    has_attention_pool: bool = False
 
     def __len__(self) -> int:
         return self.input.shape[0]
@@ -148,6 +150,7 @@ class DeviceCapture:
                 patch_size=self.patch_size,
                 has_class_token=self.has_class_token,
                 target=None if self.targets is None else self.targets[b],
+                has_attention_pool=self.has_attention_pool,
             )
             for b in range(len(self))
         ]
@@ -368,6 +371,7 @@ def capture_batch(
         targets=None if targets is None else tuple(t.key for t in targets),
         pool_attention=buffers.get("pool_attention"),
         pool_attention_grads=pool_grads,
+        has_attention_pool=model.attn_pool is not None,
     )
     return result if keep_on_device else result.to_numpy()
 

@@ -118,6 +118,10 @@ MESSAGES: dict[str, str] = {
         "the fused statistics kernel cannot run on {device}: it needs CUDA and Triton; use the explicit kernel."
     ),
     "no_attention_pool": "this model is not read out by an attention pool, so it has no pool attention to show.",
+    "capture_without_pool": (
+        "this model reads its image out with an attention pool, and the maps start from the pool's weights, "
+        "which this capture lacks; keep pool_attention (and pool_attention_grads for class-specific maps)."
+    ),
     "capture_without_target": "class-specific maps need a capture made with a target class (capture(..., target=c)).",
     # text prompts and zero-shot labels (vit_core.text)
     "no_text_tower": "this model has no text tower, so it takes no prompt or labels; use a CLIP or SigLIP model.",

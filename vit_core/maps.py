@@ -64,15 +64,17 @@ def attention_map(
 def pool_attention_map(capture: Capture, head: HeadChoice = "mean") -> np.ndarray:
     """The attention pool's weights over the patches (SigLIP's readout: what the image embedding is made of),
     as a `[rows, cols]` grid; one head, the head mean or the head max."""
-    if capture.pool_attention is None:
+    if not capture.has_attention_pool:
         raise VitCoreError("no_attention_pool")
+    if capture.pool_attention is None:
+        raise VitCoreError("capture_without_pool")
     return patch_map(select_heads(np.asarray(capture.pool_attention, dtype=np.float32), head), capture)
 
 
 def readout_attention_map(capture: Capture, head: HeadChoice = "mean") -> np.ndarray:
     """The readout's own attention: the attention pool's weights (SigLIP), else the last layer's class-token
     row (the mean row for a model without a class token)."""
-    if capture.pool_attention is not None:
+    if capture.has_attention_pool:
         return pool_attention_map(capture, head)
     return attention_map(capture, capture.num_layers - 1, head)
 

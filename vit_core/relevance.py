@@ -21,7 +21,7 @@ from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.lrp import attention_relevance
 from vit_core.maps import patch_map
-from vit_core.rollout import chain_dtype, discard_lowest, query_vector, rollout_row, vector_matrix
+from vit_core.rollout import chain_dtype, discard_lowest, pool_weights, query_vector, rollout_row, vector_matrix
 from vit_core.targets import TargetLike
 from vit_core.validate import check_index
 
@@ -30,16 +30,17 @@ def _require_gradients(capture: Capture) -> tuple[torch.Tensor, torch.Tensor]:
     """The attentions and their gradients as float32 tensors over the capture's arrays (no copy)."""
     if capture.attention_grads is None or capture.token_grads is None:
         raise VitCoreError("capture_without_target")
-    if capture.pool_attention is not None and capture.pool_attention_grads is None:
-        raise VitCoreError("capture_without_target")
     return tensor_view(capture.attentions), tensor_view(capture.attention_grads)
 
 
 def _pool_of(capture: Capture) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """An attention-pool readout's weights and their gradients `[head, N]` (None, None for other readouts)."""
-    if capture.pool_attention is None:
+    weights = pool_weights(capture)
+    if weights is None:
         return None, None
-    return tensor_view(capture.pool_attention), tensor_view(capture.pool_attention_grads)
+    if capture.pool_attention_grads is None:
+        raise VitCoreError("capture_without_pool")
+    return weights, tensor_view(capture.pool_attention_grads)
 
 
 def pool_row(weights: torch.Tensor, grads: torch.Tensor, clamp_first: bool = False) -> torch.Tensor:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vit_core.capture import Capture, tensor_view
+from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
 from vit_core.validate import check_choice, check_index, check_range
 
@@ -152,9 +153,19 @@ def rollout(
         head_fusion,
         discard_ratio,
         start_layer,
-        pool_attention=None if capture.pool_attention is None else tensor_view(capture.pool_attention),
+        pool_attention=pool_weights(capture),
     )
     return patch_map(row.numpy(), capture)
+
+
+def pool_weights(capture: Capture) -> torch.Tensor | None:
+    """The attention pool's weights `[head, N]` of a model read out by one (None for other readouts); a capture of
+    such a model without them (a `to_numpy` subset) is refused rather than read out by the mean row."""
+    if not capture.has_attention_pool:
+        return None
+    if capture.pool_attention is None:
+        raise VitCoreError("capture_without_pool")
+    return tensor_view(capture.pool_attention)
 
 
 def pool_query(pool_attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:

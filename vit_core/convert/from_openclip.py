@@ -275,7 +275,7 @@ def openclip_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
         token_count,
         context_length=int(tokenizer.context_length),
         logit_scale=float(model.logit_scale.detach().exp()),
-        logit_bias=0.0 if bias is None else float(bias),
+        logit_bias=0.0 if bias is None else float(bias.detach()),
         activation="softmax" if bias is None else "sigmoid",
         num_parameters=sum(p.numel() for p in model.parameters()),
     )
