@@ -85,6 +85,7 @@ SIGLIP_SENTENCES = (
     "a drawing of a dog on grass under the bright yellow moon",
 )
 TINY_TIMM_SIGLIP = "vit_tiny_patch16_siglip_64_test"
+SIGLIP_CONTEXT = 32  # tokens: the tiny sentencepiece vocabulary (30 pieces) spells most words in several
 TINY_OPENCLIP_SIGLIP = "Tiny-SigLIP-test"
 
 
@@ -113,7 +114,7 @@ def tiny_siglip_tokenizer(folder: Path):
     )
     vocab = folder / "spiece.model"
     vocab.write_bytes(model.getvalue())
-    tokenizer = SiglipTokenizer(vocab_file=str(vocab), model_max_length=16)
+    tokenizer = SiglipTokenizer(vocab_file=str(vocab), model_max_length=SIGLIP_CONTEXT)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
@@ -138,7 +139,7 @@ def tiny_hf_siglip(folder: Path, seed: int = 0) -> Path:
             num_attention_heads=4,
             intermediate_size=64,
             vocab_size=len(tokenizer),
-            max_position_embeddings=16,
+            max_position_embeddings=SIGLIP_CONTEXT,
             projection_size=32,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -181,7 +182,7 @@ def register_tiny_openclip_siglip(folder: Path) -> str:
         custom_text=True,
         vision_cfg=dict(image_size=64, timm_model_name=TINY_TIMM_SIGLIP, timm_pool="map", timm_proj="none"),
         text_cfg=dict(
-            context_length=16,
+            context_length=SIGLIP_CONTEXT,
             vocab_size=30,
             hf_tokenizer_name=str(folder / "tokenizer"),
             tokenizer_kwargs=dict(clean="canonicalize"),
