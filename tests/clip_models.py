@@ -143,6 +143,7 @@ def tiny_hf_siglip(folder: Path, seed: int = 0) -> Path:
             projection_size=32,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,  # SigLIP's texts have no start token
         ),
         vision_config=SIGLIP_VISION,
     )

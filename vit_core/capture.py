@@ -24,7 +24,7 @@ import torch
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
 from vit_core.targets import ClassLogit, TargetLike, resolve_targets, target_values
-from vit_core.text import TextSimilarity, ZeroShotHead
+from vit_core.text import Activation, TextSimilarity, ZeroShotHead
 from vit_core.validate import check_choice
 
 Target = TargetLike | None
@@ -41,7 +41,7 @@ class Capture:
     attentions: np.ndarray | None  # [layer, head, query, key], rows sum to 1
     tokens: np.ndarray | None  # [layer + 1, pos, dim]; 0 = embeddings (input to block 0)
     logits: np.ndarray | None  # [classes]; None for a model without a head
-    probs: np.ndarray | None  # [classes], softmax of logits
+    probs: np.ndarray | None  # [classes], softmax of logits (a sigmoid per label for SigLIP: `activation`)
     layer_logits: np.ndarray | None  # [layer, classes], logit lens; None without a head
     num_prefix_tokens: int  # class, distillation and register tokens before the patches
     grid: tuple[int, int]  # patches (rows, cols)
@@ -59,6 +59,7 @@ class Capture:
     pool_attention: np.ndarray | None = None  # [head, key]
     pool_attention_grads: np.ndarray | None = None  # [head, key], d target / d pool attention
     has_attention_pool: bool = False  # the model reads out by an attention pool (then maps need pool_attention)
+    activation: Activation = "softmax"  # how logits become probs, the logit lens's too (SigLIP's labels: sigmoid)
 
     @property
     def num_layers(self) -> int:
@@ -121,6 +122,7 @@ class DeviceCapture:
     pool_attention: torch.Tensor | None = None  # [batch, head, key]: the attention pool's query (SigLIP)
     pool_attention_grads: torch.Tensor | None = None  # [batch, head, key]
     has_attention_pool: bool = False
+    activation: Activation = "softmax"
 
     def __len__(self) -> int:
         return self.input.shape[0]
@@ -151,6 +153,7 @@ class DeviceCapture:
                 has_class_token=self.has_class_token,
                 target=None if self.targets is None else self.targets[b],
                 has_attention_pool=self.has_attention_pool,
+                activation=self.activation,
             )
             for b in range(len(self))
         ]
@@ -372,6 +375,7 @@ def capture_batch(
         pool_attention=buffers.get("pool_attention"),
         pool_attention_grads=pool_grads,
         has_attention_pool=model.attn_pool is not None,
+        activation=zero_shot.activation if zero_shot is not None else "softmax",
     )
     return result if keep_on_device else result.to_numpy()
 

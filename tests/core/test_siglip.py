@@ -283,3 +283,57 @@ def test_openclip_siglip_without_its_tokenizer_offline_is_image_only(tmp_path):
     open_clip.add_model_config(path)
     loaded = load_model("openclip:Tiny-SigLIP-hub-test", random_weights=True)
     assert loaded.text is None and loaded.cfg.global_pool == "map"
+
+
+# ---- the command line ---------------------------------------------------------------------------------------
+def test_cli_zeroshot_run_and_explain_with_a_siglip_model(capsys, tmp_path, hf_siglip):
+    import json
+
+    from PIL import Image
+
+    from vit_core.cli import main
+    from vit_core.images import load_image
+
+    loaded, _, folder = hf_siglip
+    image = tmp_path / "scene.png"
+    Image.fromarray((np.random.default_rng(0).random((80, 96, 3)) * 255).astype(np.uint8)).save(image)
+    model = ["--model", f"hf:{folder}"]
+    assert main(["zeroshot", str(image), *model, "--labels", "a dog,a cat,a red bus", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["activation"] == "sigmoid"
+    head = loaded.text.head("a dog,a cat,a red bus")
+    probs = capture(loaded.model, loaded.preprocess(load_image(str(image))), zero_shot=head).probs
+    by_label = {row["label"]: row["probability"] for row in report["labels"]}
+    assert by_label == pytest.approx(dict(zip(head.labels, probs, strict=True)), abs=1e-6)
+    out = tmp_path / "run.npz"
+    assert main(["run", str(image), *model, "--labels", "a dog,a cat", "--out", str(out)]) == 0
+    saved = np.load(out)
+    assert saved["pool_attention"].shape == (4, 16) and saved["image_embedding"].shape == (32,)
+    assert (
+        main(
+            [
+                "explain",
+                str(image),
+                *model,
+                "--method",
+                "chefer",
+                "--text",
+                "a red bus",
+                "--out",
+                str(tmp_path / "m.npy"),
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "m.npy").shape == (4, 4)
+
+
+def test_the_logit_lens_of_siglip_labels_is_a_sigmoid_per_label(openclip_siglip):
+    from vit_core.analysis import layer_predictions
+
+    loaded, _, _ = openclip_siglip
+    result = capture(loaded.model, pixels(11)[0], zero_shot=loaded.text.head(", ".join(LABELS)))
+    assert result.activation == "sigmoid"
+    lens = layer_predictions(result, k=2)
+    assert np.allclose(lens.probs[-1], result.probs, atol=1e-6)
+    assert np.allclose(lens.probs, 1 / (1 + np.exp(-result.layer_logits.astype(np.float64))), atol=1e-6)
