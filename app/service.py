@@ -426,6 +426,7 @@ def analyze(image_path: str | None, model_name: str, labels: str | None = None) 
         logits=scored.logits.numpy(),
         probs=scored.probs.numpy(),
         layer_logits=scored.layer_logits.numpy(),
+        activation=head.activation,  # SigLIP: a sigmoid per label, in the logit lens too
     )
     labelled = Analysis(
         labelled_key,

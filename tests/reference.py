@@ -174,3 +174,56 @@ def synthetic_capture(
         token_grads=token_grads,
         target=None if grads is None else 0,
     )
+
+
+class _Softmaxes(torch.overrides.TorchFunctionMode):
+    """Records every softmax output computed inside the mode (an attention pool's weights, in its explicit path)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.Tensor.softmax, torch.softmax, torch.nn.functional.softmax):
+            self.found.append(out)
+        return out
+
+
+@torch.no_grad()
+def timm_pool_attention(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """timm's `AttentionPoolLatent` weights `[B, H, N]` over the tokens it reads: the pool runs again on its own
+    input in its explicit path (`fused_attn=False`), with the softmax it computes recorded."""
+    inputs: list[torch.Tensor] = []
+    handle = model.attn_pool.register_forward_pre_hook(lambda _m, args: inputs.append(args[0]))
+    try:
+        model(pixels)
+    finally:
+        handle.remove()
+    model.attn_pool.fused_attn = False
+    with _Softmaxes() as mode:
+        model.attn_pool(inputs[0])
+    (weights,) = mode.found
+    return weights[:, :, 0]
+
+
+@torch.no_grad()
+def hf_siglip_reference(vision: nn.Module, pixels: torch.Tensor, **kwargs) -> tuple[Reference, torch.Tensor]:
+    """HF SigLIP's image tower: (pooled embedding, attentions, hidden states) and the pooling head's weights
+    `[B, H, N]`, asked of its `nn.MultiheadAttention` by a kwargs pre-hook."""
+    found: list[torch.Tensor] = []
+
+    def want_weights(_module, args, kw):
+        return args, {**kw, "need_weights": True, "average_attn_weights": False}
+
+    attention = vision.head.attention
+    handles = [
+        attention.register_forward_pre_hook(want_weights, with_kwargs=True),
+        attention.register_forward_hook(lambda _m, _i, out: found.append(out[1])),
+    ]
+    try:
+        out = vision(pixel_values=pixels, output_attentions=True, output_hidden_states=True, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (out.pooler_output, list(out.attentions), list(out.hidden_states)), found[0][:, :, 0]

@@ -30,16 +30,18 @@ from vit_core.validate import check_index, check_patch, check_range
 
 @dataclass(frozen=True)
 class LayerPredictions:
-    probs: np.ndarray  # [layer, classes], softmax of the logit lens
+    probs: np.ndarray  # [layer, classes], softmax of the logit lens (a sigmoid per label for SigLIP's labels)
     top_indices: np.ndarray  # [layer, k], best first
     top_probs: np.ndarray  # [layer, k]
 
 
 def layer_predictions(capture: Capture, k: int = 5) -> LayerPredictions:
-    """Top-k classes after every block, from the model's own final norm and head."""
+    """Top-k classes after every block, from the model's own final norm and head (and the capture's activation:
+    SigLIP's zero-shot labels are each a sigmoid, as its final probabilities)."""
     if capture.layer_logits is None:
         raise VitCoreError("no_head", what="per-layer predictions")
-    probs = tensor_view(capture.layer_logits).double().softmax(dim=-1)  # torch: 15x faster than numpy's argsort here
+    logits = tensor_view(capture.layer_logits).double()  # torch: 15x faster than numpy's argsort here
+    probs = logits.sigmoid() if capture.activation == "sigmoid" else logits.softmax(dim=-1)
     k = min(int(check_range(k, 1, None, "top-k")), probs.shape[-1])
     top_probs, top = probs.sort(dim=-1, descending=True, stable=True)  # ties: the lower class first
     return LayerPredictions(probs.float().numpy(), top[:, :k].numpy(), top_probs[:, :k].float().numpy())

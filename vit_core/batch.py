@@ -363,9 +363,9 @@ def _from_stats(model: ViT, pixels: torch.Tensor, options: BatchOptions) -> _Bat
     stats = capture_stats(model, pixels, k=options.top_k, autocast=options.autocast).to_numpy()
     maps = {}
     for method in options.maps:
-        # explain's defaults: rollout with mean fusion, no discard, from layer 0; raw attention of the last
-        # layer's class row (the mean row without a class token), averaged over the heads
-        rows = stats.rollout if method == "rollout" else stats.class_rows[:, -1].mean(axis=1)  # [B, N]
+        # explain's defaults: rollout with mean fusion, no discard, from layer 0; raw attention of the readout
+        # (the last layer's class row, the attention pool's weights, or the last layer's mean row), head mean
+        rows = stats.rollout if method == "rollout" else stats.readout_rows()  # [B, N]
         maps[method] = rows[:, stats.num_prefix_tokens :].reshape(-1, *stats.grid).astype(np.float32)
     logits = None if stats.logits is None else torch.from_numpy(stats.logits)
     return _BatchResults(logits, None, stats.entropy, stats.distance, maps)

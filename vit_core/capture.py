@@ -24,7 +24,7 @@ import torch
 from vit_core.errors import VitCoreError
 from vit_core.model import ViT
 from vit_core.targets import ClassLogit, TargetLike, resolve_targets, target_values
-from vit_core.text import TextSimilarity, ZeroShotHead
+from vit_core.text import Activation, TextSimilarity, ZeroShotHead
 from vit_core.validate import check_choice
 
 Target = TargetLike | None
@@ -41,7 +41,7 @@ class Capture:
     attentions: np.ndarray | None  # [layer, head, query, key], rows sum to 1
     tokens: np.ndarray | None  # [layer + 1, pos, dim]; 0 = embeddings (input to block 0)
     logits: np.ndarray | None  # [classes]; None for a model without a head
-    probs: np.ndarray | None  # [classes], softmax of logits
+    probs: np.ndarray | None  # [classes], softmax of logits (a sigmoid per label for SigLIP: `activation`)
     layer_logits: np.ndarray | None  # [layer, classes], logit lens; None without a head
     num_prefix_tokens: int  # class, distillation and register tokens before the patches
     grid: tuple[int, int]  # patches (rows, cols)
@@ -54,6 +54,12 @@ class Capture:
     token_grads: np.ndarray | None = None  # [pos, dim], d logit[target] / d tokens entering the last block
     row_entropy: np.ndarray | None = None  # [layer, head, query], entropy of each attention row in nats
     target: Hashable | None = None  # the target's key; a class index for a class logit (or a label's)
+    # an attention-pool readout (SigLIP): its query's weights over the last block's output tokens, prefix
+    # columns 0; rows sum to 1. None for a class-token or mean readout (or when not asked of `to_numpy`).
+    pool_attention: np.ndarray | None = None  # [head, key]
+    pool_attention_grads: np.ndarray | None = None  # [head, key], d target / d pool attention
+    has_attention_pool: bool = False  # the model reads out by an attention pool (then maps need pool_attention)
+    activation: Activation = "softmax"  # how logits become probs, the logit lens's too (SigLIP's labels: sigmoid)
 
     @property
     def num_layers(self) -> int:
@@ -82,6 +88,8 @@ FIELDS: tuple[str, ...] = (
     "attention_grads",
     "token_grads",
     "row_entropy",
+    "pool_attention",
+    "pool_attention_grads",
 )
 
 
@@ -111,6 +119,10 @@ class DeviceCapture:
     token_grads: torch.Tensor | None = None  # [batch, pos, dim]
     row_entropy: torch.Tensor | None = None  # [batch, layer, head, query]
     targets: tuple[Hashable, ...] | None = None  # per image, the key of the target the gradients differentiate
+    pool_attention: torch.Tensor | None = None  # [batch, head, key]: the attention pool's query (SigLIP)
+    pool_attention_grads: torch.Tensor | None = None  # [batch, head, key]
+    has_attention_pool: bool = False
+    activation: Activation = "softmax"
 
     def __len__(self) -> int:
         return self.input.shape[0]
@@ -140,6 +152,8 @@ class DeviceCapture:
                 patch_size=self.patch_size,
                 has_class_token=self.has_class_token,
                 target=None if self.targets is None else self.targets[b],
+                has_attention_pool=self.has_attention_pool,
+                activation=self.activation,
             )
             for b in range(len(self))
         ]
@@ -259,6 +273,7 @@ def capture_batch(
     store_dtype = autocast if keep_on_device and autocast not in (None, torch.float32) else None
 
     want_grad = target is not None
+    pool_patterns: list[torch.Tensor] = []  # the attention pool's weights, kept for gradients
     # Each captured tensor is copied into one [B, slots, ...] buffer as it goes by, so the per-layer
     # intermediates are freed and recycled: retaining them all costs more in fresh memory than the copy.
     buffers: dict[str, torch.Tensor] = {}
@@ -292,8 +307,18 @@ def capture_batch(
 
         return hook
 
+    def record_pool(pattern: torch.Tensor, _name: str) -> None:
+        weights = pattern[:, :, 0]  # [B, H, patches]: the one query's row
+        if want_grad:
+            pool_patterns.append(pattern)
+        buffer = weights.new_zeros((*weights.shape[:2], cfg.num_prefix_tokens + weights.shape[-1]), dtype=store_dtype)
+        buffer[..., cfg.num_prefix_tokens :] = weights.detach()  # prefix columns: the pool does not read them
+        buffers["pool_attention"] = buffer  # [B, H, N]
+
     depth = cfg.depth
     hooks = {"blocks.0.hook_resid_pre": record("tokens", 0, depth + 1)}
+    if model.attn_pool is not None:
+        hooks["attn_pool.hook_pattern"] = record_pool
     for i in range(depth):
         kept = [record("scores", i, depth)] if scores else []
         hooks[f"blocks.{i}.attn.hook_attn_scores"] = _chain(keep_scores, *kept)
@@ -305,20 +330,27 @@ def capture_batch(
 
     grad_mode = torch.enable_grad() if want_grad else torch.inference_mode()
     targets: list | None = None
-    grads = token_grads = None
+    grads = token_grads = pool_grads = None
     readout = _readout(model, zero_shot)
     with grad_mode, _autocast(device, autocast), model.hooks(hooks):
         final = model.forward_tokens(pixels)  # [B, N, D]
         # the model's output: logits [B, C], or an image–text model's image embeddings [B, E]
         output = model.head_logits(final) if model.head is not None or model.proj is not None else None
+        if output is None and model.attn_pool is not None:
+            model.pool(final)  # a backbone's attention-pool readout: its weights are captured all the same
         logits = readout(output) if readout is not None else None  # [B, C]
         if want_grad:
             targets = _targets(model, target, output, logits, zero_shot)
             chosen = target_values(targets, output)  # [B]
-            *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *last_input])
+            *pattern_grads, token_grads = torch.autograd.grad(chosen.sum(), [*patterns, *pool_patterns, *last_input])
+            if pool_patterns:
+                pool_grad = pattern_grads.pop()[:, :, 0]  # [B, H, patches]
+                pool_grads = pool_grad.new_zeros((*pool_grad.shape[:2], cfg.num_prefix_tokens + pool_grad.shape[-1]))
+                pool_grads[..., cfg.num_prefix_tokens :] = pool_grad  # [B, H, N]
             grads = torch.stack(pattern_grads, dim=1)  # [B, L, H, N, N]
             if store_dtype is not None:
                 grads, token_grads = grads.to(store_dtype), token_grads.to(store_dtype)
+                pool_grads = None if pool_grads is None else pool_grads.to(store_dtype)
     with torch.inference_mode(), _autocast(device, autocast):
         layer_logits = readout(model.head_logits(buffers["tokens"][:, 1:])).float() if logits is not None else None
     logits = logits.detach().float() if logits is not None else None  # [B, C]; layer_logits [B, L, C]
@@ -340,6 +372,10 @@ def capture_batch(
         token_grads=token_grads,
         row_entropy=buffers["row_entropy"],
         targets=None if targets is None else tuple(t.key for t in targets),
+        pool_attention=buffers.get("pool_attention"),
+        pool_attention_grads=pool_grads,
+        has_attention_pool=model.attn_pool is not None,
+        activation=zero_shot.activation if zero_shot is not None else "softmax",
     )
     return result if keep_on_device else result.to_numpy()
 

@@ -240,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "grid": np.array(result.grid),
         "patch_size": np.array(result.patch_size),
     }
+    if result.pool_attention is not None:  # SigLIP's readout: the attention pool's weights [head, key]
+        arrays["pool_attention"] = result.pool_attention
     if result.logits is not None:
         arrays.update(logits=result.logits, probs=result.probs, layer_logits=result.layer_logits)
     labels = list(head.labels) if head is not None else loaded.labels

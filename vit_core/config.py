@@ -3,7 +3,8 @@
 One `ViTConfig` describes every model the project can represent: ViT (Dosovitskiy et al. 2021),
 DeiT with its distillation token (Touvron et al. 2021), DINO/DINOv2 backbones with registers and
 layer scale (Caron et al. 2021; Oquab et al. 2023; Darcet et al. 2024), and the image towers of
-image–text models whose output is an embedding in the joint space (CLIP, Radford et al. 2021).
+image–text models whose output is an embedding in the joint space (CLIP, Radford et al. 2021; SigLIP,
+Zhai et al. 2023, read out by multi-head attention pooling, "map").
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 
 from vit_core.errors import VitCoreError
 
-GlobalPool = Literal["token", "avg"]
+# token: the class token; avg: the mean of the patch tokens (GAP); map: multi-head attention pooling, a learnt
+# query attending over the patch tokens (Lee et al. 2019, "Set Transformer"; used by SigLIP, Zhai et al. 2023)
+GlobalPool = Literal["token", "avg", "map"]
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
 
 
@@ -52,6 +55,8 @@ class ViTConfig:
     # this image embedding (0: none). OpenAI CLIP's has no bias; timm's CLIP towers keep one (zeros).
     image_embed_dim: int = 0
     proj_bias: bool = False
+    # False: the pooled readout itself is the image embedding, no projection (SigLIP: image_embed_dim = embed_dim)
+    image_proj: bool = True
     # Position embeddings resized to another grid: bicubic with antialiasing (timm, HF Dinov2WithRegisters)
     # or without it (HF Dinov2Model, HF CLIP).
     pos_embed_antialias: bool = True
@@ -62,7 +67,7 @@ class ViTConfig:
             raise VitCoreError("embed_dim_not_divisible", embed_dim=self.embed_dim, num_heads=self.num_heads)
         if self.global_pool == "token" and not self.class_token:
             raise VitCoreError("token_pool_without_class_token")
-        if self.global_pool not in ("token", "avg"):
+        if self.global_pool not in ("token", "avg", "map"):
             raise VitCoreError("global_pool_unsupported", value=str(self.global_pool))
         if self.distill_token and not self.class_token:
             raise VitCoreError("distill_token_without_class_token")
@@ -72,6 +77,10 @@ class ViTConfig:
             raise VitCoreError("norms_exclusive")
         if self.image_embed_dim and self.num_classes:
             raise VitCoreError("projection_and_head")
+        if not self.image_proj and self.image_embed_dim not in (0, self.embed_dim):
+            raise VitCoreError(
+                "embedding_width_without_projection", image_embed_dim=self.image_embed_dim, embed_dim=self.embed_dim
+            )
 
     @property
     def head_dim(self) -> int:

@@ -55,7 +55,7 @@ WHAT: tuple[str, ...] = get_args(What)
 _TIMM = "timm model {name!r} cannot be represented: "
 _TIMM_SUPPORTED = (
     "; vit_core supports timm VisionTransformer and VisionTransformerDistilled with a linear patch embedding, "
-    "absolute position embeddings, plain attention and a GELU MLP (ViT, DeiT, DINO, DINOv2)."
+    "absolute position embeddings, plain attention and a GELU MLP (ViT, DeiT, DINO, DINOv2, CLIP, SigLIP)."
 )
 _NO_HUB = "no local copy of the {what} of {model} was found and the Hugging Face hub cannot be reached"
 
@@ -99,11 +99,15 @@ MESSAGES: dict[str, str] = {
     "input_not_patch_multiple": "input of {height}x{width} pixels is not a multiple of the {patch}-pixel patch size.",
     "embed_dim_not_divisible": "embed_dim {embed_dim} is not divisible by num_heads {num_heads}.",
     "token_pool_without_class_token": "global_pool='token' needs a class token; use global_pool='avg'.",
-    "global_pool_unsupported": "global_pool {value!r} is not supported; use 'token' or 'avg'.",
+    "global_pool_unsupported": "global_pool {value!r} is not supported; use 'token', 'avg' or 'map'.",
     "distill_token_without_class_token": "a distillation token needs a class token before it.",
     "distill_head_without_token": "a distillation head needs a distillation token and num_classes > 0.",
     "norms_exclusive": "final_norm and fc_norm are exclusive: the norm sits before or after pooling.",
     "projection_and_head": "a model has an image projection (image_embed_dim) or a class head (num_classes), not both.",
+    "embedding_width_without_projection": (
+        "without an image projection the image embedding is the pooled token, so image_embed_dim must be "
+        "embed_dim ({embed_dim}), not {image_embed_dim}."
+    ),
     "unknown_config_fields": "unknown ViTConfig fields {fields}; known fields are {known}.",
     "unknown_device": "unknown device {device!r}; use 'cpu', 'cuda' or 'auto'.",
     "cuda_unavailable": "device {device!r} was requested but CUDA is not available on this machine.",
@@ -112,6 +116,11 @@ MESSAGES: dict[str, str] = {
     "target_count_mismatch": "got {targets} targets for a batch of {batch} images.",
     "stats_kernel_unavailable": (
         "the fused statistics kernel cannot run on {device}: it needs CUDA and Triton; use the explicit kernel."
+    ),
+    "no_attention_pool": "this model is not read out by an attention pool, so it has no pool attention to show.",
+    "capture_without_pool": (
+        "this model reads its image out with an attention pool, and the maps start from the pool's weights, "
+        "which this capture lacks; keep pool_attention (and pool_attention_grads for class-specific maps)."
     ),
     "capture_without_target": "class-specific maps need a capture made with a target class (capture(..., target=c)).",
     # text prompts and zero-shot labels (vit_core.text)
@@ -158,6 +167,11 @@ MESSAGES: dict[str, str] = {
     "hf_ref_invalid": "{ref!r} is neither a local directory nor a Hugging Face repository id.",
     "hf_model_type_unsupported": (
         "HF model type {model_type!r} is not supported; vit_core loads the model types {supported}."
+    ),
+    "hf_naflex_unsupported": (
+        "HF {model_type} models are NaFlex (patches of any aspect ratio with a mask), which vit_core does not "
+        "represent; the fixed-resolution SigLIP 2 checkpoints load as model type siglip "
+        "(hf:google/siglip2-base-patch16-224) or through open_clip (openclip:ViT-B-16-SigLIP2/webli)."
     ),
     "hf_swiglu_unsupported": "HF {model_type} models with a SwiGLU MLP (the giant DINOv2) are not supported.",
     "hf_activation_unsupported": "HF activation {name!r} is not supported; use one of {choices}.",
@@ -208,7 +222,10 @@ MESSAGES: dict[str, str] = {
         "the {source} weights lack {key!r} (shape {shape}), which the architecture needs ({count} keys missing in all)."
     ),
     "timm_not_a_vit": _TIMM + "it is a {kind}" + _TIMM_SUPPORTED,
-    "timm_attention_pool": _TIMM + "it pools with attention (global_pool='map')" + _TIMM_SUPPORTED,
+    "timm_attention_pool": (
+        _TIMM + "its attention pool has {feature}; vit_core reads SigLIP's attention pool (global_pool='map', "
+        "one learnt query with its norm and MLP)" + _TIMM_SUPPORTED
+    ),
     "timm_no_pos_embed": _TIMM + "it has no absolute position embedding" + _TIMM_SUPPORTED,
     "timm_attention_class": _TIMM + "its attention is a {kind}" + _TIMM_SUPPORTED,
     "timm_qk_norm": _TIMM + "it normalises queries/keys or the attention output" + _TIMM_SUPPORTED,

@@ -21,7 +21,7 @@ from vit_core.errors import VitCoreError
 from vit_core.flow import attention_flow, check_flow_size
 from vit_core.legrad import default_start_layer, legrad_batch
 from vit_core.lrp import EPSILON, lrp_batch
-from vit_core.maps import HeadChoice, attention_map
+from vit_core.maps import HeadChoice, attention_map, readout_attention_map
 from vit_core.model import ViT
 from vit_core.relevance import chefer, grad_rollout, gradcam, transformer_attribution_batch
 from vit_core.rollout import HeadFusion, rollout
@@ -57,7 +57,7 @@ NOT_IMPLEMENTED: dict[str, str] = {}
 class ExplainOptions:
     """Knobs of the maps; each method reads the ones it has. Defaults are the papers'."""
 
-    layer: int | None = None  # raw attention: which layer (default: the last)
+    layer: int | None = None  # raw attention: which layer (default: the readout's, see `explain`)
     head: HeadChoice = "mean"  # raw attention: a head index, "mean" or "max"
     query_patch: tuple[int, int] | None = None  # raw attention: a patch's row instead of the class token's
     head_fusion: HeadFusion = "mean"  # rollout
@@ -83,7 +83,9 @@ def explain(
     """The `[rows, cols]` map of `method` for `capture`.
 
     The methods of `MODEL_RUN` run `model` again on the capture's input, for `target` (default: the
-    capture's target class, else the top class).
+    capture's target class, else the top class). Raw attention with no layer and no query patch is the
+    readout's own: the last layer's class-token row, the attention pool's weights for a model read out by
+    one (SigLIP), or the last layer's mean row (GAP).
     """
     check_choice(method, METHODS, "method")
     if method in NOT_IMPLEMENTED:
@@ -97,6 +99,8 @@ def explain(
         pixels = torch.from_numpy(np.ascontiguousarray(capture.input))[None]
         return model_maps(model, pixels, method, target, options)[0]  # type: ignore[arg-type]
     if method == "attention":
+        if options.layer is None and options.query_patch is None:
+            return readout_attention_map(capture, options.head)
         layer = capture.num_layers - 1 if options.layer is None else options.layer
         return attention_map(capture, layer, options.head, options.query_patch)
     if method == "rollout":

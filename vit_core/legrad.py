@@ -46,14 +46,16 @@ def legrad_batch(model: ViT, pixels: torch.Tensor, target: TargetLike = "top", s
         for block in model.blocks[:start]:
             x = block(x)
     readouts = []
+    patterns = []  # each block's weights: an attention-pool readout records its own weights in the mode too
     with torch.enable_grad(), RelevanceRules("gradient") as mode:
         for block in model.blocks[start:]:
             x = block(x.detach())  # [B, N, D]; detached: this layer's readout reaches only its own attention
+            patterns.append(mode.patterns[-1])  # [B, H, N, N]
             readouts.append(model.head_logits(x))  # [B, C]
     with torch.enable_grad():
         targets = resolve_targets(target, readouts[-1].detach())
         total = sum(target_values(targets, readout).sum() for readout in readouts)
-        grads = torch.autograd.grad(total, mode.patterns)  # each [B, H, N, N]
+        grads = torch.autograd.grad(total, patterns)  # each [B, H, N, N]
     with torch.no_grad():
         per_key = sum(grad.clamp(min=0).mean(dim=(1, 2)) for grad in grads)  # [B, N]: heads, then queries
         _, patches = split_tokens(per_key[..., None], cfg.num_prefix_tokens)  # [B, P, 1]

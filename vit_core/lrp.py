@@ -180,6 +180,26 @@ class _BilinearRelevance(Function):
         return a * (scaled @ b.transpose(-2, -1)) / 2, b * (a.transpose(-2, -1) @ scaled) / 2
 
 
+class _OneFactorRelevance(Function):
+    """Z = A·B with one factor constant (an attention pool's learnt query): the product is linear in the other
+    factor, which takes all of the relevance by the z-rule, its gradient × input on R/Z."""
+
+    @staticmethod
+    def forward(ctx, a, b, a_varies):
+        z = a @ b
+        ctx.save_for_backward(a, b, z)
+        ctx.a_varies = a_varies
+        return z
+
+    @staticmethod
+    def backward(ctx, relevance):
+        a, b, z = ctx.saved_tensors
+        scaled = safe_divide(relevance, z)
+        if ctx.a_varies:
+            return a * (scaled @ b.transpose(-2, -1)), None, None
+        return None, b * (a.transpose(-2, -1) @ scaled), None
+
+
 class _AddRelevance(Function):
     """Z = a + b (a residual connection): the z-rule, then each branch rescaled so that the two shares are in
     the ratio of |Σ R_a| to |Σ R_b| and add up to Σ R (Chefer et al.'s `Add.relprop`, per image)."""
@@ -286,6 +306,8 @@ class RelevanceRules(TorchFunctionMode):
         return pattern
 
     def _matmul(self, a, b):
+        if self.rules == "chefer" and _is_activation(a) != _is_activation(b):
+            return _OneFactorRelevance.apply(a, b, _is_activation(a))
         if not (_is_activation(a) and _is_activation(b)):
             return torch.matmul(a, b)
         if self.rules == "attnlrp":
@@ -296,7 +318,9 @@ class RelevanceRules(TorchFunctionMode):
 
     def _linear(self, x, weight, bias=None):
         if not _is_activation(x):
-            return F.linear(x, weight, bias)
+            # made of parameters alone (an attention pool's learnt query): a constant, like a bias, so a
+            # product with it is linear in the other factor and passes all of the relevance to that factor
+            return F.linear(x, weight, bias).detach()
         if self.rules == "chefer":
             return _AlphaBetaLinear.apply(x, weight, bias)
         if self.epsilon > 0:
@@ -440,11 +464,19 @@ def lrp_batch(
 # ---- what other methods need from one rules-run ---------------------------------------------------------
 
 
-def attention_relevance_and_gradients(
-    model: ViT, pixels: torch.Tensor, target: TargetLike = "top"
-) -> tuple[torch.Tensor, torch.Tensor, list[Target]]:
-    """For Transformer Attribution: (Chefer et al.'s LRP relevance at every block's attention weights,
-    the gradient of the target with respect to them), each `[L, B, H, N, N]`, and the resolved targets.
+@dataclass(frozen=True)
+class AttentionRelevance:
+    """What Transformer Attribution reads: relevance and gradient at every attention's weights."""
+
+    relevances: torch.Tensor  # [L, B, H, N, N], Chefer et al.'s LRP relevance at each block's attention weights
+    gradients: torch.Tensor  # [L, B, H, N, N], d target / d attention weights
+    targets: list[Target]
+    pool_relevances: torch.Tensor | None  # [B, H, N] at an attention pool's weights (prefix columns 0); None without
+    pool_gradients: torch.Tensor | None  # [B, H, N]
+
+
+def attention_relevance(model: ViT, pixels: torch.Tensor, target: TargetLike = "top") -> AttentionRelevance:
+    """Relevance and gradients at every block's attention weights (and at an attention pool's, SigLIP).
 
     Two passes: the relevance pass (rules="chefer", starting from d target / d output, the one-hot vector
     of a class logit) and a plain gradient pass.
@@ -452,6 +484,7 @@ def attention_relevance_and_gradients(
     check_target(model, target)
     weight = next(model.parameters())
     pixels = pixels.to(weight.device, weight.dtype)
+    depth, prefix = model.cfg.depth, model.cfg.num_prefix_tokens
     results = []
     targets: list[Target] | None = None
     for rules in ("chefer", "gradient"):
@@ -467,5 +500,23 @@ def attention_relevance_and_gradients(
             if targets is None:
                 targets = resolve_targets(target, output.detach())
             seed, _ = _seed(targets, output)
-            results.append(torch.stack(torch.autograd.grad(output, mode.patterns, seed)))  # [L, B, H, N, N]
-    return results[0], results[1], targets  # type: ignore[return-value]
+            # the blocks' weights [B, H, N, N], then the attention pool's [B, H, 1, patches] when there is one
+            results.append(torch.autograd.grad(output, mode.patterns, seed))
+    relevances, gradients = (torch.stack(found[:depth]) for found in results)  # [L, B, H, N, N]
+    pools = [_pad_prefix(found[depth][:, :, 0], prefix) if len(found) > depth else None for found in results]
+    return AttentionRelevance(relevances, gradients, targets, pools[0], pools[1])  # type: ignore[arg-type]
+
+
+def _pad_prefix(rows: torch.Tensor, prefix: int) -> torch.Tensor:
+    """`[..., patches]` -> `[..., prefix + patches]`, zeros in the prefix columns the attention pool does not read."""
+    return torch.cat([rows.new_zeros((*rows.shape[:-1], prefix)), rows], dim=-1)
+
+
+def attention_relevance_and_gradients(
+    model: ViT, pixels: torch.Tensor, target: TargetLike = "top"
+) -> tuple[torch.Tensor, torch.Tensor, list[Target]]:
+    """For Transformer Attribution: (Chefer et al.'s LRP relevance at every block's attention weights,
+    the gradient of the target with respect to them), each `[L, B, H, N, N]`, and the resolved targets.
+    `attention_relevance` also returns an attention pool's."""
+    result = attention_relevance(model, pixels, target)
+    return result.relevances, result.gradients, result.targets

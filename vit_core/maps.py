@@ -1,9 +1,11 @@
 """Raw attention maps on the patch grid, read straight off a capture.
 
 The query is the class token, or the mean over all tokens for a model without one, or any chosen
-patch ("where does this patch look?"). Prefix tokens (class, distillation, registers) are split off
-with `split_tokens`, never by assuming one class token at position 0. `class_rows` reads the query's
-row in torch, on whatever device and for whatever batch the attentions have.
+patch ("where does this patch look?"). A model read out by an attention pool (SigLIP) has one more
+attention map after the last block: the pool's learnt query over the tokens (`pool_attention_map`).
+Prefix tokens (class, distillation, registers) are split off with `split_tokens`, never by assuming
+one class token at position 0. `class_rows` reads the query's row in torch, on whatever device and for
+whatever batch the attentions have.
 """
 
 from __future__ import annotations
@@ -57,6 +59,24 @@ def attention_map(
         rows = class_rows(weights, capture.has_class_token)  # [head, key]
     # The heads are fused after the row is chosen: the same numbers as fusing first, N times less work.
     return patch_map(select_heads(rows.numpy(), head), capture)
+
+
+def pool_attention_map(capture: Capture, head: HeadChoice = "mean") -> np.ndarray:
+    """The attention pool's weights over the patches (SigLIP's readout: what the image embedding is made of),
+    as a `[rows, cols]` grid; one head, the head mean or the head max."""
+    if not capture.has_attention_pool:
+        raise VitCoreError("no_attention_pool")
+    if capture.pool_attention is None:
+        raise VitCoreError("capture_without_pool")
+    return patch_map(select_heads(np.asarray(capture.pool_attention, dtype=np.float32), head), capture)
+
+
+def readout_attention_map(capture: Capture, head: HeadChoice = "mean") -> np.ndarray:
+    """The readout's own attention: the attention pool's weights (SigLIP), else the last layer's class-token
+    row (the mean row for a model without a class token)."""
+    if capture.has_attention_pool:
+        return pool_attention_map(capture, head)
+    return attention_map(capture, capture.num_layers - 1, head)
 
 
 def mass_threshold(grid_map: np.ndarray, fraction: float = 0.6) -> np.ndarray:

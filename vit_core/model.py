@@ -2,7 +2,9 @@
 
 Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words": patch embedding -> prefix tokens + position
 embedding -> L pre-norm encoder blocks (multi-head self-attention softmax(QK^T/sqrt(d_k))V, then an
-MLP of two linear layers with GELU, each on a residual branch) -> final norm -> classification head.
+MLP of two linear layers with GELU, each on a residual branch) -> final norm -> pooling (the class token,
+the mean of the patch tokens, or multi-head attention pooling as in SigLIP) -> classification head or image
+projection.
 
 Capture points use TransformerLens's names. Each is a `HookPoint` (an identity module); hooks are
 attached only inside `ViT.hooks(...)`, which always removes them. Attention takes the fused path
@@ -170,6 +172,51 @@ def resample_pos_embed(
     return grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)  # [1, r'*c', D]
 
 
+class AttentionPool(nn.Module):
+    """Multi-head attention pooling, "MAP" (Lee et al. 2019, "Set Transformer", its PMA block; the readout of
+    SigLIP, Zhai et al. 2023): one learnt query attends over the tokens, z = softmax(q kᵀ/√d_k) v per head,
+    then x = proj(z) and x + MLP(norm(x)). There is no residual around the attention: the latent query is a
+    parameter, so the pooled vector is made of the tokens alone. The same computation as timm's
+    `AttentionPoolLatent` (latent_len=1) and HF's `SiglipMultiheadAttentionPoolingHead`.
+    """
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.scale = cfg.head_dim**-0.5
+        self.fused = True
+        self.latent = nn.Parameter(torch.zeros(1, 1, dim))  # the learnt query token
+        self.q = nn.Linear(dim, dim, bias=cfg.qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(cfg)
+        self.hook_attn_scores = HookPoint()  # [batch, head, 1, key], scaled, before softmax
+        self.hook_pattern = HookPoint()  # [batch, head, 1, key], the query's weights over the tokens, sum to 1
+        self.hook_out = HookPoint()  # [batch, d_model], the pooled vector
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`[..., N, D]` -> `[..., D]` (the logit lens reads `[layer, N, D]` stacks in one call)."""
+        *lead, count, dim = tokens.shape
+        x = tokens.reshape(-1, count, dim)  # [B, N, D]
+        batch = x.shape[0]
+        q = self.q(self.latent).reshape(1, 1, self.num_heads, self.head_dim).transpose(1, 2)  # [1, H, 1, Dh]
+        q = q.expand(batch, -1, -1, -1)  # [B, H, 1, Dh]
+        kv = self.kv(x).reshape(batch, count, 2, self.num_heads, self.head_dim)  # [B, N, 2, H, Dh]
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
+        if self.fused and not (self.hook_attn_scores.active or self.hook_pattern.active):
+            z = F.scaled_dot_product_attention(q, k, v)  # [B, H, 1, Dh]
+        else:
+            scores = self.hook_attn_scores((q * self.scale) @ k.transpose(-2, -1))  # [B, H, 1, N]
+            pattern = self.hook_pattern(scores.softmax(dim=-1))  # [B, H, 1, N]
+            z = pattern @ v  # [B, H, 1, Dh]
+        pooled = self.proj(z.transpose(1, 2).reshape(batch, dim))  # [B, D]
+        pooled = pooled + self.mlp(self.norm(pooled))  # [B, D]
+        return self.hook_out(pooled).reshape(*lead, dim)  # [..., D]
+
+
 class ViT(nn.Module):
     """Vision Transformer whose every intermediate tensor can be captured by name."""
 
@@ -185,11 +232,15 @@ class ViT(nn.Module):
         self.norm_pre = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
+        self.attn_pool = AttentionPool(cfg) if cfg.global_pool == "map" else None
         self.fc_norm = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.fc_norm else nn.Identity()
         self.head = nn.Linear(dim, cfg.num_classes) if cfg.num_classes else None
         self.head_dist = nn.Linear(dim, cfg.num_classes) if cfg.distill_head else None
-        # CLIP: pooled token -> image embedding in the joint image–text space
-        self.proj = nn.Linear(dim, cfg.image_embed_dim, bias=cfg.proj_bias) if cfg.image_embed_dim else None
+        # CLIP: pooled token -> image embedding in the joint image–text space; SigLIP: the pooled token is the
+        # embedding (an identity, so `proj is not None` still says "image–text model")
+        self.proj: nn.Module | None = None
+        if cfg.image_embed_dim:
+            self.proj = nn.Linear(dim, cfg.image_embed_dim, bias=cfg.proj_bias) if cfg.image_proj else nn.Identity()
         self.hook_embed = HookPoint()  # [batch, patches, d_model], patch projection before position
         self.hook_pos_embed = HookPoint()  # [1, pos or patches, d_model]
         self.hook_points: dict[str, HookPoint] = {}
@@ -201,7 +252,8 @@ class ViT(nn.Module):
 
     def init_weights(self) -> None:
         """Truncated-normal init (std 0.02) as in timm/big_vision, for training from scratch."""
-        for param in (self.pos_embed, self.cls_token, self.dist_token, self.reg_token):
+        latent = self.attn_pool.latent if self.attn_pool is not None else None
+        for param in (self.pos_embed, self.cls_token, self.dist_token, self.reg_token, latent):
             if param is not None:
                 nn.init.trunc_normal_(param, std=0.02)
         for module in self.modules():
@@ -279,6 +331,8 @@ class ViT(nn.Module):
         """Use `F.scaled_dot_product_attention` when nothing captures the pattern (default True)."""
         for block in self.blocks:
             block.attn.fused = fused
+        if self.attn_pool is not None:
+            self.attn_pool.fused = fused
 
     # ---- forward -------------------------------------------------------------------------------
     def prefix_tokens(self, batch: int) -> list[torch.Tensor]:
@@ -321,13 +375,16 @@ class ViT(nn.Module):
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final norm + pooling + fc_norm: `[..., N, D]` -> `[..., D]` (DeiT: `[..., 2, D]`).
 
-        LayerNorm acts per token, so only the tokens that are read get normalised.
+        LayerNorm acts per token, so only the tokens that are read get normalised. The attention pool reads
+        the patch tokens, as timm's (prefix tokens are left out; SigLIP has none).
         """
         if self.cfg.distill_head:
             return self.norm(tokens[..., :2, :])  # class and distillation tokens, each with its own head
         if self.cfg.global_pool == "token":
             return self.norm(tokens[..., 0, :])
         _, patches = split_tokens(tokens, self.cfg.num_prefix_tokens)
+        if self.attn_pool is not None:
+            return self.fc_norm(self.attn_pool(self.norm(patches)))
         return self.fc_norm(self.norm(patches).mean(dim=-2))
 
     def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@ and Chefer et al.'s CVPR 2021 Transformer Attribution, which runs the model agai
 Each reads a capture made with a `target` (`capture(..., target=c)`), which holds the gradient of
 that class's logit with respect to every layer's attention weights and to the tokens entering the
 last block. Each layer's attention is paired with *its own* gradient (vit-explain pairs them with the
-wrong layer, its issue #6). `grad_rollout_vector` and `chefer_vector` run in torch on the device of a
+wrong layer, its issue #6). For an attention-pool readout (SigLIP) the pool is one more attention with a
+single query and no residual branch: the readout's row over the last block's output tokens is the
+pool's weights weighted by their gradients the same way (`pool_row`), where a class-token model starts
+from the class token's one-hot row. `grad_rollout_vector` and `chefer_vector` run in torch on the device of a
 `DeviceCapture`'s tensors, for one image `[L, H, N, N]` or a batch `[B, L, H, N, N]`.
 """
 
@@ -16,9 +19,9 @@ import torch
 from vit_core.capture import Capture, tensor_view
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
-from vit_core.lrp import attention_relevance_and_gradients
+from vit_core.lrp import attention_relevance
 from vit_core.maps import patch_map
-from vit_core.rollout import chain_dtype, discard_lowest, query_vector, rollout_row, vector_matrix
+from vit_core.rollout import chain_dtype, discard_lowest, pool_weights, query_vector, rollout_row, vector_matrix
 from vit_core.targets import TargetLike
 from vit_core.validate import check_index
 
@@ -28,6 +31,24 @@ def _require_gradients(capture: Capture) -> tuple[torch.Tensor, torch.Tensor]:
     if capture.attention_grads is None or capture.token_grads is None:
         raise VitCoreError("capture_without_target")
     return tensor_view(capture.attentions), tensor_view(capture.attention_grads)
+
+
+def _pool_of(capture: Capture) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """An attention-pool readout's weights and their gradients `[head, N]` (None, None for other readouts)."""
+    weights = pool_weights(capture)
+    if weights is None:
+        return None, None
+    if capture.pool_attention_grads is None:
+        raise VitCoreError("capture_without_pool")
+    return weights, tensor_view(capture.pool_attention_grads)
+
+
+def pool_row(weights: torch.Tensor, grads: torch.Tensor, clamp_first: bool = False) -> torch.Tensor:
+    """The readout's row `[..., N]` from an attention pool's weights and gradients `[..., head, N]`: the head mean
+    of ∇P ⊙ P with negatives set to 0 after the mean (gradient rollout) or before it (`clamp_first`, Chefer
+    et al.), the rule each method applies to a layer's attention."""
+    product = grads.float() * weights.float()  # [..., H, N]
+    return product.clamp_min(0).mean(dim=-2) if clamp_first else product.mean(dim=-2).clamp_min(0)
 
 
 def _grad_weighted_mean(attentions: torch.Tensor, grads: torch.Tensor, clamp_first: bool = False) -> torch.Tensor:
@@ -51,13 +72,17 @@ def grad_rollout_vector(
     has_class_token: bool = True,
     discard_ratio: float = 0.0,
     start_layer: int = 0,
+    pool_attention: torch.Tensor | None = None,
+    pool_grads: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Gradient rollout's row over all tokens `[..., N]` from attentions and their gradients `[..., L, H, N, N]`."""
+    """Gradient rollout's row over all tokens `[..., N]` from attentions and their gradients `[..., L, H, N, N]`
+    (and an attention pool's weights and gradients `[..., H, N]`, which then give the query row)."""
     layers, tokens = attentions.shape[-4], attentions.shape[-1]
     start_layer = check_index(start_layer, layers, "start layer")
     weighted = _grad_weighted_mean(attentions[..., start_layer:, :, :, :], grads[..., start_layer:, :, :, :])
     weighted = discard_lowest(weighted, discard_ratio, num_prefix_tokens)  # [..., L', N, N]
-    return rollout_row(weighted, query_vector(tokens, has_class_token, weighted.dtype, weighted.device))
+    pool = None if pool_attention is None else pool_row(pool_attention, pool_grads)
+    return rollout_row(weighted, query_vector(tokens, has_class_token, weighted.dtype, weighted.device, pool))
 
 
 def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int = 0) -> np.ndarray:
@@ -67,23 +92,38 @@ def grad_rollout(capture: Capture, discard_ratio: float = 0.0, start_layer: int 
     rollout's (A + I) / 2 with rows renormalised, multiplied from `start_layer` to the last layer.
     """
     attentions, grads = _require_gradients(capture)
+    pool, pool_grads = _pool_of(capture)
     row = grad_rollout_vector(
-        attentions, grads, capture.num_prefix_tokens, capture.has_class_token, discard_ratio, start_layer
+        attentions,
+        grads,
+        capture.num_prefix_tokens,
+        capture.has_class_token,
+        discard_ratio,
+        start_layer,
+        pool,
+        pool_grads,
     )
     return patch_map(row.numpy(), capture)
 
 
 def chefer_vector(
-    attentions: torch.Tensor, grads: torch.Tensor, has_class_token: bool = True, start_layer: int = 0
+    attentions: torch.Tensor,
+    grads: torch.Tensor,
+    has_class_token: bool = True,
+    start_layer: int = 0,
+    pool_attention: torch.Tensor | None = None,
+    pool_grads: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Chefer et al.'s relevance row over all tokens `[..., N]` from attentions and gradients `[..., L, H, N, N]`."""
+    """Chefer et al.'s relevance row over all tokens `[..., N]` from attentions and gradients `[..., L, H, N, N]`
+    (and an attention pool's `[..., H, N]`: its Ā, (∇P ⊙ P)⁺ averaged over heads, is the readout's row)."""
     layers, tokens = attentions.shape[-4], attentions.shape[-1]
     start_layer = check_index(start_layer, layers, "start layer")
     cams = _grad_weighted_mean(
         attentions[..., start_layer:, :, :, :], grads[..., start_layer:, :, :, :], clamp_first=True
     )  # [..., L', N, N]
     # The query's row of R = Π (I + Ā_l), last layer on the left: r <- r + r · Ā_l, from the last layer down.
-    row = query_vector(tokens, has_class_token, cams.dtype, cams.device)
+    pool = None if pool_attention is None else pool_row(pool_attention, pool_grads, clamp_first=True)
+    row = query_vector(tokens, has_class_token, cams.dtype, cams.device, pool)
     for cam in reversed(cams.unbind(-3)):  # [..., N, N] per layer
         row = row + vector_matrix(row, cam)
     return row
@@ -93,10 +133,13 @@ def chefer(capture: Capture, start_layer: int = 0) -> np.ndarray:
     """Chefer, Gur & Wolf, ICCV 2021, "Generic Attention-model Explainability".
 
     Ā_l = mean over heads of (∇A_l ⊙ A_l)⁺; R ← R + Ā_l · R from R₀ = I, for l from `start_layer` to
-    the last layer; the map is the class token's row of R over the patches.
+    the last layer; the map is the class token's row of R over the patches. An attention-pool readout
+    (SigLIP) adds the pool as a last attention whose query has no residual: the map is Ā_pool · R.
     """
     attentions, grads = _require_gradients(capture)
-    return patch_map(chefer_vector(attentions, grads, capture.has_class_token, start_layer).numpy(), capture)
+    pool, pool_grads = _pool_of(capture)
+    row = chefer_vector(attentions, grads, capture.has_class_token, start_layer, pool, pool_grads)
+    return patch_map(row.numpy(), capture)
 
 
 def gradcam(capture: Capture) -> np.ndarray:
@@ -122,13 +165,16 @@ def transformer_attribution(
     num_prefix_tokens: int,
     has_class_token: bool = True,
     start_layer: int = 0,
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Chefer et al. CVPR 2021's combination for one image: relevances and gradients at the attention weights
     `[L, H, N, N]` -> Ā_l = mean over heads of (∇A_l ⊙ R_l)⁺; C = (I + Ā_L) ⋯ (I + Ā_start) with no
-    renormalisation; the class token's row of C (the mean row without one) over the patches, `[rows, cols]`."""
+    renormalisation; the class token's row of C (the mean row without one) over the patches, `[rows, cols]`.
+    `pool`: an attention pool's (relevances, gradients) `[H, N]`, whose Ā is then the readout's row."""
     start_layer = check_index(start_layer, relevances.shape[0], "start layer")
     cams = _grad_weighted_mean(relevances[start_layer:], grads[start_layer:], clamp_first=True)  # [L', N, N]
-    row = query_vector(relevances.shape[-1], has_class_token).to(cams)
+    pool_readout = None if pool is None else pool_row(pool[0], pool[1], clamp_first=True)
+    row = query_vector(relevances.shape[-1], has_class_token, pool=pool_readout).to(cams)
     for cam in cams.flip(0):  # the query's row of the product, last layer on the left
         row = row + row @ cam
     return row[num_prefix_tokens:].reshape(grid).float().cpu().numpy()
@@ -146,12 +192,19 @@ def transformer_attribution_batch(model, pixels: torch.Tensor, target: TargetLik
     """
     cfg = model.cfg
     start_layer = check_index(start_layer, cfg.depth, "start layer")
-    relevances, grads, _ = attention_relevance_and_gradients(model, pixels, target)  # [L, B, H, N, N] each
+    result = attention_relevance(model, pixels, target)  # [L, B, H, N, N] each
     grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
+    relevances, grads = result.relevances, result.gradients
     return np.stack(
         [
             transformer_attribution(
-                relevances[:, b], grads[:, b], grid, cfg.num_prefix_tokens, cfg.class_token, start_layer
+                relevances[:, b],
+                grads[:, b],
+                grid,
+                cfg.num_prefix_tokens,
+                cfg.class_token,
+                start_layer,
+                None if result.pool_relevances is None else (result.pool_relevances[b], result.pool_gradients[b]),
             )
             for b in range(relevances.shape[1])
         ]

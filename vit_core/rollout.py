@@ -2,8 +2,10 @@
 
 Per layer: fuse the heads (mean, max or min), optionally discard the lowest attentions of each row
 (never the prefix-token columns), add the residual connection as A <- (A + I) / 2 and renormalise the
-rows; then multiply from the start layer to the last, the later layer on the left. The class token's
-row of the product (or the mean over rows for a model without one) is the map over patches.
+rows; then multiply from the start layer to the last, the later layer on the left. The readout's row
+of the product is the map over patches: the class token's, or for an attention-pool readout (SigLIP)
+the pool's weights over the last block's output tokens (heads fused the same way), or the mean over
+rows for a model that averages its tokens (GAP).
 
 Unlike vit-explain, rows are renormalised with `keepdims` (its issue #16) and the discard works per
 row instead of over the flattened matrix.
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from vit_core.capture import Capture, tensor_view
+from vit_core.errors import VitCoreError
 from vit_core.maps import patch_map
 from vit_core.validate import check_choice, check_index, check_range
 
@@ -114,18 +117,22 @@ def rollout_vector(
     head_fusion: HeadFusion = "mean",
     discard_ratio: float = 0.0,
     start_layer: int = 0,
+    pool_attention: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention rollout's row over all tokens, `[..., N]`, from attentions `[..., layer, head, N, N]`.
 
     Runs where the attentions are (float64 on the CPU, float32 elsewhere: `chain_dtype`); a batch
     `[B, L, H, N, N]` gives `[B, N]`. `patch_map` turns an image's row into the map over patches.
+    With `pool_attention` `[..., head, N]` (an attention-pool readout) the query is the pool's row, its
+    heads fused as the layers' are (`pool_query`).
     """
     layers, tokens = attentions.shape[-4], attentions.shape[-1]
     start_layer = check_index(start_layer, layers, "start layer")
     stack = attentions[..., start_layer:, :, :, :]  # [..., L', H, N, N]
     fused = discard_lowest(fuse_heads(stack, head_fusion), discard_ratio, num_prefix_tokens)  # [..., L', N, N]
     dtype = chain_dtype(attentions.device)
-    return rollout_row(fused.to(dtype), query_vector(tokens, has_class_token, dtype, attentions.device))
+    pool = None if pool_attention is None else pool_query(pool_attention, head_fusion)
+    return rollout_row(fused.to(dtype), query_vector(tokens, has_class_token, dtype, attentions.device, pool))
 
 
 def rollout(
@@ -146,14 +153,42 @@ def rollout(
         head_fusion,
         discard_ratio,
         start_layer,
+        pool_attention=pool_weights(capture),
     )
     return patch_map(row.numpy(), capture)
 
 
+def pool_weights(capture: Capture) -> torch.Tensor | None:
+    """The attention pool's weights `[head, N]` of a model read out by one (None for other readouts); a capture of
+    such a model without them (a `to_numpy` subset) is refused rather than read out by the mean row."""
+    if not capture.has_attention_pool:
+        return None
+    if capture.pool_attention is None:
+        raise VitCoreError("capture_without_pool")
+    return tensor_view(capture.pool_attention)
+
+
+def pool_query(pool_attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
+    """An attention pool's weights `[..., head, N]` -> the readout's row `[..., N]`: heads fused, row sum 1.
+
+    The pool has no residual branch (its query is a parameter), so its row enters rollout as it is,
+    without the ½(A + I) of the layers below it.
+    """
+    fused = fuse_heads(pool_attention.unsqueeze(-2), head_fusion)[..., 0, :]  # [..., N]
+    return fused / fused.sum(dim=-1, keepdim=True)
+
+
 def query_vector(
-    tokens: int, has_class_token: bool, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+    tokens: int,
+    has_class_token: bool,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | None = None,
+    pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The class token's one-hot row selector, or the mean over all rows for a model without one."""
+    """The readout's row selector `[N]` (or `[..., N]`): `pool`, an attention pool's row over the tokens, when
+    given; else the class token's one-hot row, or the mean over all rows for a model without one (GAP)."""
+    if pool is not None:
+        return pool.to(device=device, dtype=dtype)
     if has_class_token:
         return torch.nn.functional.one_hot(torch.tensor(0, device=device), tokens).to(dtype)
     return torch.full((tokens,), 1.0 / tokens, dtype=dtype, device=device)

@@ -12,9 +12,11 @@ tested to 1e-5:
 - entropy: `attention_entropy`, the mean over queries of each row's entropy (nats);
 - distance: `mean_attention_distance` (pixels, patch queries to patch keys);
 - class rows: `maps.class_rows`, the class token's row, or the mean row for a model without one;
+- pool rows: an attention-pool readout's weights over the last block's output tokens (SigLIP);
 - rollout: `rollout_vector` with its defaults (Abnar & Zuidema 2020: mean head fusion, no discard,
-  from the first layer). The product has to start at the last layer for a row vector, so the stream
-  carries the joint attention J ← Â·J, Â = ½(Ā + I) with rows renormalised: one `[B, N, N]` matrix;
+  from the first layer), from the readout's row (the attention pool's for SigLIP). The product has to
+  start at the last layer for a row vector, so the stream carries the joint attention J ← Â·J,
+  Â = ½(Ā + I) with rows renormalised: one `[B, N, N]` matrix;
 - the logit lens: `layer_predictions` (the model's own final norm and head after every block).
 """
 
@@ -33,7 +35,7 @@ from vit_core.capture import _autocast, _row_entropy, host_arrays
 from vit_core.errors import VitCoreError
 from vit_core.maps import class_rows
 from vit_core.model import ViT
-from vit_core.rollout import fuse_heads, query_vector
+from vit_core.rollout import fuse_heads, pool_query, query_vector, vector_matrix
 from vit_core.validate import check_choice, check_range
 
 StatsKernel = Literal["auto", "triton", "explicit"]
@@ -48,6 +50,7 @@ class Stats:
     distance: Array  # [batch, layer, head], pixels: mean attention distance over the patch queries
     class_rows: Array  # [batch, layer, head, key]: the class token's row (the mean row without one)
     rollout: Array  # [batch, key]: the rollout row over all tokens (mean fusion, no discard)
+    pool_rows: Array | None  # [batch, head, key]: an attention pool's weights (prefix columns 0); None without one
     logits: Array | None  # [batch, classes]; None without a head
     top_indices: Array | None  # [batch, k], best first (ties: the lower class first)
     top_probs: Array | None  # [batch, k]
@@ -68,6 +71,12 @@ class Stats:
     def rollout_maps(self) -> Array:
         """`[batch, rows, cols]`: the rollout row over the patch tokens."""
         return self.rollout[:, self.num_prefix_tokens :].reshape(-1, *self.grid)
+
+    def readout_rows(self) -> Array:
+        """`[batch, key]`: the readout's attention, head mean (`maps.readout_attention_map` for each image): the
+        attention pool's weights, else the last layer's class-token row (the mean row without one)."""
+        rows = self.pool_rows if self.pool_rows is not None else self.class_rows[:, -1]
+        return rows.mean(axis=1) if isinstance(rows, np.ndarray) else rows.mean(dim=1)
 
 
 def triton_available(device: torch.device) -> bool:
@@ -95,6 +104,7 @@ class _Reductions:
         self.rows: list[torch.Tensor] = []  # each [B, H, N]
         self.lens: list[torch.Tensor] = []  # each [B, C]
         self.joint: torch.Tensor | None = None  # [B, N, N], the rollout product so far
+        self.pool: torch.Tensor | None = None  # [B, H, N], an attention pool's weights
 
     def attention(self, entropy: torch.Tensor, distance: torch.Tensor, rows: torch.Tensor, head_mean: torch.Tensor):
         """One layer: entropy and distance `[B, H]`, query rows `[B, H, N]`, head-mean attention `[B, N, N]`."""
@@ -107,6 +117,11 @@ class _Reductions:
         with torch.autocast(mixed.device.type, enabled=False):  # the product stays float32 under autocast
             self.joint = mixed if self.joint is None else torch.bmm(mixed, self.joint)  # the later layer on the left
 
+    def pool_weights(self, pattern: torch.Tensor) -> None:
+        """An attention pool's weights `[B, H, 1, patches]` -> `[B, H, N]`, prefix columns 0."""
+        weights = pattern[:, :, 0].float()  # [B, H, patches]
+        self.pool = torch.cat([weights.new_zeros((*weights.shape[:2], self.prefix)), weights], dim=-1)
+
     def residual(self, tokens: torch.Tensor) -> None:
         """The logit lens on one block's output `[B, N, D]`."""
         if self.model.head is not None:
@@ -114,7 +129,8 @@ class _Reductions:
 
     def result(self, logits: torch.Tensor | None, layer_logits: bool, kernel: str) -> Stats:
         tokens = self.joint.shape[-1]
-        query = query_vector(tokens, self.class_token, self.joint.dtype, self.joint.device)  # [N]
+        pool = None if self.pool is None else pool_query(self.pool)  # [B, N]
+        query = query_vector(tokens, self.class_token, self.joint.dtype, self.joint.device, pool)  # [N] or [B, N]
         tops: list[torch.Tensor | None] = [None] * 4
         lens = None
         if logits is not None:
@@ -128,7 +144,8 @@ class _Reductions:
             entropy=torch.stack(self.entropy, dim=1),
             distance=torch.stack(self.distance, dim=1),
             class_rows=torch.stack(self.rows, dim=1),
-            rollout=query @ self.joint,  # [B, N]
+            rollout=vector_matrix(query, self.joint),  # [B, N]
+            pool_rows=self.pool,
             logits=None if logits is None else logits.float(),
             top_indices=tops[0],
             top_probs=tops[1],
@@ -177,6 +194,8 @@ def capture_stats(
     reductions = _Reductions(model, grid, k)
     lens = lambda tokens, _name: reductions.residual(tokens)  # noqa: E731
     hooks = {f"blocks.{i}.hook_resid_post": lens for i in range(cfg.depth)}
+    if model.attn_pool is not None:
+        hooks["attn_pool.hook_pattern"] = lambda pattern, _name: reductions.pool_weights(pattern)
     if fused:
         context = model.attention_functions(_fused_attention(reductions))
     else:
@@ -186,6 +205,8 @@ def capture_stats(
         with _autocast(device, autocast), model.hooks(hooks), context:
             final = model.forward_tokens(pixels)  # [B, N, D]
             logits = model.head_logits(final) if model.head is not None else None  # [B, C]
+            if logits is None and model.attn_pool is not None:
+                model.pool(final)  # the attention pool's weights are the readout's row
         return reductions.result(logits, layer_logits, "triton" if fused else "explicit")  # float32, no autocast
 
 

@@ -27,7 +27,7 @@ class ZeroShot:
     labels: tuple[str, ...]
     logits: torch.Tensor  # [labels]: scale · cos(image, label) + bias
     probs: torch.Tensor  # [labels]: softmax (CLIP) or sigmoid per label (SigLIP)
-    layer_logits: torch.Tensor | None  # [layer, labels]: each block's class token read out the same way
+    layer_logits: torch.Tensor | None  # [layer, labels]: each block's output read out the same way (the logit lens)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         values, indices = self.probs.topk(min(k, len(self.labels)))
@@ -74,8 +74,10 @@ class PromptGradients:
             raise VitCoreError("one_image_only")
         weight = next(model.parameters())
         depth = model.cfg.depth
+        self._prefix = model.cfg.num_prefix_tokens
         self._patterns: list[torch.Tensor] = []
         self._last_input: list[torch.Tensor] = []
+        self._pool: list[torch.Tensor] = []  # an attention pool's weights [1, H, 1, patches] (SigLIP)
 
         def keep_pattern(tensor: torch.Tensor, _name: str) -> None:
             self._patterns.append(tensor)
@@ -85,23 +87,35 @@ class PromptGradients:
 
         hooks = {f"blocks.{i}.attn.hook_pattern": keep_pattern for i in range(depth)}
         hooks[f"blocks.{depth - 1}.hook_resid_pre"] = keep_input
+        if model.attn_pool is not None:
+            hooks["attn_pool.hook_pattern"] = lambda tensor, _name: self._pool.append(tensor)
         with torch.enable_grad(), model.hooks(hooks):
             self.output = model(pixels.to(weight.device, weight.dtype))  # [1, E]
 
     def gradients(self, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """(d target / d attention `[L, H, N, N]`, d target / d tokens entering the last block `[N, D]`)."""
+        grads, token_grads, _ = self._gradients(target)
+        return grads, token_grads
+
+    def _gradients(self, target: Target) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`gradients` and d target / d the attention pool's weights `[H, N]` (prefix columns 0; None without)."""
         value = target(self.output).sum()
         *pattern_grads, token_grads = torch.autograd.grad(
-            value, [*self._patterns, *self._last_input], retain_graph=True
+            value, [*self._patterns, *self._pool, *self._last_input], retain_graph=True
         )
-        return torch.stack(pattern_grads, dim=1)[0], token_grads[0]  # [L, H, N, N], [N, D]
+        pool_grads = None
+        if self._pool:
+            patches = pattern_grads.pop()[0, :, 0]  # [H, patches]
+            pool_grads = torch.cat([patches.new_zeros(patches.shape[0], self._prefix), patches], dim=-1)  # [H, N]
+        return torch.stack(pattern_grads, dim=1)[0], token_grads[0], pool_grads  # [L, H, N, N], [N, D], [H, N]
 
     def capture_for(self, capture: Capture, target: Target) -> Capture:
         """`capture` (of the same image) with the gradients of `target`: what the class-specific maps read."""
-        grads, token_grads = self.gradients(target)
+        grads, token_grads, pool_grads = self._gradients(target)
         return dataclasses.replace(
             capture,
             attention_grads=grads.detach().float().cpu().numpy(),
             token_grads=token_grads.detach().float().cpu().numpy(),
+            pool_attention_grads=None if pool_grads is None else pool_grads.detach().float().cpu().numpy(),
             target=target.key,
         )

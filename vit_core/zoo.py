@@ -2,8 +2,9 @@
 
     bundled                      the ShapeScenes ViT this project trains (assets/), always offline
     timm:<name>[.<tag>]          timm VisionTransformer / VisionTransformerDistilled (CLIP towers image-only)
-    hf:<repo id or local dir>    transformers ViT / DeiT / DINOv2 / CLIP (a save_pretrained directory works offline)
-    openclip:<arch>[/<tag>]      open_clip CLIP ViTs (ViT-B-32, ViT-B-16, ViT-L-14, -quickgelu)
+    hf:<repo id or local dir>    transformers ViT / DeiT / DINOv2 / CLIP / SigLIP (a save_pretrained directory works
+                                 offline)
+    openclip:<arch>[/<tag>]      open_clip CLIP ViTs (ViT-B-32, ViT-B-16, ViT-L-14, -quickgelu), SigLIP and SigLIP 2
     torchvision:<name>           vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14 with DEFAULT weights
     path/to/model.safetensors    our own format (config, preprocessing and labels in its metadata)
 
@@ -145,6 +146,14 @@ CATALOG = (
         "OpenAI CLIP ViT-L/14 (open_clip): zero-shot labels, maps for any phrase",
         427_616_513,
         1710.5,
+    ),
+    # 203,155,970 parameters (the architecture built by open_clip, counted in tests/core/test_catalog.py); the hub
+    # lists open_clip_model.safetensors (float32) as 813 MB = 4 bytes x parameters; its tokenizer.json adds 2.4 MB
+    CatalogEntry(
+        "openclip:ViT-B-16-SigLIP/webli",
+        "SigLIP ViT-B/16 224 (open_clip): attention-pool readout, a sigmoid per label, any phrase",
+        203_155_970,
+        812.6,
     ),
     CatalogEntry("hf:google/vit-base-patch16-224", "Google ViT-B/16, ImageNet-1k (transformers)", 86_567_656, 346.3),
     # torchvision lists this .pth as 330.3: MiB, the same 346.3 MB

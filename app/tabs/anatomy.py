@@ -236,7 +236,7 @@ def head_step(analysis, lang: str):
     bars.add_bar(
         x=[labels[i] for i in top],
         y=result.probs[top],
-        name="softmax",
+        name=result.activation,  # softmax, or a sigmoid per label (SigLIP)
         yaxis="y2",
         marker_color="darkorange",
         offsetgroup=1,

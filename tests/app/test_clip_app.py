@@ -119,3 +119,36 @@ def test_the_api_takes_labels_and_text(clip_model, image):
         api.explain(upload, "bundled", "chefer", text="a red bus")
     with pytest.raises(gr.Error, match="no text tower"):
         api.analyze(upload, "bundled", "a dog, a cat")
+
+
+@pytest.fixture(scope="module")
+def siglip_model(tmp_path_factory) -> str:
+    from tests.clip_models import tiny_hf_siglip
+
+    return f"hf:{tiny_hf_siglip(tmp_path_factory.mktemp('siglip'))}"
+
+
+def test_a_siglip_model_gets_the_boxes_sigmoid_labels_and_prompt_maps(monkeypatch, siglip_model, image):
+    """SigLIP: each label's probability is its own sigmoid (they need not add up to 1), in the top-5 and the
+    logit lens; the raw attention of the Overview is the attention pool's; a prompt's maps start from it."""
+    values = outcome(image, siglip_model)
+    assert values[-2].visible is True and values[-1].visible is True
+    runs = count_runs(monkeypatch)  # the image was captured above: labels only meet its embedding
+    session, predictions = outcome(image, siglip_model, "a dog, a cat, a red bus")[:2]
+    loaded = service.shared_model(siglip_model)
+    head = loaded.text.head("a dog, a cat, a red bus")
+    result = capture(loaded.model, loaded.preprocess(load_image(image)), zero_shot=head)
+    assert result.activation == "sigmoid"
+    shown = {name.rsplit(" (", 1)[0]: p for name, p in predictions.items()}
+    assert shown == pytest.approx(dict(zip(head.labels, result.probs.tolist(), strict=True)), abs=1e-5)
+    outcome(image, siglip_model, "a tree, a house")
+    assert runs == []  # label sets read the captured image embedding: no model run
+    analysis = panel.analysis_of(session)
+    assert analysis.capture.activation == "sigmoid"
+    session, _, target = outcome(image, siglip_model, "", "a red bus")[:3]
+    pictures = overview.draw(session, "a red bus", STYLE)
+    assert all(picture is not None for picture in pictures)
+    analysis = panel.analysis_of(session)
+    assert np.allclose(grid_map(analysis, "attention", None), explain(analysis.capture, "attention"))
+    expected = explain(capture(loaded.model, analysis.pixels, target=loaded.text.target("a red bus")), "chefer")
+    assert np.allclose(grid_map(analysis, "chefer", "a red bus"), expected, atol=1e-6)

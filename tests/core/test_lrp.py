@@ -156,6 +156,17 @@ def small_deit() -> torch.nn.Module:
     return load_converted(cfg, convert_timm(source.state_dict(), cfg))
 
 
+def small_siglip() -> torch.nn.Module:
+    # SigLIP's readout: no class token, an attention pool whose query is a parameter (a constant input)
+    source = timm.create_model(
+        "vit_base_patch16_siglip_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2,
+        num_heads=4, num_classes=5,
+    )  # fmt: skip
+    source = perturb(source)
+    cfg = config_from_timm(source)
+    return load_converted(cfg, convert_timm(source.state_dict(), cfg))
+
+
 def small_torchvision() -> torch.nn.Module:
     source = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5
@@ -171,6 +182,7 @@ MODELS = {
     "timm_registers_avg_pool": small_timm_registers,
     "deit_distilled": small_deit,
     "torchvision": small_torchvision,
+    "siglip_attention_pool": small_siglip,
 }
 
 

@@ -81,8 +81,9 @@ def test_384_input_into_224_checkpoint_interpolates_position_embedding():
 def test_unsupported_architecture_is_one_clear_sentence():
     from vit_core import VitCoreError
 
-    model = VisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, global_pool="map")
-    with pytest.raises(VitCoreError, match="cannot be represented: it pools with attention"):
+    # SigLIP's attention pool (global_pool="map") is ours; timm's other attention pool is not
+    model = VisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2, global_pool="prr")
+    with pytest.raises(VitCoreError, match="cannot be represented: its attention pool has type AttentionPoolPrr"):
         config_from_timm(model)
     swin = timm.create_model("resnet18", pretrained=False)
     with pytest.raises(VitCoreError, match="it is a ResNet"):

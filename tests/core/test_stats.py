@@ -20,6 +20,7 @@ from tests.reference import perturb
 from vit_core import Stats, ViT, ViTConfig, VitCoreError, capture_batch, capture_stats
 from vit_core.analysis import attention_entropy, layer_predictions, mean_attention_distance
 from vit_core.capture import _row_entropy, tensor_view
+from vit_core.explain import explain
 from vit_core.maps import class_rows
 from vit_core.rollout import rollout, rollout_vector
 
@@ -30,6 +31,10 @@ MODELS = {
     "registers only": dataclasses.replace(TINY, class_token=False, num_register_tokens=2, global_pool="avg"),
     "distilled": dataclasses.replace(TINY, distill_token=True, distill_head=True),
     "no head": dataclasses.replace(TINY, num_classes=0),
+    "attention pool": dataclasses.replace(TINY, class_token=False, global_pool="map"),
+    "attention pool, no head": dataclasses.replace(
+        TINY, class_token=False, global_pool="map", num_classes=0, image_embed_dim=32, image_proj=False
+    ),
 }
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -51,9 +56,14 @@ def assert_stats_equal_the_full_capture(stats: Stats, model: ViT, pixels: torch.
         assert np.allclose(stats.entropy[b], attention_entropy(image), atol=atol)
         assert np.allclose(stats.distance[b], mean_attention_distance(image), atol=atol)
         assert np.allclose(stats.class_rows[b], class_rows(attentions, image.has_class_token).numpy(), atol=atol)
-        rollout_row = rollout_vector(attentions, image.num_prefix_tokens, image.has_class_token).numpy()
-        assert np.allclose(stats.rollout[b], rollout_row, atol=atol)
+        pool = None if image.pool_attention is None else tensor_view(image.pool_attention)
+        assert (stats.pool_rows is None) == (pool is None)
+        if pool is not None:
+            assert np.allclose(stats.pool_rows[b], image.pool_attention, atol=atol)
+        rollout_row = rollout_vector(attentions, image.num_prefix_tokens, image.has_class_token, pool_attention=pool)
+        assert np.allclose(stats.rollout[b], rollout_row.numpy(), atol=atol)
         assert np.allclose(stats.rollout_maps()[b], rollout(image), atol=atol)
+        assert np.allclose(stats.readout_rows()[b, image.num_prefix_tokens :], explain(image, "attention").ravel())
         if image.logits is None:
             assert stats.logits is None and stats.top_indices is None and stats.layer_top_indices is None
             continue

@@ -13,6 +13,12 @@ order, as timm does.
   `Dinov2Model` resizes position embeddings without antialiasing, `Dinov2WithRegistersModel` with it.
 - CLIP's patch convolution has no bias (ours is zero); `pre_layrnorm` is our `norm_pre`, `post_layernorm`
   our final norm, `visual_projection` our bias-free image projection. The text tower stays in HF's model.
+- SigLIP's image tower from `SiglipModel` or `SiglipVisionModel` (Zhai et al. 2023; the fixed-resolution
+  SigLIP 2 checkpoints are `SiglipModel`s too): no class token, `post_layernorm` our final norm, and its
+  `head` (`SiglipMultiheadAttentionPoolingHead`: a probe query, `nn.MultiheadAttention` whose fused
+  in-projection splits into our pool's q and kv, a LayerNorm and an MLP) our attention pool, whose output
+  is the image embedding (no projection). `Siglip2Model` is NaFlex only (patches fed with their
+  `spatial_shapes` and a mask, position embeddings resized per image) and is refused with a sentence.
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ RULES = [
     (_CLIP_LAYER + r"mlp\.(fc1|fc2)\." + _PARAM, r"blocks.\1.mlp.\2.\3"),
     (_CLIP + r"post_layernorm\." + _PARAM, r"norm.\1"),
     (r"visual_projection\.weight", "proj.weight"),
+    # SigLIP's image tower: the CLIP names above, a patch bias, and the attention-pooling head
+    (_CLIP + r"embeddings\.patch_embedding\.bias", "patch_embed.proj.bias"),
+    (_CLIP + r"head\.probe", "attn_pool.latent"),
+    (_CLIP + r"head\.attention\.in_proj_(weight|bias)", r"attn_pool.in_proj.\1"),
+    (_CLIP + r"head\.attention\.out_proj\." + _PARAM, r"attn_pool.proj.\1"),
+    (_CLIP + r"head\.layernorm\." + _PARAM, r"attn_pool.norm.\1"),
+    (_CLIP + r"head\.mlp\.(fc1|fc2)\." + _PARAM, r"attn_pool.mlp.\1.\2"),
     (r"(?:classifier|cls_classifier)\." + _PARAM, r"head.\1"),
     (r"distillation_classifier\." + _PARAM, r"head_dist.\1"),
 ]
@@ -80,9 +93,21 @@ IGNORE = [
     r"text_model\..*",
     r"text_projection\.weight",
     r"logit_scale",
+    r"logit_bias",  # SigLIP's
     _CLIP + r"embeddings\.position_ids",
 ]
-MODEL_TYPES = ("vit", "deit", "dinov2", "dinov2_with_registers", "clip", "clip_vision_model")
+MODEL_TYPES = (
+    "vit",
+    "deit",
+    "dinov2",
+    "dinov2_with_registers",
+    "clip",
+    "clip_vision_model",
+    "siglip",
+    "siglip_vision_model",
+)
+IMAGE_TEXT_TYPES = ("clip", "siglip")  # a config with a vision_config and a text tower
+NAFLEX_TYPES = ("siglip2", "siglip2_vision_model")
 _QKV_NAMES = {"query": "q", "key": "k", "value": "v"}
 _ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "quick_gelu": "quick_gelu"}
 
@@ -108,16 +133,26 @@ def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
+def _split_in_proj(renamed: StateDict) -> StateDict:
+    """SigLIP's pooling head keeps q, k, v in one `in_proj` `[3D, ...]`; our pool has q `[D, ...]`, kv `[2D, ...]`."""
+    out = dict(renamed)
+    for param in ("weight", "bias"):
+        fused = out.pop(f"attn_pool.in_proj.{param}", None)
+        if fused is not None:
+            width = fused.shape[0] // 3
+            out[f"attn_pool.q.{param}"], out[f"attn_pool.kv.{param}"] = fused[:width], fused[width:]
+    return out
+
+
 def vision_config(hf_config: Any) -> Any:
-    """The image tower's config: `CLIPConfig.vision_config`, else the config itself."""
-    return hf_config.vision_config if getattr(hf_config, "model_type", None) == "clip" else hf_config
+    """The image tower's config: `CLIPConfig.vision_config` (or SigLIP's), else the config itself."""
+    return hf_config.vision_config if getattr(hf_config, "model_type", None) in IMAGE_TEXT_TYPES else hf_config
 
 
 def config_from_hf(hf_config: Any, state_dict: Mapping[str, torch.Tensor]) -> ViTConfig:
     """Our config from a transformers ViT/DeiT/DINOv2/CLIP config and the keys of its checkpoint."""
     model_type = getattr(hf_config, "model_type", None)
-    if model_type not in MODEL_TYPES:
-        raise VitCoreError("hf_model_type_unsupported", model_type=str(model_type), supported=", ".join(MODEL_TYPES))
+    check_model_type(model_type)
     vision = vision_config(hf_config)
     act = _ACTIVATIONS.get(vision.hidden_act)
     if act is None:
@@ -144,6 +179,18 @@ def config_from_hf(hf_config: Any, state_dict: Mapping[str, torch.Tensor]) -> Vi
             num_classes=0,
             image_embed_dim=int(state_dict["visual_projection.weight"].shape[0]) if projection else 0,
             pos_embed_antialias=False,  # CLIPVisionEmbeddings.interpolate_pos_encoding: bicubic, no antialias
+        )
+    if model_type in ("siglip", "siglip_vision_model"):
+        pooled = bool(getattr(vision, "vision_use_head", True))
+        return ViTConfig(
+            **common,
+            mlp_dim=vision.intermediate_size,
+            class_token=False,
+            global_pool="map" if pooled else "avg",  # without its head HF returns tokens only; we average them
+            num_classes=0,
+            image_embed_dim=vision.hidden_size if pooled else 0,  # the pooled vector is the image embedding
+            image_proj=False,
+            pos_embed_antialias=False,  # SiglipVisionEmbeddings.interpolate_pos_encoding: bicubic, no antialias
         )
     if model_type in ("dinov2", "dinov2_with_registers"):
         if getattr(vision, "use_swiglu_ffn", False):
@@ -173,9 +220,11 @@ def config_from_hf(hf_config: Any, state_dict: Mapping[str, torch.Tensor]) -> Vi
 
 def convert_hf(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig) -> StateDict:
     """HF ViT/DeiT/DINOv2/CLIP state_dict -> vit_core state_dict. Checked key by key against `cfg`."""
-    renamed = _fuse_qkv(rename(state_dict, RULES, IGNORE, source="HF"))
+    renamed = _split_in_proj(_fuse_qkv(rename(state_dict, RULES, IGNORE, source="HF")))
     if "cls_token" in renamed and renamed["cls_token"].ndim == 1:  # CLIP's class_embedding [D]
         renamed["cls_token"] = renamed["cls_token"].reshape(1, 1, -1)
+    if "attn_pool.latent" in renamed:  # SigLIP's probe [1, 1, D]; an older one may be [1, D]
+        renamed["attn_pool.latent"] = renamed["attn_pool.latent"].reshape(1, 1, -1)
     if "pos_embed" in renamed and renamed["pos_embed"].ndim == 2:  # CLIP's nn.Embedding [N, D]
         renamed["pos_embed"] = renamed["pos_embed"][None]
     weight = renamed.get("patch_embed.proj.weight")
@@ -191,8 +240,12 @@ def convert_hf(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig) -> StateD
 
 # ---- loading -----------------------------------------------------------------------------------------
 _PIL_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
-# A CLIP tokenizer's files (vocab + merges, or one tokenizer.json), fetched beside the config from the hub.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+# A tokenizer's files, fetched beside the config from the hub: CLIP's vocab + merges (or one tokenizer.json);
+# SigLIP's sentencepiece model (spiece.model) or SigLIP 2's Gemma tokenizer (tokenizer.json / tokenizer.model).
+TOKENIZER_FILES = {
+    "clip": ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"),
+    "siglip": ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "spiece.model", "tokenizer.model"),
+}
 
 
 def hf_files(ref: str, weights: str | Path | None, random_weights: bool) -> tuple[Path, Path | None, Path | None]:
@@ -231,6 +284,8 @@ def hf_config_from_file(path: Path):
         DeiTConfig,
         Dinov2Config,
         Dinov2WithRegistersConfig,
+        SiglipConfig,
+        SiglipVisionConfig,
     )
     from transformers import ViTConfig as HFViTConfig
 
@@ -242,11 +297,20 @@ def hf_config_from_file(path: Path):
         "dinov2_with_registers": Dinov2WithRegistersConfig,
         "clip": CLIPConfig,
         "clip_vision_model": CLIPVisionConfig,
+        "siglip": SiglipConfig,
+        "siglip_vision_model": SiglipVisionConfig,
     }
     model_type = data.get("model_type")
-    if model_type not in classes:
-        raise VitCoreError("hf_model_type_unsupported", model_type=str(model_type), supported=", ".join(MODEL_TYPES))
+    check_model_type(model_type)
     return classes[model_type].from_dict(data)
+
+
+def check_model_type(model_type: object) -> None:
+    """One sentence for a model type we do not load (NaFlex SigLIP 2 gets its own: what to load instead)."""
+    if model_type in NAFLEX_TYPES:
+        raise VitCoreError("hf_naflex_unsupported", model_type=str(model_type))
+    if model_type not in MODEL_TYPES:
+        raise VitCoreError("hf_model_type_unsupported", model_type=str(model_type), supported=", ".join(MODEL_TYPES))
 
 
 def hf_model_class(hf_config: Any, with_head: bool = True):
@@ -285,41 +349,67 @@ def hf_data_config(path: Path | None, cfg: ViTConfig) -> DataConfig:
     )
 
 
-def _tokenizer(ref: str, config_path: Path):
-    """The CLIP tokenizer from the model's folder or (cached) repository, or None when it has none."""
-    from transformers import CLIPTokenizer
+def _tokenizer(ref: str, config_path: Path, model_type: str):
+    """The model's tokenizer from its folder or (cached) repository, or None when it has none: CLIP's BPE
+    tokenizer, or for SigLIP the class its tokenizer_config.json names (SiglipTokenizer, GemmaTokenizer),
+    through AutoTokenizer without remote code."""
+    from transformers import AutoTokenizer, CLIPTokenizer
 
     from vit_core.hub import hf_file
 
     folder = config_path.parent
+    names = TOKENIZER_FILES[model_type]
     if not Path(ref).is_dir():  # hub files of one revision share the snapshot folder of config.json
-        for name in TOKENIZER_FILES:
+        for name in names:
             hf_file(ref, [name], f"hf:{ref}", "config", required=False)
+    if model_type == "siglip":
+        if not (folder / "tokenizer_config.json").is_file() or not any((folder / n).is_file() for n in names[2:]):
+            return None
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     if not ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()):
         return None
     return CLIPTokenizer.from_pretrained(str(folder))
 
 
 def hf_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
-    """HF CLIPModel's own `get_text_features` and tokenizer behind a `TextEncoder`."""
+    """HF CLIPModel's or SiglipModel's own `get_text_features` and tokenizer behind a `TextEncoder`.
+
+    SigLIP reads the last position of a text padded to its full context (64 tokens) with no attention mask,
+    as it was trained and as HF's own examples call it (`padding="max_length"`); its zero-shot logit has
+    a learnt bias and each label's probability is a sigmoid.
+    """
     context = int(model.config.text_config.max_position_embeddings)
+    siglip = model.config.model_type == "siglip"
 
     def embed(prompts: list[str]) -> torch.Tensor:
-        tokens = tokenizer(prompts, padding=True, return_tensors="pt")
-        features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        if siglip:
+            tokens = tokenizer(prompts, padding="max_length", max_length=context, return_tensors="pt")
+            features = model.get_text_features(input_ids=tokens["input_ids"])
+        else:
+            tokens = tokenizer(prompts, padding=True, return_tensors="pt")
+            features = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         return features if isinstance(features, torch.Tensor) else features.pooler_output  # [P, E]
 
     def token_count(prompt: str) -> int:
-        return len(tokenizer(prompt)["input_ids"])  # start and end of text included
+        return len(tokenizer(prompt)["input_ids"])  # special tokens included (CLIP: start and end; SigLIP: </s>)
 
     scale = float(model.logit_scale.detach().exp())
+    bias = float(model.logit_bias.detach()) if siglip else 0.0
     size = sum(p.numel() for p in model.parameters())
-    return TextEncoder(embed, token_count, context_length=context, logit_scale=scale, num_parameters=size)
+    return TextEncoder(
+        embed,
+        token_count,
+        context_length=context,
+        logit_scale=scale,
+        logit_bias=bias,
+        activation="sigmoid" if siglip else "softmax",
+        num_parameters=size,
+    )
 
 
 def load_hf(ref: str, weights: str | Path | None, random_weights: bool) -> LoadedModel:
     """`hf:<repo id or save_pretrained dir>`: transformers' plain config classes, our converter, the image
-    processor's config as preprocessing, `id2label` as labels; a CLIPModel keeps HF's text tower."""
+    processor's config as preprocessing, `id2label` as labels; a CLIPModel or SiglipModel keeps HF's text tower."""
     from vit_core.model import vit_from_state_dict
     from vit_core.weights import read_state_dict
 
@@ -336,13 +426,15 @@ def load_hf(ref: str, weights: str | Path | None, random_weights: bool) -> Loade
     data_config = hf_data_config(processor_path, cfg)
     labels = [hf_config.id2label[i] for i in range(cfg.num_classes)] if cfg.num_classes else None
     text = None
-    if hf_config.model_type == "clip":
+    if hf_config.model_type in IMAGE_TEXT_TYPES:
         if not random_weights:
             source = hf_model_class(hf_config).from_config(hf_config)
             text_state = {k: v for k, v in state.items() if not k.startswith(("vision_model.", "visual_projection."))}
             _load_text_tower(source, text_state)
-        source.vision_model = source.visual_projection = None  # the image tower is ours now; the text tower stays
-        tokenizer = _tokenizer(ref, config_path)
+        source.vision_model = None  # the image tower is ours now; the text tower stays
+        if hasattr(source, "visual_projection"):
+            source.visual_projection = None
+        tokenizer = _tokenizer(ref, config_path, hf_config.model_type)
         text = hf_text_encoder(source.eval(), tokenizer) if tokenizer is not None else None
     del state
 
@@ -356,7 +448,7 @@ def load_hf(ref: str, weights: str | Path | None, random_weights: bool) -> Loade
 
 
 def _load_text_tower(source: nn.Module, text_state: Mapping[str, torch.Tensor]) -> None:
-    """A CLIPModel checkpoint's text tower and logit scale into HF's model, checked key by key."""
+    """A CLIPModel's (SiglipModel's) text tower and logit scale (and bias) into HF's model, checked key by key."""
     expected = {
         k: v for k, v in source.state_dict().items() if not k.startswith(("vision_model.", "visual_projection."))
     }

@@ -1,4 +1,5 @@
-"""open_clip CLIP models (Ilharco et al. 2021; Radford et al. 2021) -> vit_core, the text tower kept as is.
+"""open_clip CLIP and SigLIP models (Ilharco et al. 2021; Radford et al. 2021; Zhai et al. 2023) -> vit_core, the
+text tower kept as is.
 
 `openclip:<arch>[/<pretrained tag>]` names one of open_clip's own architectures (`ViT-B-32`, `ViT-B-16`,
 `ViT-L-14`, their `-quickgelu` variants, ...) and optionally its weights (`openclip:ViT-B-16/openai`).
@@ -8,12 +9,18 @@ embedding, position embedding, bias-free patch convolution (our bias is zero), `
 and `proj` `[width, embed]` (our bias-free image projection, transposed). The text tower, the logit
 scale (and SigLIP's bias) stay in open_clip's own model, which embeds prompts. Preprocessing is
 open_clip's own `image_transform_v2` for the model's preprocess config.
+
+SigLIP and SigLIP 2 (`ViT-B-16-SigLIP`, `ViT-B-16-SigLIP2`, ...) have a timm image tower (`visual.trunk`, a
+timm SigLIP ViT read out by its attention pool, `timm_proj: none`): it converts with `from_timm`'s rules
+and its pooled vector is the image embedding. Their tokenizer is a Hugging Face one named in the model's
+config (`hf_tokenizer_name`); its files are fetched with the weights (or read from a local folder).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -45,13 +52,22 @@ RULES = [
 # Everything outside the image tower (text tower, logit scale and bias) stays with open_clip's model.
 IGNORE = [r"(?!visual\.).*"]
 WEIGHT_FILES = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-SUPPORTED = "ViT-B-32, ViT-B-16, ViT-L-14 and their -quickgelu variants"
+SUPPORTED = (
+    "ViT-B-32, ViT-B-16, ViT-L-14 and their -quickgelu variants, and the SigLIP and SigLIP 2 ViTs "
+    "(ViT-B-16-SigLIP, ViT-B-16-SigLIP2, ...)"
+)
+TRUNK = "visual.trunk."  # a timm image tower's keys (open_clip's TimmModel)
+# A Hugging Face tokenizer's files, fetched from the repository the config names (SigLIP's tokenizer.json).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def config_from_openclip(visual: nn.Module, name: str) -> ViTConfig:
     """Our config from an open_clip image tower; anything we cannot represent is refused by name."""
+    from open_clip.timm_model import TimmModel
     from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock, VisionTransformer
 
+    if isinstance(visual, TimmModel):
+        return _config_from_timm_tower(visual, name)
     if not isinstance(visual, VisionTransformer):
         raise VitCoreError("openclip_not_a_vit", name=name, kind=type(visual).__name__, supported=SUPPORTED)
     block = visual.transformer.resblocks[0]
@@ -94,9 +110,33 @@ def config_from_openclip(visual: nn.Module, name: str) -> ViTConfig:
     )
 
 
+def _config_from_timm_tower(visual: nn.Module, name: str) -> ViTConfig:
+    """A timm trunk with nothing after it (SigLIP, `timm_proj: none`): the pooled vector is the image embedding;
+    a trunk whose `head` is a linear layer (`timm_proj: ""`) has that layer as its image projection."""
+    from vit_core.convert.from_timm import config_from_timm
+
+    if len(visual.head) or type(visual.trunk).__name__ != "VisionTransformer":
+        raise VitCoreError("openclip_unsupported", name=name, feature="a timm tower other than a plain ViT trunk")
+    cfg = config_from_timm(visual.trunk)
+    head = visual.trunk.head
+    if cfg.global_pool == "avg":  # SigLIP's _gap_ trunks: no attention pool to align with the text tower
+        raise VitCoreError("openclip_unsupported", name=name, feature="a mean-pooled timm trunk")
+    if isinstance(head, nn.Linear):
+        return replace(cfg, num_classes=0, image_embed_dim=int(head.out_features), proj_bias=head.bias is not None)
+    return replace(cfg, num_classes=0, image_embed_dim=cfg.embed_dim, image_proj=False, proj_bias=False)
+
+
 def convert_openclip(state_dict: Mapping[str, torch.Tensor], cfg: ViTConfig) -> StateDict:
-    """open_clip CLIP state_dict (`visual.*`; the text keys are left out) -> vit_core. Checked against `cfg`."""
+    """open_clip state_dict (`visual.*`; the text keys are left out) -> vit_core. Checked against `cfg`."""
     state = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    if any(key.startswith(TRUNK) for key in state):  # a timm image tower: timm's own names after the prefix
+        from vit_core.convert.from_timm import convert_timm
+
+        visual = {key: value for key, value in state.items() if key.startswith("visual.")}
+        stray = next((key for key in visual if not key.startswith(TRUNK)), None)
+        if stray is not None:
+            raise VitCoreError("weights_unmappable", source="open_clip", key=stray)
+        return convert_timm({key.removeprefix(TRUNK): value for key, value in visual.items()}, cfg)
     renamed = rename(state, RULES, IGNORE, source="open_clip")
     for key, shape in (("cls_token", (1, 1, -1)), ("pos_embed", (1, *renamed.get("pos_embed", torch.zeros(0)).shape))):
         if key in renamed:
@@ -113,7 +153,10 @@ def openclip_visual_state(state_dict: Mapping[str, torch.Tensor], built: nn.Modu
     """Our weights back under open_clip's `visual.*` names for the model `built`: `convert_openclip` inverted."""
     out: StateDict = {}
     for key, value in built.state_dict().items():
-        if key.startswith("visual."):
+        if key.startswith(TRUNK):  # timm's names; a linear trunk head is our projection
+            name = key.removeprefix(TRUNK)
+            out[key] = state_dict["proj" + name[4:] if name.startswith("head.") else name]
+        elif key.startswith("visual."):
             (name,) = rename({key: value}, RULES, IGNORE, source="open_clip")
             ours = state_dict[name]
             out[key] = (ours.T if name == "proj.weight" else ours).reshape(value.shape)
@@ -190,14 +233,41 @@ def openclip_data_config(visual: nn.Module) -> tuple[DataConfig, object]:
     return data_config, image_transform_v2(pp, is_train=False)
 
 
+def openclip_tokenizer(arch: str, ref: str):
+    """open_clip's tokenizer for `arch`: its own BPE (shipped in the package), or the Hugging Face tokenizer its
+    config names (SigLIP) from a local folder or the hub's cache; None when that cannot be had offline."""
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    from vit_core.hub import hf_file
+
+    text_cfg = open_clip.get_model_config(arch).get("text_cfg", {})
+    source = text_cfg.get("hf_tokenizer_name", "")
+    if not source:
+        return open_clip.get_tokenizer(arch)
+    folder = Path(source)
+    if not folder.is_dir():
+        found = [hf_file(source, [name], f"openclip:{ref}", "config", required=False) for name in TOKENIZER_FILES]
+        if found[0] is None:
+            return None
+        folder = found[0].parent  # the files of one revision share its snapshot folder
+    return HFTokenizer(
+        str(folder), context_length=text_cfg.get("context_length"), **text_cfg.get("tokenizer_kwargs", {})
+    )
+
+
 def openclip_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
-    """open_clip's own `encode_text` and tokenizer behind a `TextEncoder`."""
+    """open_clip's own `encode_text` and tokenizer behind a `TextEncoder`; SigLIP's sigmoid, scale and bias."""
+    from open_clip.tokenizer import HFTokenizer
+
     bias = getattr(model, "logit_bias", None)
 
     def embed(prompts: list[str]) -> torch.Tensor:
         return model.encode_text(tokenizer(prompts))  # [P, E]
 
     def token_count(prompt: str) -> int:
+        if isinstance(tokenizer, HFTokenizer):  # the HF tokenizer adds its own special tokens (SigLIP: </s>)
+            return len(tokenizer.tokenizer(tokenizer.clean_fn(prompt))["input_ids"])
         return len(tokenizer.encode(prompt)) + 2  # start and end of text
 
     return TextEncoder(
@@ -205,7 +275,7 @@ def openclip_text_encoder(model: nn.Module, tokenizer) -> TextEncoder:
         token_count,
         context_length=int(tokenizer.context_length),
         logit_scale=float(model.logit_scale.detach().exp()),
-        logit_bias=0.0 if bias is None else float(bias),
+        logit_bias=0.0 if bias is None else float(bias.detach()),
         activation="softmax" if bias is None else "sigmoid",
         num_parameters=sum(p.numel() for p in model.parameters()),
     )
@@ -246,7 +316,8 @@ def load_openclip(ref: str, weights: str | Path | None, random_weights: bool) ->
     data_config, transform = openclip_data_config(source.visual)
     del state
     source.visual = None  # the image tower is ours now; open_clip's text tower stays
-    text = openclip_text_encoder(source, open_clip.get_tokenizer(arch))
+    tokenizer = openclip_tokenizer(arch, ref)
+    text = openclip_text_encoder(source, tokenizer) if tokenizer is not None else None
 
     def reference() -> nn.Module:
         built = _create(arch, tag)

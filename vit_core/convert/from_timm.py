@@ -1,13 +1,20 @@
-"""timm `VisionTransformer` / `VisionTransformerDistilled` -> vit_core (ViT, DeiT, DINO, DINOv2, CLIP towers).
+"""timm `VisionTransformer` / `VisionTransformerDistilled` -> vit_core (ViT, DeiT, DINO, DINOv2, CLIP and SigLIP
+towers).
 
 Our parameter names follow timm's, so the mapping is the identity on every name it knows; it is
-still spelled out so that a checkpoint with anything else (BEiT's q/v biases, qk-norm, attention
-pooling, SwiGLU MLPs) fails loudly instead of loading half its weights.
+still spelled out so that a checkpoint with anything else (BEiT's q/v biases, qk-norm, SwiGLU MLPs,
+other attention pools) fails loudly instead of loading half its weights.
 
 timm's CLIP image towers (`vit_*_clip_*` with their CLIP tags: pre-norm, QuickGELU in the `_quickgelu`
 variants) end in a `head` that is CLIP's image projection (512-d for ViT-B, no labels); it loads as our
 image projection, so the model's output is the image embedding. timm has no text tower: such a model is
 image-only here (the open_clip or HF checkpoint it came from has the text tower).
+
+timm's SigLIP towers (`vit_*_siglip_*`, Zhai et al. 2023) have no class token and pool with attention
+(`global_pool='map'`, an `AttentionPoolLatent` with one learnt query): our attention pool, same names.
+With no head, the pooled vector is SigLIP's image embedding (image-only here too: open_clip's
+`ViT-B-16-SigLIP` and HF's `SiglipModel` carry the text tower). The `_siglip_gap_` variants drop the pool
+for the mean of the tokens: plain backbones.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ RULES = [
     (_BLOCK + r"attn\.(qkv|proj)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
     (_BLOCK + r"(ls1|ls2)\.gamma", r"blocks.\1.\2.gamma"),
     (_BLOCK + r"mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
+    (r"attn_pool\.latent", "attn_pool.latent"),
+    (r"attn_pool\.(q|kv|proj|norm)\.(weight|bias)", r"attn_pool.\1.\2"),
+    (r"attn_pool\.mlp\.(fc1|fc2)\.(weight|bias)", r"attn_pool.mlp.\1.\2"),
 ]
 
 
@@ -44,8 +54,7 @@ def config_from_timm(model: nn.Module) -> ViTConfig:
         raise VitCoreError("timm_not_a_vit", name=name, kind=kind)
     block = model.blocks[0]
     attn, mlp = block.attn, block.mlp
-    if getattr(model, "attn_pool", None) is not None:
-        raise VitCoreError("timm_attention_pool", name=name)
+    check_attention_pool(model, name)
     if model.pos_embed is None:
         raise VitCoreError("timm_no_pos_embed", name=name)
     if type(attn).__name__ != "Attention" or not isinstance(getattr(attn, "qkv", None), nn.Linear):
@@ -63,16 +72,21 @@ def config_from_timm(model: nn.Module) -> ViTConfig:
     act = mlp.act
     if type(act).__name__ == "QuickGELU":
         activation = "quick_gelu"
+    elif type(act).__name__ == "GELUTanh":  # timm's act_layer="gelu_tanh" (SigLIP): F.gelu(x, approximate="tanh")
+        activation = "gelu_tanh"
     elif isinstance(act, nn.GELU):
         activation = "gelu_tanh" if act.approximate == "tanh" else "gelu"
     else:
         raise VitCoreError("timm_activation", name=name, kind=type(act).__name__)
     global_pool = model.global_pool
-    if global_pool not in ("token", "avg") or getattr(model, "pool_include_prefix", False):
+    if global_pool not in ("token", "avg", "map") or getattr(model, "pool_include_prefix", False):
         raise VitCoreError("timm_global_pool", name=name, pool=str(global_pool))
+    if global_pool == "map" and model.attn_pool.mlp.fc1.out_features != mlp.fc1.out_features:
+        raise VitCoreError("timm_attention_pool", name=name, feature="an MLP wider or narrower than the blocks'")
     distilled = kind == "VisionTransformerDistilled"
     head = model.head if isinstance(model.head, nn.Linear) else None
     projection = head is not None and is_clip_tower(model)
+    siglip = head is None and is_siglip_tower(model)  # the pooled vector is the image embedding
     return ViTConfig(
         image_size=tuple(model.patch_embed.img_size),
         patch_size=int(model.patch_embed.patch_size[0]),
@@ -95,9 +109,41 @@ def config_from_timm(model: nn.Module) -> ViTConfig:
         norm_eps=float(block.norm1.eps),
         act=activation,
         num_classes=int(head.out_features) if head is not None and not projection else 0,
-        image_embed_dim=int(head.out_features) if projection else 0,
+        image_embed_dim=int(head.out_features) if projection else int(model.embed_dim) if siglip else 0,
         proj_bias=projection and head.bias is not None,
+        image_proj=not siglip,
     )
+
+
+def check_attention_pool(model: nn.Module, name: str) -> None:
+    """timm's `AttentionPoolLatent` as SigLIP uses it (one latent query projected by `q`, no qk-norm, no position
+    embedding of its own, its norm and MLP, the blocks' widths) is our attention pool; anything else is refused."""
+    from timm.layers import AttentionPoolLatent
+
+    pool = getattr(model, "attn_pool", None)
+    if pool is None:
+        return
+    if not isinstance(pool, AttentionPoolLatent):
+        raise VitCoreError("timm_attention_pool", name=name, feature=f"type {type(pool).__name__}")
+    heads = model.blocks[0].attn.num_heads
+    unsupported = {
+        "more than one latent query": pool.latent_len != 1 or pool.pool != "token",
+        "no query projection": not isinstance(pool.q, nn.Linear),
+        "qk-norm": not isinstance(pool.q_norm, nn.Identity),
+        "a position embedding of its own": pool.pos_embed is not None,
+        "no MLP": pool.mlp is None or not isinstance(pool.norm, nn.LayerNorm),
+        "another width than the blocks'": pool.latent_dim != model.embed_dim or pool.num_heads != heads,
+        "a projection without bias": pool.proj.bias is None,
+    }
+    for feature, present in unsupported.items():
+        if present:
+            raise VitCoreError("timm_attention_pool", name=name, feature=feature)
+
+
+def is_siglip_tower(model: nn.Module) -> bool:
+    """A timm SigLIP image tower: a `_siglip_` architecture read out by its attention pool, with no head."""
+    name = getattr(model, "pretrained_cfg", {}).get("architecture", "")
+    return "_siglip_" in f"{name}_" and getattr(model, "attn_pool", None) is not None
 
 
 def is_clip_tower(model: nn.Module) -> bool:
