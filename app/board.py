@@ -133,7 +133,7 @@ class Board:
     def analyzed(self, analyze: Callable, panel_inputs: list, panel_outputs: list, target) -> dict:
         """Event arguments for an analysis: `analyze(*panel_inputs, progress, request)` gives the panel's
         `Outcome` and whether the views follow it; then the tab on screen is fitted and drawn from the new
-        session (with the new target class), every other tab emptied."""
+        session (with the new target class), every other view emptied."""
         inputs = [*panel_inputs, self.shared.shown, *self.inputs]
         outputs = [*panel_outputs, *self.every_output()]
         count = len(panel_inputs)
@@ -147,7 +147,9 @@ class Board:
             values = dict(zip(map(id, self.inputs), rest, strict=True))
             values[id(self.shared.session)] = outcome.session
             values[id(target)] = outcome.chosen
-            drawn = {id(c): empty(c) for tab_id in self.tabs if tab_id != shown for c in self.views(tab_id)}
+            # every view is emptied (those drawn on demand on the tab on screen too: a faithfulness curve of
+            # the earlier image), then the tab on screen is drawn
+            drawn = {id(c): empty(c) for tab_id in self.tabs for c in self.views(tab_id)}
             if shown in self.tabs:
                 drawn.update(self.draw(shown, values, request))
             return (*panel, *self.ordered(outputs[len(panel) :], drawn))

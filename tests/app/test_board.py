@@ -70,6 +70,15 @@ def test_an_analysis_draws_the_tab_on_screen_fitted_and_empties_the_others(page)
     assert out[id(board.fitted["tokens"])] == gr.skip()
 
 
+def test_a_new_image_empties_what_the_tab_on_screen_drew_on_demand(page):
+    board, tabs, top, analyzed, _ = page
+    args = [get_image("lion.jpg"), "bundled", None, "", "", "faithfulness", *start_values(board)]
+    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    curves, table, result, bars = tabs["faithfulness"].outputs
+    assert out[id(curves)] is None and out[id(table)] == gr.update(value=None, visible=False)
+    assert out[id(result)] is None and out[id(bars)] is None
+
+
 def test_opening_a_tab_fits_it_once_per_model(page):
     board, tabs, top, analyzed, _ = page
     args = [get_image("bus.png"), "bundled", None, "", "", "overview", *start_values(board)]
