@@ -5,7 +5,9 @@ When only reductions are wanted, `capture_stats` returns them for a batch `[B, C
 token's row of every head, the attention rollout row, the top-k and the logit lens. At most one
 layer's attention exists at a time, and on CUDA not even that: a FlashAttention-style Triton kernel
 (`vit_core.kernels.attention_stats`) computes each layer's output and its statistics in the same
-tiled pass. On the CPU the explicit softmax path runs, with the reductions inside its capture points.
+tiled pass. On the CPU the explicit softmax path runs, with the reductions inside its capture points:
+a few passes over each layer's weights, and besides the attention itself no temporary larger than
+the `[B, H, P, P]` product of the mean distance (see `_explicit_hooks`).
 
 Every number equals the full capture's (`vit_core.analysis`, `vit_core.maps`, `vit_core.rollout`),
 tested to 1e-5:
@@ -28,7 +30,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from vit_core.analysis import mean_distance_per_head
+from vit_core.analysis import mean_patch_distance, patch_distance_matrix
 from vit_core.capture import _autocast, _row_entropy, host_arrays
 from vit_core.errors import VitCoreError
 from vit_core.maps import class_rows
@@ -97,12 +99,16 @@ class _Reductions:
         self.joint: torch.Tensor | None = None  # [B, N, N], the rollout product so far
 
     def attention(self, entropy: torch.Tensor, distance: torch.Tensor, rows: torch.Tensor, head_mean: torch.Tensor):
-        """One layer: entropy and distance `[B, H]`, query rows `[B, H, N]`, head-mean attention `[B, N, N]`."""
+        """One layer: entropy and distance `[B, H]`, query rows `[B, H, N]`, head-mean attention `[B, N, N]`.
+
+        `head_mean` is used up: in float32 it becomes the layer's rollout factor in place.
+        """
         self.entropy.append(entropy.float())
         self.distance.append(distance.float())
         self.rows.append(rows.float())
         # rollout's rule (vit_core.rollout.rollout_row): Â = diag(1 / (s + 1)) · (Ā + I), s the row sums
-        mixed = head_mean.float() + torch.eye(head_mean.shape[-1], device=head_mean.device)  # [B, N, N]
+        mixed = head_mean.float()  # [B, N, N]
+        mixed.diagonal(dim1=-2, dim2=-1).add_(1.0)  # + I
         mixed /= mixed.sum(dim=-1, keepdim=True)
         with torch.autocast(mixed.device.type, enabled=False):  # the product stays float32 under autocast
             self.joint = mixed if self.joint is None else torch.bmm(mixed, self.joint)  # the later layer on the left
@@ -180,7 +186,7 @@ def capture_stats(
     if fused:
         context = model.attention_functions(_fused_attention(reductions))
     else:
-        hooks.update(_explicit_hooks(reductions, cfg.depth))
+        hooks.update(_explicit_hooks(reductions, cfg.depth, device))
         context = contextlib.nullcontext()
     with torch.inference_mode():
         with _autocast(device, autocast), model.hooks(hooks), context:
@@ -189,20 +195,28 @@ def capture_stats(
         return reductions.result(logits, layer_logits, "triton" if fused else "explicit")  # float32, no autocast
 
 
-def _explicit_hooks(reductions: _Reductions, depth: int) -> dict:
-    """The explicit path: each layer's scores and weights are reduced in the capture points, then freed."""
+def _explicit_hooks(reductions: _Reductions, depth: int, device: torch.device) -> dict:
+    """The explicit path: each layer's scores and weights are reduced in the capture points, then freed.
+
+    Per layer, besides the attention: the scores are shifted in place for the entropy (log Z - Σ p·s
+    as a batched dot product, `_row_entropy`), the mean distance multiplies the patch-to-patch weights
+    by a distance matrix made once, and rollout takes the head mean and one `[B, N, N]` product.
+    """
     latest_scores: list[torch.Tensor] = []
+    prefix = reductions.prefix
+    distances = patch_distance_matrix(reductions.grid, reductions.patch_size, device)  # [P, P]
 
     def keep_scores(scores: torch.Tensor, _name: str) -> None:
         latest_scores[:] = [scores]  # [B, H, N, N], dropped once this layer's pattern is reduced
 
     def reduce(pattern: torch.Tensor, _name: str) -> None:
-        weights = pattern.float()  # [B, H, N, N]
-        entropy = _row_entropy(latest_scores[0].float(), weights).mean(-1)  # [B, H]
-        distance = mean_distance_per_head(weights, reductions.prefix, reductions.grid, reductions.patch_size)
+        weights = pattern.float()  # [B, H, N, N]; the same tensor in float32
+        # The softmax is done and nothing else reads the scores, so the entropy may shift them in place.
+        entropy = _row_entropy(latest_scores[0].float(), weights, overwrite_scores=True).mean(-1)  # [B, H]
+        latest_scores.clear()
+        distance = mean_patch_distance(weights[..., prefix:, prefix:], distances)  # [B, H]
         rows = class_rows(weights, reductions.class_token)  # [B, H, N]
         reductions.attention(entropy, distance, rows, fuse_heads(weights, "mean"))
-        latest_scores.clear()
 
     hooks = {}
     for i in range(depth):
