@@ -360,7 +360,8 @@ class _BatchResults:
 
 def _from_stats(model: ViT, pixels: torch.Tensor, options: BatchOptions) -> _BatchResults:
     """The streaming statistics path: no `[L, B, H, N, N]` stack, one small host copy."""
-    stats = capture_stats(model, pixels, k=options.top_k, autocast=options.autocast).to_numpy()
+    # the rows hold the final prediction only, so the logit lens after every block is not computed
+    stats = capture_stats(model, pixels, k=options.top_k, autocast=options.autocast, logit_lens=False).to_numpy()
     maps = {}
     for method in options.maps:
         # explain's defaults: rollout with mean fusion, no discard, from layer 0; raw attention of the last

@@ -53,7 +53,7 @@ class Stats:
     logits: Array | None  # [batch, classes]; None without a head
     top_indices: Array | None  # [batch, k], best first (ties: the lower class first)
     top_probs: Array | None  # [batch, k]
-    layer_top_indices: Array | None  # [batch, layer, k]: the logit lens's top-k after every block
+    layer_top_indices: Array | None  # [batch, layer, k]: the logit lens's top-k after every block; None without it
     layer_top_probs: Array | None  # [batch, layer, k]
     layer_logits: Array | None  # [batch, layer, classes]; only with layer_logits=True
     num_prefix_tokens: int
@@ -124,12 +124,14 @@ class _Reductions:
         tops: list[torch.Tensor | None] = [None] * 4
         lens = None
         if logits is not None:
-            lens = torch.stack(self.lens, dim=1)  # [B, L, C]
             k = min(self.k, logits.shape[-1])
             # stable sort, as vit_core.analysis.layer_predictions: ties keep the lower class first
             top_probs, top = logits.float().softmax(-1).sort(dim=-1, descending=True, stable=True)
+            tops[:2] = [top[..., :k], top_probs[..., :k]]
+        if logits is not None and self.lens:
+            lens = torch.stack(self.lens, dim=1)  # [B, L, C]
             layer_probs, layer_top = lens.softmax(-1).sort(dim=-1, descending=True, stable=True)
-            tops = [top[..., :k], top_probs[..., :k], layer_top[..., :k], layer_probs[..., :k]]
+            tops[2:] = [layer_top[..., :k], layer_probs[..., :k]]
         return Stats(
             entropy=torch.stack(self.entropy, dim=1),
             distance=torch.stack(self.distance, dim=1),
@@ -155,13 +157,16 @@ def capture_stats(
     *,
     k: int = 5,
     layer_logits: bool = False,
+    logit_lens: bool = True,
     autocast: torch.dtype | None = None,
     kernel: StatsKernel = "auto",
 ) -> Stats:
     """Run `pixels` `[B, C, H, W]` once and return the attention statistics of the batch (see the module).
 
     `k` sets the top-k of the prediction and of the logit lens; `layer_logits=True` also keeps the full
-    logit lens `[B, L, C]`. `kernel`: "auto" runs the fused Triton kernel on CUDA and the explicit
+    logit lens `[B, L, C]`. `logit_lens=False` skips the lens (the model's norm and head after every
+    block; the `layer_*` fields are then None) for a caller that wants only the final prediction, unless
+    `layer_logits` asks for it. `kernel`: "auto" runs the fused Triton kernel on CUDA and the explicit
     path elsewhere; "triton" insists on the kernel (on the CPU only under `TRITON_INTERPRET=1`);
     "explicit" always takes the explicit softmax path with reductions in the capture points.
     """
@@ -182,7 +187,7 @@ def capture_stats(
     grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
     reductions = _Reductions(model, grid, k)
     lens = lambda tokens, _name: reductions.residual(tokens)  # noqa: E731
-    hooks = {f"blocks.{i}.hook_resid_post": lens for i in range(cfg.depth)}
+    hooks = {f"blocks.{i}.hook_resid_post": lens for i in range(cfg.depth)} if logit_lens or layer_logits else {}
     if fused:
         context = model.attention_functions(_fused_attention(reductions))
     else:

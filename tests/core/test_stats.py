@@ -83,6 +83,15 @@ def test_a_grid_that_is_not_square_and_the_lens_top_k_only():
     assert_stats_equal_the_full_capture(stats, model, pixels, k=2, atol=1e-5)
 
 
+def test_without_the_logit_lens_everything_else_is_the_same():
+    model, pixels = tiny(TINY), torch.randn(2, 3, 32, 32)
+    full, bare = capture_stats(model, pixels, k=3), capture_stats(model, pixels, k=3, logit_lens=False)
+    assert bare.layer_top_indices is None and bare.layer_top_probs is None and bare.layer_logits is None
+    for name in ("entropy", "distance", "class_rows", "rollout", "logits", "top_indices", "top_probs"):
+        assert torch.equal(getattr(bare, name), getattr(full, name)), name
+    assert capture_stats(model, pixels, logit_lens=False, layer_logits=True).layer_logits.shape == (2, 3, 7)
+
+
 def test_saturated_attention_keeps_its_entropy_and_leaves_the_model_as_it_was():
     # std 3.0 gives scores up to ~10⁴ and near one-hot rows: the streaming entropy (log Z - Σ p·s, the
     # scores shifted in place) must still equal -Σ p log p of the captured weights, a formula without scores.
