@@ -97,13 +97,18 @@ def mean_distance_per_head(
     prefix = num_prefix_tokens
 
     def reduce(layer: torch.Tensor) -> torch.Tensor:  # [..., H, N, N] -> [..., H]
-        patch_to_patch = layer[..., prefix:, prefix:]  # [..., H, P, P]
-        if patch_to_patch.dtype in (torch.bfloat16, torch.float16):
-            patch_to_patch = patch_to_patch.float()
-        weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [..., H, P]
-        return weighted.mean(-1)
+        return mean_patch_distance(layer[..., prefix:, prefix:], distances)
 
     return _each_layer(attentions, reduce)
+
+
+def mean_patch_distance(patch_to_patch: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    """`[..., H, P, P]` attention from patches to patches and `[P, P]` distances -> `[..., H]` pixels:
+    each row renormalised over the patch keys, its distance-weighted sum averaged over the patch queries."""
+    if patch_to_patch.dtype in (torch.bfloat16, torch.float16):
+        patch_to_patch = patch_to_patch.float()
+    weighted = (patch_to_patch * distances).sum(-1) / patch_to_patch.sum(-1).clamp_min(1e-12)  # [..., H, P]
+    return weighted.mean(-1)
 
 
 def entropy_per_head(attentions: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vit_core.batch import BatchOptions, collect_inputs, decode, run_batch
+from vit_core.batch import BatchOptions, collect_inputs, decode, decoding_workers, run_batch
 from vit_core.zoo import LoadedModel
 
 
@@ -50,18 +50,20 @@ def bench_dataset(
     loaded: LoadedModel,
     folder: str | Path,
     batch_size: int = 16,
-    workers: int = 2,
+    workers: int | None = None,
     repeats: int = 3,
     autocast: torch.dtype | None = None,
 ) -> dict:
     """Median images/s over `repeats` interleaved passes of: the reference's plain forward over every
     image of `folder` (preprocessed beforehand, not timed) and `run_batch(--stats --maps rollout)` end to
-    end into a fresh output folder. One untimed warm-up of each comes first."""
+    end into a fresh output folder. One untimed warm-up of each comes first. `workers`: decoding
+    processes (by default `vit_core.batch.decoding_workers`'s choice, as the `batch` command)."""
     items = collect_inputs([str(folder)])
     paths = [item.path for item in items]
     min_size = max(loaded.data_config.input_size[1:])
     tensors = torch.stack([decode(path, loaded.transform, min_size) for path in paths])  # [N, C, H, W]
     device = loaded.device
+    workers = decoding_workers(workers, device)
     reference = loaded.make_reference().to(device).eval()
     forward = _reference_forward(reference)
     options = BatchOptions(maps=("rollout",), stats=True, autocast=autocast)
@@ -112,8 +114,9 @@ def bench_dataset(
         "batch_images_per_s": round(ours_ips, 2),
         "ratio": round(ours_ips / reference_ips, 3),
         "what": (
-            "batch: `batch --stats --maps rollout` end to end (decoding in worker processes, the streaming "
-            "statistics path with rollout, Parquet, summary); reference: plain forward on preprocessed tensors"
+            "batch: `batch --stats --maps rollout` end to end (decoding in `workers` processes, or between batches "
+            "with 0; the streaming statistics path with rollout, Parquet, summary); reference: plain forward on "
+            "preprocessed tensors"
         ),
         "errors": summary["errors"],
         "torch": torch.__version__,

@@ -92,14 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, help="a folder of images: `batch --stats --maps rollout` vs the plain forward"
     )
     bench.add_argument("--photos", type=int, default=0, help="with --dataset: first write N 256-640 px JPEGs there")
-    bench.add_argument("--workers", type=int, default=2, help="with --dataset: decoding processes (default 2)")
+    bench.add_argument("--workers", type=int, default=None, help="with --dataset: decoding processes (as batch)")
     bench.set_defaults(handler=cmd_bench)
 
     batch = commands.add_parser("batch", help="a dataset: one Parquet row per image, summary.json, errors.csv")
     batch.add_argument("inputs", nargs="+", metavar="INPUT", help="folders (recursive), globs, .txt/.csv lists, files")
     _model_arguments(batch)
     batch.add_argument("--batch-size", type=int, default=16, help="images per model run (default 16)")
-    batch.add_argument("--workers", type=int, default=2, help="decoding processes (default 2; 0: in this process)")
+    batch.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (0: in this process; default 2, or 0 on a CPU whose every core runs the model)",
+    )
     batch.add_argument("--maps", default="", help="comma-separated: attention, rollout, grad_rollout, chefer, gradcam")
     batch.add_argument("--target", default="top", help="class-specific maps explain the top class or the true one")
     batch.add_argument("--stats", action="store_true", help="per-head attention entropy and mean distance")
@@ -333,7 +338,7 @@ def cmd_bench_dataset(args: argparse.Namespace) -> int:
         ("--batch", args.batch, 1),
         ("--repeats", repeats, 1),
         ("--threads", args.threads, 1),
-        ("--workers", args.workers, 0),
+        ("--workers", 0 if args.workers is None else args.workers, 0),
         ("--photos", args.photos, 0),
     ):
         if value < low:
@@ -379,7 +384,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         )
         return EXIT_BAD_INPUT
     check_choice(args.target, TARGETS, "target")
-    limits = (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0), ("--top-k", args.top_k, 1))
+    workers = 0 if args.workers is None else args.workers  # None: run_batch chooses
+    limits = (("--batch-size", args.batch_size, 1), ("--workers", workers, 0), ("--top-k", args.top_k, 1))
     for option, value, low in limits:
         if value < low:
             raise VitCoreError("cli_option_too_small", option=option, low=low, value=value)

@@ -91,7 +91,9 @@ class Attention(nn.Module):
         elif self.fused and not explicit:
             z = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, Dh]
         else:
-            scores = self.hook_attn_scores((q * self.scale) @ k.transpose(-2, -1))  # [B, H, N, N]
+            # k made contiguous as it is: the product then reads kᵀ as a transposed view, where a strided kᵀ
+            # would first be copied transposed (a slower, cache-unfriendly copy); the numbers are the same
+            scores = self.hook_attn_scores((q * self.scale) @ k.contiguous().transpose(-2, -1))  # [B, H, N, N]
             pattern = self.hook_pattern(scores.softmax(dim=-1))  # [B, H, N, N]
             z = pattern @ v  # [B, H, N, Dh]
         z = self.hook_z(z)

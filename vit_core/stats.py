@@ -5,7 +5,9 @@ When only reductions are wanted, `capture_stats` returns them for a batch `[B, C
 token's row of every head, the attention rollout row, the top-k and the logit lens. At most one
 layer's attention exists at a time, and on CUDA not even that: a FlashAttention-style Triton kernel
 (`vit_core.kernels.attention_stats`) computes each layer's output and its statistics in the same
-tiled pass. On the CPU the explicit softmax path runs, with the reductions inside its capture points.
+tiled pass. On the CPU the explicit softmax path runs, with the reductions inside its capture points:
+a few passes over each layer's weights, and besides the attention itself no temporary larger than
+the `[B, H, P, P]` product of the mean distance (see `_explicit_hooks`).
 
 Every number equals the full capture's (`vit_core.analysis`, `vit_core.maps`, `vit_core.rollout`),
 tested to 1e-5:
@@ -30,7 +32,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from vit_core.analysis import mean_distance_per_head
+from vit_core.analysis import mean_patch_distance, patch_distance_matrix
 from vit_core.capture import _autocast, _row_entropy, host_arrays
 from vit_core.errors import VitCoreError
 from vit_core.maps import class_rows
@@ -54,7 +56,7 @@ class Stats:
     logits: Array | None  # [batch, classes]; None without a head
     top_indices: Array | None  # [batch, k], best first (ties: the lower class first)
     top_probs: Array | None  # [batch, k]
-    layer_top_indices: Array | None  # [batch, layer, k]: the logit lens's top-k after every block
+    layer_top_indices: Array | None  # [batch, layer, k]: the logit lens's top-k after every block; None without it
     layer_top_probs: Array | None  # [batch, layer, k]
     layer_logits: Array | None  # [batch, layer, classes]; only with layer_logits=True
     num_prefix_tokens: int
@@ -107,12 +109,16 @@ class _Reductions:
         self.pool: torch.Tensor | None = None  # [B, H, N], an attention pool's weights
 
     def attention(self, entropy: torch.Tensor, distance: torch.Tensor, rows: torch.Tensor, head_mean: torch.Tensor):
-        """One layer: entropy and distance `[B, H]`, query rows `[B, H, N]`, head-mean attention `[B, N, N]`."""
+        """One layer: entropy and distance `[B, H]`, query rows `[B, H, N]`, head-mean attention `[B, N, N]`.
+
+        `head_mean` is used up: in float32 it becomes the layer's rollout factor in place.
+        """
         self.entropy.append(entropy.float())
         self.distance.append(distance.float())
         self.rows.append(rows.float())
         # rollout's rule (vit_core.rollout.rollout_row): Â = diag(1 / (s + 1)) · (Ā + I), s the row sums
-        mixed = head_mean.float() + torch.eye(head_mean.shape[-1], device=head_mean.device)  # [B, N, N]
+        mixed = head_mean.float()  # [B, N, N]
+        mixed.diagonal(dim1=-2, dim2=-1).add_(1.0)  # + I
         mixed /= mixed.sum(dim=-1, keepdim=True)
         with torch.autocast(mixed.device.type, enabled=False):  # the product stays float32 under autocast
             self.joint = mixed if self.joint is None else torch.bmm(mixed, self.joint)  # the later layer on the left
@@ -134,12 +140,14 @@ class _Reductions:
         tops: list[torch.Tensor | None] = [None] * 4
         lens = None
         if logits is not None:
-            lens = torch.stack(self.lens, dim=1)  # [B, L, C]
             k = min(self.k, logits.shape[-1])
             # stable sort, as vit_core.analysis.layer_predictions: ties keep the lower class first
             top_probs, top = logits.float().softmax(-1).sort(dim=-1, descending=True, stable=True)
+            tops[:2] = [top[..., :k], top_probs[..., :k]]
+        if logits is not None and self.lens:
+            lens = torch.stack(self.lens, dim=1)  # [B, L, C]
             layer_probs, layer_top = lens.softmax(-1).sort(dim=-1, descending=True, stable=True)
-            tops = [top[..., :k], top_probs[..., :k], layer_top[..., :k], layer_probs[..., :k]]
+            tops[2:] = [layer_top[..., :k], layer_probs[..., :k]]
         return Stats(
             entropy=torch.stack(self.entropy, dim=1),
             distance=torch.stack(self.distance, dim=1),
@@ -166,13 +174,16 @@ def capture_stats(
     *,
     k: int = 5,
     layer_logits: bool = False,
+    logit_lens: bool = True,
     autocast: torch.dtype | None = None,
     kernel: StatsKernel = "auto",
 ) -> Stats:
     """Run `pixels` `[B, C, H, W]` once and return the attention statistics of the batch (see the module).
 
     `k` sets the top-k of the prediction and of the logit lens; `layer_logits=True` also keeps the full
-    logit lens `[B, L, C]`. `kernel`: "auto" runs the fused Triton kernel on CUDA and the explicit
+    logit lens `[B, L, C]`. `logit_lens=False` skips the lens (the model's norm and head after every
+    block; the `layer_*` fields are then None) for a caller that wants only the final prediction, unless
+    `layer_logits` asks for it. `kernel`: "auto" runs the fused Triton kernel on CUDA and the explicit
     path elsewhere; "triton" insists on the kernel (on the CPU only under `TRITON_INTERPRET=1`);
     "explicit" always takes the explicit softmax path with reductions in the capture points.
     """
@@ -193,13 +204,13 @@ def capture_stats(
     grid = (pixels.shape[-2] // cfg.patch_size, pixels.shape[-1] // cfg.patch_size)
     reductions = _Reductions(model, grid, k)
     lens = lambda tokens, _name: reductions.residual(tokens)  # noqa: E731
-    hooks = {f"blocks.{i}.hook_resid_post": lens for i in range(cfg.depth)}
+    hooks = {f"blocks.{i}.hook_resid_post": lens for i in range(cfg.depth)} if logit_lens or layer_logits else {}
     if model.attn_pool is not None:
         hooks["attn_pool.hook_pattern"] = lambda pattern, _name: reductions.pool_weights(pattern)
     if fused:
         context = model.attention_functions(_fused_attention(reductions))
     else:
-        hooks.update(_explicit_hooks(reductions, cfg.depth))
+        hooks.update(_explicit_hooks(reductions, cfg.depth, device))
         context = contextlib.nullcontext()
     with torch.inference_mode():
         with _autocast(device, autocast), model.hooks(hooks), context:
@@ -210,20 +221,28 @@ def capture_stats(
         return reductions.result(logits, layer_logits, "triton" if fused else "explicit")  # float32, no autocast
 
 
-def _explicit_hooks(reductions: _Reductions, depth: int) -> dict:
-    """The explicit path: each layer's scores and weights are reduced in the capture points, then freed."""
+def _explicit_hooks(reductions: _Reductions, depth: int, device: torch.device) -> dict:
+    """The explicit path: each layer's scores and weights are reduced in the capture points, then freed.
+
+    Per layer, besides the attention: the scores are shifted in place for the entropy (log Z - Σ p·s
+    as a batched dot product, `_row_entropy`), the mean distance multiplies the patch-to-patch weights
+    by a distance matrix made once, and rollout takes the head mean and one `[B, N, N]` product.
+    """
     latest_scores: list[torch.Tensor] = []
+    prefix = reductions.prefix
+    distances = patch_distance_matrix(reductions.grid, reductions.patch_size, device)  # [P, P]
 
     def keep_scores(scores: torch.Tensor, _name: str) -> None:
         latest_scores[:] = [scores]  # [B, H, N, N], dropped once this layer's pattern is reduced
 
     def reduce(pattern: torch.Tensor, _name: str) -> None:
-        weights = pattern.float()  # [B, H, N, N]
-        entropy = _row_entropy(latest_scores[0].float(), weights).mean(-1)  # [B, H]
-        distance = mean_distance_per_head(weights, reductions.prefix, reductions.grid, reductions.patch_size)
+        weights = pattern.float()  # [B, H, N, N]; the same tensor in float32
+        # The softmax is done and nothing else reads the scores, so the entropy may shift them in place.
+        entropy = _row_entropy(latest_scores[0].float(), weights, overwrite_scores=True).mean(-1)  # [B, H]
+        latest_scores.clear()
+        distance = mean_patch_distance(weights[..., prefix:, prefix:], distances)  # [B, H]
         rows = class_rows(weights, reductions.class_token)  # [B, H, N]
         reductions.attention(entropy, distance, rows, fuse_heads(weights, "mean"))
-        latest_scores.clear()
 
     hooks = {}
     for i in range(depth):

@@ -22,6 +22,7 @@ from vit_core.analysis import (
     token_norms,
     token_pca_rgb,
 )
+from vit_core.capture import _row_entropy
 from vit_core.faithfulness import curves_for_maps, deletion_insertion
 from vit_core.maps import attention_map, mass_threshold
 
@@ -69,6 +70,24 @@ def test_entropy_hand_computed():
     n = 4
     assert attention_entropy(synthetic_capture(np.full((1, 1, n, n), 1 / n), (1, 3)))[0, 0] == pytest.approx(np.log(n))
     assert attention_entropy(synthetic_capture(np.broadcast_to(np.eye(n), (1, 1, n, n)), (1, 3)))[0, 0] == 0.0
+
+
+def test_row_entropy_of_a_two_key_row_by_hand():
+    # scores (0, log 3): p = (1/4, 3/4), log Z = log 4, Σ p·s = 3/4 log 3, so H = log 4 - 3/4 log 3 nats
+    scores = torch.tensor([[0.0, np.log(3)]], dtype=torch.float32)  # [query, key]
+    assert _row_entropy(scores, scores.softmax(dim=-1)).item() == pytest.approx(np.log(4) - 0.75 * np.log(3), abs=1e-6)
+    # The same row shifted: the entropy of p = (1, e^d) / (1 + e^d), d the gap float32 kept between the scores.
+    # At 10⁴, log Z - Σ p·s computed unshifted in float32 is 2e-4 nats off (cancellation).
+    for offset in (-7.5, 1e4):
+        scores = torch.tensor([[offset, offset + np.log(3)]], dtype=torch.float32)
+        p = np.array([1.0, np.exp(float(scores[0, 1]) - float(scores[0, 0]))])
+        p /= p.sum()
+        expected = -(p * np.log(p)).sum()
+        pattern = scores.softmax(dim=-1)
+        assert _row_entropy(scores, pattern).item() == pytest.approx(expected, abs=1e-6)
+        kept = scores.clone()
+        assert _row_entropy(scores, pattern, overwrite_scores=True).item() == pytest.approx(expected, abs=1e-6)
+        assert torch.equal(scores, kept - kept.amax())  # shifted by the row maximum, in place
 
 
 def test_mass_threshold_keeps_the_smallest_set_holding_the_fraction():

@@ -3,6 +3,7 @@ out-of-memory fallback, the dataset benchmark and the Ray engine (one local Ray 
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -423,6 +424,21 @@ def test_dataset_bench_measures_batch_against_the_plain_forward(bundled, tmp_pat
     report = bench_dataset(bundled, tmp_path / "photos", batch_size=2, workers=0, repeats=1)
     assert report["images"] == 4 and report["errors"] == 0
     assert report["ratio"] == pytest.approx(report["batch_images_per_s"] / report["reference_images_per_s"], rel=0.01)
+
+
+def test_decoding_workers_default_to_none_when_the_model_has_every_core(monkeypatch):
+    from vit_core.batch import decoding_workers
+
+    assert decoding_workers(3, "cpu") == 3 and decoding_workers(0, "cuda") == 0  # as given
+    with pytest.raises(VitCoreError):
+        decoding_workers(-1, "cpu")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
+    assert decoding_workers(None, "cpu") == 0  # the processes would only take turns with the model's threads
+    assert decoding_workers(None, torch.device("cuda")) == 2  # they decode while the GPU computes
+    if cores > 1:
+        monkeypatch.setattr(torch, "get_num_threads", lambda: cores - 1)
+        assert decoding_workers(None, "cpu") == 2  # a core is left for them
 
 
 # ---- the Ray engine (one local Ray for the session; keep these few) -----------------------------------------

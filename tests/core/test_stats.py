@@ -18,7 +18,7 @@ import torch
 
 from tests.reference import perturb
 from vit_core import Stats, ViT, ViTConfig, VitCoreError, capture_batch, capture_stats
-from vit_core.analysis import attention_entropy, layer_predictions, mean_attention_distance
+from vit_core.analysis import attention_entropy, entropy_per_head, layer_predictions, mean_attention_distance
 from vit_core.capture import _row_entropy, tensor_view
 from vit_core.explain import explain
 from vit_core.maps import class_rows
@@ -91,6 +91,29 @@ def test_a_grid_that_is_not_square_and_the_lens_top_k_only():
     stats = capture_stats(model, pixels, k=2)
     assert stats.grid == (4, 6) and stats.layer_logits is None and stats.layer_top_indices.shape == (2, 3, 2)
     assert_stats_equal_the_full_capture(stats, model, pixels, k=2, atol=1e-5)
+
+
+def test_without_the_logit_lens_everything_else_is_the_same():
+    model, pixels = tiny(TINY), torch.randn(2, 3, 32, 32)
+    full, bare = capture_stats(model, pixels, k=3), capture_stats(model, pixels, k=3, logit_lens=False)
+    assert bare.layer_top_indices is None and bare.layer_top_probs is None and bare.layer_logits is None
+    for name in ("entropy", "distance", "class_rows", "rollout", "logits", "top_indices", "top_probs"):
+        assert torch.equal(getattr(bare, name), getattr(full, name)), name
+    assert capture_stats(model, pixels, logit_lens=False, layer_logits=True).layer_logits.shape == (2, 3, 7)
+
+
+def test_saturated_attention_keeps_its_entropy_and_leaves_the_model_as_it_was():
+    # std 3.0 gives scores up to ~10⁴ and near one-hot rows: the streaming entropy (log Z - Σ p·s, the
+    # scores shifted in place) must still equal -Σ p log p of the captured weights, a formula without scores.
+    model, pixels = perturb(ViT(TINY), std=3.0), torch.randn(2, 3, 32, 32)
+    stats = capture_stats(model, pixels).to_numpy()
+    full = capture_batch(model, pixels, scores=True)
+    assert np.abs(np.stack([image.scores for image in full])).max() > 1e3
+    for b, image in enumerate(full):
+        assert np.allclose(stats.entropy[b], entropy_per_head(tensor_view(image.attentions)).numpy(), atol=2e-5)
+        assert np.allclose(stats.distance[b], mean_attention_distance(image), atol=1e-4)
+    assert not any(point.active for point in model.hook_points.values())
+    assert torch.equal(capture_stats(model, pixels).entropy, torch.from_numpy(stats.entropy))  # nothing drifted
 
 
 def test_bad_options_are_refused():
