@@ -116,6 +116,9 @@ def build_demo() -> gr.Blocks:
             **MODEL_RUN,
             **PRIVATE,
             **ALWAYS_LAST,
+            # the progress shows where the answer appears first; a spinner on each of the tabs' sixty
+            # outputs would keep the browser busy while the model runs on the same cores
+            show_progress_on=[top.summary, top.predictions],
         )
 
         # ---- what redraws with the overlay style, the target, a prompt, the language ---------------------

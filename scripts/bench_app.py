@@ -124,11 +124,11 @@ def upload(page, path: str) -> float:
     reaching the page to the four new overlays loaded."""
     if page.locator("#input-image button[aria-label='Remove Image']").count():
         page.locator("#input-image button[aria-label='Remove Image']").first.click()
-        page.wait_for_function(NO_OVERLAYS, arg=list(OVERVIEW), timeout=60_000, polling=10)
+        page.wait_for_function(NO_OVERLAYS, arg=list(OVERVIEW), timeout=60_000, polling="raf")
     before = overlay_sources(page)
     start_time = time.perf_counter()
     page.locator("#input-image input[type=file]").set_input_files(path)
-    page.wait_for_function(NEW_OVERLAYS, arg=before, timeout=120_000, polling=10)
+    page.wait_for_function(NEW_OVERLAYS, arg=before, timeout=120_000, polling="raf")
     return (time.perf_counter() - start_time) * 1000
 
 
@@ -183,7 +183,7 @@ def tab_first_visit(model: str, folder: Path, images: int = 3) -> dict:
                 start_time = time.perf_counter()
                 page.locator("#tabs button[role=tab]").nth(TAB_ORDER.index(tab)).click()
                 try:
-                    page.wait_for_function(ALL_THERE, arg=selectors, timeout=30_000, polling=10)
+                    page.wait_for_function(ALL_THERE, arg=selectors, timeout=30_000, polling="raf")
                 except Exception:  # reported, not hidden: which views never arrived
                     missing = page.evaluate("(s) => s.filter((x) => !document.querySelector(x))", selectors)
                     failures.append({"tab": tab, "missing": missing})
@@ -209,7 +209,7 @@ def style_change(model: str, folder: Path, repeats: int = 6) -> dict:
             start_time = time.perf_counter()
             slider.fill(f"{0.3 + 0.1 * (index % 5):.2f}")
             slider.press("Enter")
-            page.wait_for_function(NEW_OVERLAYS, arg=before, timeout=60_000, polling=10)
+            page.wait_for_function(NEW_OVERLAYS, arg=before, timeout=60_000, polling="raf")
             times.append((time.perf_counter() - start_time) * 1000)
     return {"runs": len(times), "median_ms": round(statistics.median(times), 1), "p95_ms": percentile(times, 95)}
 
