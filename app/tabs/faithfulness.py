@@ -10,7 +10,7 @@ from app.cache import Analysis
 from app.i18n import text
 from app.maps import FAITHFULNESS, grid_map
 from app.session import analysis_of, handler, lang
-from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line
+from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line, redraw
 from vit_core.errors import VitCoreError
 from vit_core.validate import check_range
 
@@ -28,19 +28,48 @@ def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, l
     return {m: {"deletion": d, "insertion": i} for m, (d, i) in zip(maps, curves, strict=True)}
 
 
-@handler(outputs=2)
-def run(session, target, steps, progress=gr.Progress(), request: gr.Request = None):
+def curves_and_table(report: dict, language: str) -> tuple:
     """The curves (each method one colour: deletion solid, insertion dashed) and the AUC table."""
-    analysis = analysis_of(session)
-    language = lang(request)
-    report = faithfulness_report(analysis, target, int(steps), progress, language)
     curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
     rows = [
         [text(f"method.{m}", language), round(r["deletion"].auc, 4), round(r["insertion"].auc, 4)]
         for m, r in report.items()
     ]
     headers = [text(f"table.{column}", language) for column in ("method", "deletion_auc", "insertion_auc")]
-    return figures.faithfulness_curves(curves, language), gr.Dataframe(value=rows, headers=headers, visible=True)
+    table = gr.Dataframe(value=rows, headers=headers, visible=True, column_widths=["50%", "25%", "25%"])
+    return figures.faithfulness_curves(curves, language), table
+
+
+def ablation_text(found: dict, language: str) -> str:
+    return text("ablation.result", language, **found)
+
+
+@handler(outputs=4)
+def show(session, request: gr.Request = None):
+    """What was computed on demand for this analysis (the last curves, ablation and head importance), drawn in
+    the page's language: the tab keeps its results when it is opened again, and follows a language switch
+    without a model run. Nothing computed yet: empty."""
+    analysis = analysis_of(session)
+    language = lang(request)
+    memo = analysis.memo
+    curves, table = (
+        curves_and_table(memo["faithfulness"], language)
+        if "faithfulness" in memo
+        else (None, gr.update(value=None, visible=False))
+    )
+    result = ablation_text(memo["ablation"], language) if "ablation" in memo else None
+    bars = figures.head_importance_bars(*memo["importance"], language) if "importance" in memo else None
+    return curves, table, result, bars
+
+
+@handler(outputs=2)
+def run(session, target, steps, progress=gr.Progress(), request: gr.Request = None):
+    """The curves and the AUC table, kept with the analysis."""
+    analysis = analysis_of(session)
+    language = lang(request)
+    report = faithfulness_report(analysis, target, int(steps), progress, language)
+    analysis.memo["faithfulness"] = report
+    return curves_and_table(report, language)
 
 
 @handler(outputs=1)
@@ -52,9 +81,7 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
     target = service.target_class(analysis, target)
     pairs = [(int(layer), int(h)) for h in heads]
     base, ablated = service.ablate(analysis.model_name, analysis.pixels, pairs, target)
-    return text(
-        "ablation.result",
-        lang(request),
+    found = dict(
         label=service.labels_of(analysis)[target],
         base=base,
         ablated=ablated,
@@ -62,6 +89,8 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
         heads=", ".join(heads),
         change=ablated - base,
     )
+    analysis.memo["ablation"] = found
+    return ablation_text(found, lang(request))
 
 
 @handler(outputs=1)
@@ -70,7 +99,13 @@ def importance(session, layer, target, request: gr.Request = None):
     analysis = analysis_of(session)
     target = service.target_class(analysis, target)
     drop = service.importance(analysis.model_name, analysis.pixels, int(layer), target)
+    analysis.memo["importance"] = (drop, int(layer))
     return figures.head_importance_bars(drop, int(layer), lang(request))
+
+
+def heads_chosen(heads) -> dict:
+    """Ablate is active once a head is ticked."""
+    return gr.update(interactive=bool(heads))
 
 
 def fit(analysis):
@@ -80,7 +115,7 @@ def fit(analysis):
         gr.update(interactive=True),
         gr.update(minimum=0, maximum=layers - 1, value=layers - 1, step=1, interactive=True),
         gr.update(choices=[str(h) for h in range(heads)], value=[], interactive=True),
-        gr.update(interactive=True),
+        gr.update(interactive=False),  # Ablate: once a head is ticked
         gr.update(interactive=True),
     )
 
@@ -90,11 +125,11 @@ def build(shared: Shared) -> Tab:
     with gr.Row():
         steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"), interactive=False)
         start = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness", interactive=False)
-    with gr.Row():
-        curves = gr.Plot(show_label=False, label=T("label.curves"), elem_id="faithfulness-plot", scale=3)
-        table = gr.Dataframe(
-            label=T("label.auc"), elem_id="faithfulness-table", interactive=False, scale=2, wrap=True, visible=False
-        )
+    # the curves over the full width (nine methods' legend beside them), the AUC table under them
+    curves = gr.Plot(show_label=False, label=T("label.curves"), elem_id="faithfulness-plot")
+    table = gr.Dataframe(
+        label=T("label.auc"), elem_id="faithfulness-table", interactive=False, wrap=True, visible=False
+    )
     with gr.Row():
         layer = gr.Slider(0, 11, value=11, step=1, label=T("label.ablate_block"), interactive=False)
         heads = gr.CheckboxGroup([], label=T("label.ablate_heads"), interactive=False)
@@ -105,5 +140,6 @@ def build(shared: Shared) -> Tab:
     start.click(run, [shared.session, shared.target, steps], [curves, table], **MODEL_RUN, **PRIVATE)
     ablate_button.click(ablate, [shared.session, layer, heads, shared.target], result, **MODEL_RUN, **PRIVATE)
     sweep.click(importance, [shared.session, layer, shared.target], bars, **MODEL_RUN, **PRIVATE)
+    heads.input(heads_chosen, heads, ablate_button, **PRIVATE)
     controls = [steps, start, layer, heads, ablate_button, sweep]
-    return Tab([], empty, controls, fit, outputs=[curves, table, result, bars])
+    return Tab([redraw(show, [shared.session], [curves, table, result, bars])], empty, controls, fit)

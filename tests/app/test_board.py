@@ -74,7 +74,7 @@ def test_a_new_image_empties_what_the_tab_on_screen_drew_on_demand(page):
     board, tabs, top, analyzed, _ = page
     args = [get_image("lion.jpg"), "bundled", None, "", "", "faithfulness", *start_values(board)]
     out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
-    curves, table, result, bars = tabs["faithfulness"].outputs
+    curves, table, result, bars = tabs["faithfulness"].redraws[0]["outputs"]
     assert out[id(curves)] is None and out[id(table)] == gr.update(value=None, visible=False)
     assert out[id(result)] is None and out[id(bars)] is None
 

@@ -62,8 +62,8 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
 
     for method in METHODS:
         if method == "flow":  # 145 tokens: over attention flow's limit, one sentence
-            with pytest.raises(gr.Error, match="max-flow per token"):
-                relevance.draw(session, method, "max", 0.5, 1, None, STYLE)
+            with pytest.warns(UserWarning, match="max-flow per token"):  # said, and the map stays empty
+                assert relevance.draw(session, method, "max", 0.5, 1, None, STYLE) is None
             continue
         assert isinstance(relevance.draw(session, method, "max", 0.5, 1, None, STYLE), Image.Image)
     heatmap, line, scatter = layers.draw(session, None)
@@ -162,6 +162,14 @@ def test_faithfulness_ablation_and_downloads():
     assert len(bars.data[0].y) == 6
     with pytest.raises(gr.Error, match="at least one head"):
         faithfulness.ablate(session, 2, [], None)
+    assert faithfulness.heads_chosen([]) == gr.update(interactive=False)
+    # what was computed stays with the analysis and follows the page's language, with no model run
+    chinese = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
+    curves, table, result, bars_again = faithfulness.show(session, request=chinese)
+    assert curves.layout.title.text != plot.layout.title.text and table.value["data"][0][1] == rows[0][1]
+    assert "0, 3" in result and result != text and len(bars_again.data[0].y) == 6
+    other, _ = analyzed(get_image("lion.jpg"), "bundled")  # a new image: nothing computed for it yet
+    assert faithfulness.show(other)[0] is None and faithfulness.show(other)[2] is None
 
     files = downloads.prepare(session, None, STYLE)
     names = sorted(p.split("/")[-1] for p in files)
