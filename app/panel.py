@@ -1,5 +1,5 @@
 """The panel above the tabs: the image, the model, the examples and what the model knows, the summary, the
-top-5 and the target class, the overlay style and the language toggle. `analyze` runs the model once per
+top-5 and the target class, the overlay style and the language toggle. `outcome` runs the model once per
 (model, image); every tab then draws from the session it returns.
 
 With an image–text model (CLIP) a labels box and a prompt box appear: the labels are the zero-shot classes
@@ -110,7 +110,7 @@ def _facts(analysis: Analysis, seconds: float, cached: bool) -> dict:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What `analyze` sets: the session, the top-5, the target choices, the summary, the model dropdown."""
+    """What an analysis sets: the session, the top-5, the target choices, the summary, the model dropdown."""
 
     session: dict | None
     predictions: object
@@ -155,19 +155,6 @@ class RecentRequests:
 
 
 RECENT = RecentRequests()
-
-
-def analyze(
-    image: str | None,
-    model_name: str,
-    session: dict | None,
-    labels: str | None = None,
-    prompt: str | None = None,
-    progress=gr.Progress(),
-    request: gr.Request = None,
-):
-    """Run the model once for (image, model): the panel's outputs, the session first (see `outcome`)."""
-    return outcome(image, model_name, session, labels, prompt, progress, request)[0].values()
 
 
 def outcome(

@@ -8,6 +8,6 @@ NO_PROGRESS = lambda *args, **kwargs: None  # noqa: E731
 
 
 def analyzed(image, model, session=None, request=None):
-    """The panel's `analyze` as the page calls it: (session, outputs)."""
-    outputs = panel.analyze(image, model, session, progress=NO_PROGRESS, request=request)
+    """The panel's analysis as the page runs it: (session, the panel's outputs)."""
+    outputs = panel.outcome(image, model, session, progress=NO_PROGRESS, request=request)[0].values()
     return outputs[0], outputs

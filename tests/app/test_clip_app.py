@@ -48,7 +48,7 @@ def count_runs(monkeypatch) -> list:
 
 
 def outcome(image, model, labels="", prompt="", session=None):
-    return panel.analyze(image, model, session, labels, prompt, progress=NO_PROGRESS)
+    return panel.outcome(image, model, session, labels, prompt, progress=NO_PROGRESS)[0].values()
 
 
 def test_labels_and_prompt_boxes_appear_with_an_image_text_model(clip_model, image):
