@@ -130,7 +130,7 @@ class Board:
 
         return dict(fn=open_tab, inputs=inputs, outputs=outputs)
 
-    def analyzed(self, analyze: Callable, panel_inputs: list, panel_outputs: list, target) -> dict:
+    def analyzed(self, analyze: Callable, panel_inputs: list, panel_outputs: list) -> dict:
         """Event arguments for an analysis: `analyze(*panel_inputs, progress, request)` gives the panel's
         `Outcome` and whether the views follow it; then the tab on screen is fitted and drawn from the new
         session (with the new target class), every other view emptied."""
@@ -146,7 +146,7 @@ class Board:
             shown, rest = args[count], args[count + 1 :]
             values = dict(zip(map(id, self.inputs), rest, strict=True))
             values[id(self.shared.session)] = outcome.session
-            values[id(target)] = outcome.chosen
+            values[id(self.shared.target)] = outcome.chosen
             # every view is emptied (those drawn on demand on the tab on screen too: a faithfulness curve of
             # the earlier image), then the tab on screen is drawn
             drawn = {id(c): empty(c) for tab_id in self.tabs for c in self.views(tab_id)}
@@ -175,9 +175,8 @@ class Board:
                 values[id(reads)] = call(first, list(args[:count]), request)
                 head = [values[id(reads)]]
             drawn = {}
-            if chosen.get(shown):
-                for step in chosen[shown]:
-                    drawn.update(run(step, values, request))
+            for step in chosen.get(shown, ()):
+                drawn.update(run(step, values, request))
             return (*head, *self.ordered(views, drawn))
 
         return dict(fn=redraw, inputs=inputs, outputs=outputs)

@@ -73,6 +73,22 @@ def handler(outputs: int):
     return decorate
 
 
+# refusals that say a method cannot run on this model (attention flow above its size): a view shows them as a
+# warning beside an empty map, not as an error badge; every other error still fails the view
+REFUSED = frozenset({"flow_too_large"})
+
+
+def unless_refused(compute, request: gr.Request | None):
+    """`compute()`, or None after a warning in the page's language when the method is refused on this model."""
+    try:
+        return compute()
+    except VitCoreError as error:
+        if error.key not in REFUSED:
+            raise
+        gr.Warning(user_sentence(error, request))
+        return None
+
+
 def select_patch(session: dict | None, evt: gr.SelectData):
     """A click on any picture of the input (head view, similarity, Anatomy grid): the patch under it;
     a click outside the image (on the colorbar) or before any analysis changes nothing."""

@@ -107,7 +107,6 @@ def build_demo() -> gr.Blocks:
             panel.outcome,
             [top.image, top.model, session, top.labels, top.prompt],
             [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen, top.labels, top.prompt],
-            top.target,
         )
         # a new picture while the previous one is still being analysed is not dropped
         gr.on(

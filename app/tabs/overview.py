@@ -9,10 +9,9 @@ from app import service
 from app.i18n import catalogs, text
 from app.maps import grid_map
 from app.render import overlay
-from app.session import analysis_of, handler, lang, style_of, user_sentence, view_of
+from app.session import analysis_of, handler, lang, style_of, unless_refused, view_of
 from app.tabs.base import ALWAYS_LAST, Shared, T, Tab, empty_line, lazy, picture, redraw
 from app.tabs.relevance import method_choices
-from vit_core.errors import VitCoreError
 from vit_core.explain import CLASS_SPECIFIC
 
 DEFAULT = ("attention", "rollout", "chefer", "gradcam")
@@ -36,13 +35,11 @@ def draw(session, target, style, methods=DEFAULT, request: gr.Request = None):
     chosen = list(methods or ())[:SLOTS]
     pictures = []
     for method in chosen:
-        picture_ = None
+        found = None
         if method not in CLASS_SPECIFIC or service.explains_something(analysis, target):
-            try:
-                picture_ = overlay(view_of(analysis), grid_map(analysis, method, target), style_of(style))
-            except VitCoreError as error:
-                gr.Warning(user_sentence(error, request))
-        pictures.append(gr.update(value=picture_, label=title(method, language), visible=True))
+            found = unless_refused(lambda method=method: grid_map(analysis, method, target), request)
+        shown = None if found is None else overlay(view_of(analysis), found, style_of(style))
+        pictures.append(gr.update(value=shown, label=title(method, language), visible=True))
     pictures += [gr.update(value=None, visible=False)] * (SLOTS - len(chosen))
     return tuple(pictures)
 

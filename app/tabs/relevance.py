@@ -6,9 +6,8 @@ import gradio as gr
 
 from app.maps import METHODS, grid_map
 from app.render import overlay
-from app.session import analysis_of, handler, style_of, user_sentence, view_of
+from app.session import analysis_of, handler, style_of, unless_refused, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
-from vit_core.errors import VitCoreError
 from vit_core.explain import ExplainOptions
 
 
@@ -24,19 +23,11 @@ def draw(session, method, head_fusion, discard_ratio, start_layer, target, style
     # a start block only where its slider is active: LeGrad keeps its reference code's (the last two blocks)
     start = int(start_layer) if method in KNOBS["start_layer"] else None
     options = ExplainOptions(head_fusion=head_fusion, discard_ratio=float(discard_ratio), start_layer=start)
-    try:
-        found = grid_map(analysis, method, target, options)
-    except VitCoreError as error:
-        if error.key not in REFUSED:
-            raise
-        gr.Warning(user_sentence(error, request))  # the method cannot run on this model: said, the map empty
-        return None
-    return overlay(view_of(analysis), found, style_of(style))
+    found = unless_refused(lambda: grid_map(analysis, method, target, options), request)
+    return None if found is None else overlay(view_of(analysis), found, style_of(style))
 
 
 # which knobs change which method's map (the others are inactive, not silently ignored)
-# a method this model is too large for (attention flow): a warning and an empty map, not an error badge
-REFUSED = frozenset({"flow_too_large"})
 KNOBS = {
     "head_fusion": {"rollout"},
     "discard_ratio": {"rollout", "grad_rollout"},

@@ -31,7 +31,7 @@ def page():
         panel_inputs = [top.image, top.model, session, top.labels, top.prompt]
         panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
         panel_outputs += [top.labels, top.prompt]
-        analyzed = board.analyzed(panel.outcome, panel_inputs, panel_outputs, top.target)
+        analyzed = board.analyzed(panel.outcome, panel_inputs, panel_outputs)
         restyled = board.redraw_shown(style, panel.set_style, top.style_controls)
     return board, tabs, top, analyzed, restyled
 
