@@ -28,6 +28,17 @@ IDLE = """(selector) => {
 }"""
 
 
+ALL_IDLE = """() => [...document.querySelectorAll('[data-testid="status-tracker"]')]
+    .every((tracker) => tracker.classList.contains('hide') || !tracker.offsetParent)"""
+
+
+def page_settled(page) -> None:
+    """Wait until no event is pending anywhere on the page (Gradio's "processing | 1.2s" is not ours to translate)."""
+    for pause in (0.3, 0.0):
+        page.wait_for_function(ALL_IDLE, timeout=TIMEOUT)
+        time.sleep(pause)
+
+
 def settled(page, selector: str) -> None:
     """Wait until no event is pending on the output `selector` (its Gradio status tracker is hidden),
     twice: a chained redraw may start right after the previous one ended."""
@@ -424,7 +435,7 @@ def test_a_chinese_browser_sees_no_english_outside_identifiers(browser, live_ser
             page.locator("#faithfulness-plot .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
         if tab_id == "anatomy":
             page.locator("#anatomy-route .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
-        settled(page, "#summary")
+        page_settled(page)
         page.wait_for_timeout(700)
         assert english_words(page, labels, set(METHODS)) == set(), tab_id
         page.screenshot(path=str(artifacts / f"zh-{tab_id}.png"), full_page=True)
