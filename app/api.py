@@ -19,7 +19,6 @@ from gradio.processing_utils import get_upload_folder
 from gradio.utils import is_in_or_equal
 
 from app import service
-from app.compute import on_compute_thread
 from app.maps import grid_map
 from app.render import overlay
 from app.session import head_value, sentence, view_of
@@ -45,11 +44,9 @@ def _image(image: FileData | dict | str | None) -> str:
 
 
 def _errors(fn):
-    """Run on the compute thread (`app.compute`); a `VitCoreError` becomes one `gr.Error` sentence (English;
-    the API has no page language)."""
+    """A `VitCoreError` becomes one `gr.Error` sentence (English; the API has no page language)."""
     import functools
 
-    @on_compute_thread
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:

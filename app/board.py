@@ -21,7 +21,6 @@ from typing import Any
 
 import gradio as gr
 
-from app.compute import on_compute_thread
 from app.session import NoAnalysis, analysis_of
 from app.tabs.base import Shared, Tab
 from vit_core.errors import VitCoreError
@@ -125,7 +124,6 @@ class Board:
         inputs = self.inputs
         outputs = [self.shared.shown, *self.outputs(tab_id)]
 
-        @on_compute_thread
         def open_tab(request: gr.Request, *args):
             drawn = self.draw(tab_id, dict(zip(map(id, inputs), args, strict=True)), request)
             return (tab_id, *self.ordered(outputs[1:], drawn))
@@ -140,7 +138,6 @@ class Board:
         outputs = [*panel_outputs, *self.every_output()]
         count = len(panel_inputs)
 
-        @on_compute_thread
         def analyze_and_draw(request: gr.Request, progress=gr.Progress(), *args):  # noqa: B008 - Gradio's marker
             outcome, follow = analyze(*args[:count], progress=progress, request=request)
             panel = outcome.values()
@@ -171,7 +168,6 @@ class Board:
         inputs = [*first_inputs, self.shared.shown, *self.inputs]
         count = len(first_inputs)
 
-        @on_compute_thread
         def redraw(request: gr.Request, *args):
             shown, values = args[count], dict(zip(map(id, self.inputs), args[count + 1 :], strict=True))
             head = []

@@ -14,7 +14,6 @@ from PIL import Image
 
 from app import service
 from app.cache import Analysis
-from app.compute import on_compute_thread
 from app.i18n import error_text, language_of, language_of_request
 from app.render import OverlayStyle, input_view, patch_at
 from vit_core.errors import VitCoreError
@@ -56,11 +55,10 @@ def _request_of(args: tuple, kwargs: dict) -> gr.Request | None:
 
 
 def handler(outputs: int):
-    """A tab's handler, run on the compute thread (`app.compute`): before any analysis every output is cleared
-    (no error badge, no toast); a `VitCoreError` becomes one `gr.Error` sentence in the page's language."""
+    """A tab's handler: before any analysis every output is cleared (no error badge, no toast); a
+    `VitCoreError` becomes one `gr.Error` sentence in the page's language."""
 
     def decorate(fn):
-        @on_compute_thread
         @functools.wraps(fn)  # Gradio reads the signature (gr.SelectData, gr.Request) through __wrapped__
         def wrapped(*args, **kwargs):
             try:
