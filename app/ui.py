@@ -5,6 +5,9 @@ target class, the overlay style and the language switch redraw what depends on t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import gradio as gr
 
 from app import api, panel, service
@@ -28,8 +31,32 @@ TABS = {
 
 __all__ = ["I18N", "PAGE_CSS", "PAGE_JS", "build_demo"]
 
+
+def plotly_chunk() -> str | None:
+    """The file name of Gradio's frontend chunk that holds plotly.js (4.6 MB), or None if Gradio has none."""
+    assets = Path(gr.__file__).resolve().parent / "templates" / "frontend" / "assets"
+    found = sorted(assets.glob("PlotlyPlot-*.js"))
+    return found[0].name if found else None
+
+
+# Gradio's Plot imports plotly.js the first time a figure is drawn: ~1.4 s on these machines, spent on the
+# first tab a user opens after an analysis. The page imports the same chunk (the same URL, so the same module
+# instance) while it is idle after loading instead.
+PRELOAD_JS = f"""() => {{
+    const chunk = {json.dumps(plotly_chunk())};
+    const load = (tries) => {{
+        const core = performance.getEntriesByType('resource').map((entry) => entry.name)
+            .find((name) => /\\/assets\\/core-[\\w-]+\\.js$/.test(name));
+        if (!chunk) return;
+        if (!core) return tries > 0 ? setTimeout(() => load(tries - 1), 200) : undefined;
+        const url = core.replace(/core-[\\w-]+\\.js$/, chunk);
+        (window.requestIdleCallback || setTimeout)(() => import(url).catch(() => {{}}));
+    }};
+    load(25);
+}}"""
+
 # Runs once when the page loads (`launch(js=...)`).
-PAGE_JS = LANGUAGE_JS
+PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({PRELOAD_JS})(); }}"
 PAGE_CSS = LANGUAGE_CSS
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:

@@ -362,6 +362,29 @@ def test_the_language_toggle_switches_every_title_at_once_and_keeps_the_analysis
     finish(context, page, errors)
 
 
+
+def test_the_page_scripts_restore_the_language_and_load_plotly_before_any_plot(browser, live_server):
+    """What runs when the page loads: the language chosen earlier comes back (its cookie), and plotly.js is
+    fetched while the page is idle, so the first plot after an analysis does not wait for it."""
+    from app.ui import plotly_chunk
+
+    assert plotly_chunk(), "Gradio's frontend no longer has a PlotlyPlot chunk: the preload needs a new name"
+    context, page, errors = open_page(browser, live_server.url)
+    page.wait_for_function(
+        "(chunk) => performance.getEntriesByType('resource').some((entry) => entry.name.endsWith(chunk))",
+        arg=plotly_chunk(),
+        timeout=TIMEOUT,
+    )
+    assert page.locator(".js-plotly-plot").count() == 0  # loaded before any figure asked for it
+    page.locator("#language").get_by_text("中文").click()
+    page.locator("#input-image").get_by_text("将图片拖放到此处").wait_for(timeout=TIMEOUT)
+    page.reload()
+    for title in TITLES["zh-CN"]:
+        page.locator("#tabs button[role=tab]").get_by_text(title, exact=True).wait_for(timeout=TIMEOUT)
+    page.locator("#language").get_by_text("English").click()
+    page.locator("#input-image").get_by_text("Drop an image here").wait_for(timeout=TIMEOUT)
+    finish(context, page, errors)
+
 # Words a Chinese page may show in Latin letters: identifiers (models, methods, classes, file types,
 # environment variables), names of methods and architectures, and units.
 IDENTIFIERS = {
