@@ -362,7 +362,6 @@ def test_the_language_toggle_switches_every_title_at_once_and_keeps_the_analysis
     finish(context, page, errors)
 
 
-
 def test_the_page_scripts_restore_the_language_and_load_plotly_before_any_plot(browser, live_server):
     """What runs when the page loads: the language chosen earlier comes back (its cookie), and plotly.js is
     fetched while the page is idle, so the first plot after an analysis does not wait for it."""
@@ -384,6 +383,7 @@ def test_the_page_scripts_restore_the_language_and_load_plotly_before_any_plot(b
     page.locator("#language").get_by_text("English").click()
     page.locator("#input-image").get_by_text("Drop an image here").wait_for(timeout=TIMEOUT)
     finish(context, page, errors)
+
 
 # Words a Chinese page may show in Latin letters: identifiers (models, methods, classes, file types,
 # environment variables), names of methods and architectures, and units.
