@@ -1,6 +1,7 @@
 """One event per user action (`app.board`), on the real tabs and the bundled model: an analysis draws the
-tab on screen fitted to the model and empties the others; opening a tab fits it once per model and draws
-it with the fitted values; a style change redraws only the tab on screen."""
+tab on screen with the values its controls take for the model and empties the others; opening a tab fits
+it once per model and draws it with the fitted values; a tab's controls follow its fitted model in an event
+of their own; a style change redraws only the tab on screen."""
 
 import gradio as gr
 import pytest
@@ -36,7 +37,9 @@ def page():
     return board, tabs, top, analyzed, restyled
 
 
-def by_component(event: dict, result: tuple) -> dict:
+def by_component(event: dict, result) -> dict:
+    if len(event["outputs"]) == 1:  # Gradio's convention: one output, one value
+        result = (result,)
     assert len(result) == len(event["outputs"])
     return {id(c): value for c, value in zip(event["outputs"], result, strict=True)}
 
@@ -55,19 +58,36 @@ def test_an_analysis_draws_the_tab_on_screen_fitted_and_empties_the_others(page)
     assert session["model"] == "bundled"
     heads = tabs["heads"]
     layer, head = heads.controls[:2]
-    # the block slider is fitted to the bundled model (6 blocks, not the layout's 12) and drawn with it
-    assert out[id(layer)]["maximum"] == 5 and out[id(layer)]["value"] == 5
+    # drawn with the block slider fitted to the bundled model (6 blocks, not the layout's 12)
     assert out[id(board.fitted["heads"])] == "bundled"
     head_view, gallery, matrix, caption = heads.redraws[0]["outputs"]
     assert isinstance(out[id(head_view)], Image.Image) and len(out[id(gallery)]) == 6
     assert "5" in out[id(caption)]  # the caption names the fitted block
-    assert out[id(heads.empty)] == gr.update(visible=False)
+    # the controls are not outputs of the analysis: they follow the fitted model (below)
+    assert id(layer) not in out and id(heads.empty) not in out
+    follow = board.follow("heads")
+    fitted = by_component(follow, follow["fn"](session, "bundled"))
+    assert fitted[id(layer)]["maximum"] == 5 and fitted[id(layer)]["value"] == 5
+    assert fitted[id(heads.empty)] == gr.update(visible=False)
+    assert all(fitted[id(state)] is None for state in heads.resets)
     # every other tab's views are emptied (an earlier image's maps never wait there)
     for tab_id in ("overview", "layers", "tokens", "anatomy"):
         for component in board.views(tab_id):
             assert out[id(component)] is None, (tab_id, component)
     # tabs that are not on screen are not fitted
     assert out[id(board.fitted["tokens"])] == gr.skip()
+
+
+def test_without_a_model_a_tab_s_controls_are_inactive_beside_its_line(page):
+    board, tabs, *_ = page
+    for tab_id in TABS:  # one with only its empty line too
+        follow = board.follow(tab_id)
+        out = by_component(follow, follow["fn"](None, None))
+        assert out[id(tabs[tab_id].empty)] == gr.update(visible=True)
+        assert all(out[id(c)] == gr.update(interactive=False) for c in tabs[tab_id].controls)
+        if tabs[tab_id].fit is not None:  # a session whose analysis cannot be found any more: the same
+            gone = by_component(follow, follow["fn"]({"key": "bundled|nothing", "model": "bundled"}, "bundled"))
+            assert gone[id(tabs[tab_id].empty)] == gr.update(visible=True)
 
 
 def test_a_new_image_empties_what_the_tab_on_screen_drew_on_demand(page):
@@ -90,21 +110,24 @@ def test_opening_a_tab_fits_it_once_per_model(page):
     first = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
     assert first[id(board.shared.shown)] == "tokens"
     token_layer = tabs["tokens"].controls[0]
-    assert first[id(token_layer)]["value"] == 6 and first[id(board.fitted["tokens"])] == "bundled"
-    # opened again with the model it was fitted to: the user's block stays, nothing is refitted
+    assert first[id(board.fitted["tokens"])] == "bundled" and id(token_layer) not in first
+    follow = board.follow("tokens")
+    assert (
+        by_component(follow, follow["fn"](values[id(board.shared.session)], "bundled"))[id(token_layer)]["value"] == 6
+    )
+    # opened again with the model it was fitted to: drawn with the user's block, nothing is refitted
+    pca = tabs["tokens"].redraws[0]["outputs"][0]
     values[id(board.fitted["tokens"])], values[id(token_layer)] = "bundled", 2
     again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
-    assert again[id(token_layer)] == gr.skip() and again[id(board.fitted["tokens"])] == gr.skip()
-    pca = tabs["tokens"].redraws[0]["outputs"][0]
-    assert isinstance(again[id(pca)], Image.Image)
+    assert again[id(board.fitted["tokens"])] == gr.skip()
+    assert isinstance(again[id(pca)], Image.Image) and again[id(pca)].tobytes() != first[id(pca)].tobytes()
 
 
-def test_before_any_image_an_opened_tab_shows_its_line_and_inactive_controls(page):
+def test_before_any_image_an_opened_tab_draws_nothing(page):
     board, tabs, *_ = page
     opened = board.opened("heads")
     out = by_component(opened, opened["fn"](None, *start_values(board)))
-    assert out[id(tabs["heads"].empty)] == gr.update(visible=True)
-    assert all(out[id(c)] == gr.update(interactive=False) for c in tabs["heads"].controls)
+    assert out[id(board.fitted["heads"])] is None
     assert all(out[id(c)] is None for c in board.views("heads"))
 
 
