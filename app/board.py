@@ -25,7 +25,7 @@ from typing import Any
 import gradio as gr
 
 from app.session import NoAnalysis, analysis_of
-from app.tabs.base import Shared, Tab
+from app.tabs.base import Shared, Tab, written
 from vit_core.errors import VitCoreError
 
 
@@ -122,7 +122,7 @@ class Board:
 
     @staticmethod
     def ordered(outputs: list, drawn: dict[int, Any], default=gr.skip) -> tuple:
-        return tuple(drawn[id(c)] if id(c) in drawn else default() for c in outputs)
+        return written(outputs, tuple(drawn[id(c)] if id(c) in drawn else default() for c in outputs))
 
     # ---- the events -------------------------------------------------------------------------------------
 

@@ -44,6 +44,13 @@ def by_component(event: dict, result) -> dict:
     return {id(c): value for c, value in zip(event["outputs"], result, strict=True)}
 
 
+def picture(value) -> Image.Image:
+    """A view's picture: the events hand Gradio pictures already written as PNG files (`app.tabs.base.written`)."""
+    assert isinstance(value, str) and value.endswith(".png"), value
+    with Image.open(value) as image:
+        return image.convert("RGB")
+
+
 def start_values(board: Board) -> list:
     """What the page sends before anything is touched: every input's initial value."""
     return [c.value for c in board.inputs]
@@ -61,7 +68,7 @@ def test_an_analysis_draws_the_tab_on_screen_fitted_and_empties_the_others(page)
     # drawn with the block slider fitted to the bundled model (6 blocks, not the layout's 12)
     assert out[id(board.fitted["heads"])] == "bundled"
     head_view, gallery, matrix, caption = heads.redraws[0]["outputs"]
-    assert isinstance(out[id(head_view)], Image.Image) and len(out[id(gallery)]) == 6
+    assert picture(out[id(head_view)]).size[0] > 0 and len(out[id(gallery)]) == 6
     assert "5" in out[id(caption)]  # the caption names the fitted block
     # the controls are not outputs of the analysis: they follow the fitted model (below)
     assert id(layer) not in out and id(heads.empty) not in out
@@ -103,7 +110,7 @@ def test_opening_a_tab_fits_it_once_per_model(page):
     board, tabs, top, analyzed, _ = page
     args = [get_image("bus.png"), "bundled", None, "", "", "overview", *start_values(board)]
     out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
-    assert all(isinstance(out[id(c)]["value"], Image.Image) for c in tabs["overview"].redraws[0]["outputs"])
+    assert all(picture(out[id(c)]["value"]) for c in tabs["overview"].redraws[0]["outputs"])
     values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
     values[id(board.shared.session)] = out[id(board.shared.session)]
     opened = board.opened("tokens")
@@ -120,7 +127,7 @@ def test_opening_a_tab_fits_it_once_per_model(page):
     values[id(board.fitted["tokens"])], values[id(token_layer)] = "bundled", 2
     again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
     assert again[id(board.fitted["tokens"])] == gr.skip()
-    assert isinstance(again[id(pca)], Image.Image) and again[id(pca)].tobytes() != first[id(pca)].tobytes()
+    assert picture(again[id(pca)]).tobytes() != picture(first[id(pca)]).tobytes()
 
 
 def test_before_any_image_an_opened_tab_draws_nothing(page):
@@ -144,6 +151,20 @@ def test_a_style_change_redraws_the_tab_on_screen_only(page):
         assert out[id(board.shared.style)] == OverlayStyle(0.3, "Magma", "nearest", True, False)
         pictures = [out[id(c)] for c in tabs["overview"].redraws[0]["outputs"]]
         if drawn:
-            assert all(isinstance(p["value"], Image.Image) for p in pictures)
+            assert all(picture(p["value"]) for p in pictures)
         else:
             assert all(p == gr.skip() for p in pictures)
+
+
+def test_pictures_are_written_at_once_and_the_rest_passes_through():
+    from app.tabs.base import picture as output_picture
+    from app.tabs.base import written
+
+    with gr.Blocks():
+        views = [output_picture("a"), output_picture("b"), gr.Markdown()]
+    red, blue = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 0, 255))
+    out = written(views, (red, gr.update(value=blue, label="b", visible=True), "text"))
+    assert picture(out[0]).getpixel((0, 0)) == (255, 0, 0)
+    assert out[1]["label"] == "b" and out[1]["visible"] and picture(out[1]["value"]).getpixel((0, 0)) == (0, 0, 255)
+    assert out[2] == "text"
+    assert written(views, (None, gr.skip(), None)) == (None, gr.skip(), None)
