@@ -282,7 +282,7 @@ def test_the_overview_shows_the_maps_the_user_picks(browser, live_server, artifa
     page.locator("#overview-3").wait_for(state="hidden", timeout=TIMEOUT)  # three maps, three places
     maps.locator("input[role=combobox]").fill("LeGrad")
     page.get_by_role("option", name="LeGrad (legrad)").click()
-    page.locator("#overview-3").get_by_text("LeGrad (legrad)").first.wait_for(timeout=TIMEOUT)
+    page.locator("#overview-3").get_by_text("LeGrad", exact=True).first.wait_for(timeout=TIMEOUT)
     src(page, "#overview-3")
     settled(page, "#overview-3")
     assert page.locator("#overview-0").get_by_text("Attention rollout").count() >= 1
