@@ -109,6 +109,7 @@ def test_every_error_key_the_code_raises_is_translated_with_the_same_placeholder
         words = {key.removeprefix("what."): value for key, value in texts.items() if key.startswith("what.")}
         assert set(words) == set(WHAT), (language, set(words) ^ set(WHAT))
         assert all(value.strip() for value in [*errors.values(), *words.values()]), language
+        assert not [key for key, value in errors.items() if "`" in value], language  # no code on the page
 
 
 def refused(fn, *args, **kwargs) -> VitCoreError:
@@ -159,6 +160,8 @@ def test_the_bad_image_sentences_are_translated(tmp_path):
     assert error_text(upload, "zh-CN") == "请先上传一张图片。"
     assert error_text(upload, "en") == "upload an image first."
     assert error_text(upload, "xx-YY") == "upload an image first."  # an unknown language: English
+    unknown = VitCoreError("unknown_timm_model", name="vit_nope")  # the page points to its model list
+    assert error_text(unknown, "zh-CN") == "未知的 timm 模型 'vit_nope'；请检查拼写，或从模型列表中选择一个模型。"
     assert text("heads.caption", "zh-CN", layer=3, head=1, who="类别令牌") == "第 3 块，头 1：类别令牌看向哪里。"
 
 
