@@ -53,12 +53,18 @@ def example_images(model: str) -> list[list[str]]:
 
 
 def model_note(model: str | None, language: str) -> str:
-    """What the chosen model knows; for the bundled one, that photos need an ImageNet model, and which one."""
+    """What the chosen model is (a catalog model's description: the menu names it in a few words) and what it
+    knows; for the bundled one, that photos need an ImageNet model, and which one."""
+    if not model:
+        return ""
+    entry = service.catalog_entry(model)
+    description = None if entry is None else service.catalog_description(entry, language)
+    about = "" if description is None else text("note.description", language, description=description) + " "
     if model != "bundled":
-        if model and service.known_image_text(model):
-            return text("note.image_text", language)
-        return text("note.imagenet", language) if model else ""
-    note = text("note.bundled", language)
+        if service.known_image_text(model):
+            return about + text("note.image_text", language)
+        return about + text("note.imagenet", language)
+    note = about + text("note.bundled", language)
     suggestion = service.suggested_model()
     if suggestion is not None:
         note += " " + text("note.switch", language, model=suggestion.name, mb=suggestion.download_mb)

@@ -6,6 +6,7 @@ import pytest
 from gradio.media import get_image
 
 from app import panel, service
+from app.i18n import text
 from tests.app.helpers import analyzed
 from tests.corpus import write
 
@@ -132,7 +133,21 @@ def test_model_choices_are_described_in_the_language(language):
     labels = [label for label, _ in service.model_choices(language)]
     assert labels[0].startswith("bundled — ")
     if language == "zh-CN":
-        assert "本项目" in labels[0]
+        assert "十种形状" in labels[0] and "本项目" in panel.model_note("bundled", language)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_model_menu_names_each_model_in_a_few_words_and_the_note_describes_it(language):
+    choices = dict((value, label) for label, value in service.model_choices(language))
+    for entry in service.CATALOG:
+        words = choices[entry.name].removeprefix(f"{entry.name} — ").split(" · ")[0]
+        assert words == text(f"menu.{entry.name}", language) and len(words) <= 30, (language, words)
+        description = service.catalog_description(entry, language)
+        assert len(description) >= len(words) and description in panel.model_note(entry.name, language)
+    bundled = choices["bundled"]
+    assert "trained by this project" not in bundled and "本项目" not in bundled  # that is the note's
+    assert panel.model_note(None, language) == ""
+    assert panel.model_note("/srv/mine.safetensors", language).startswith(text("note.imagenet", language))
 
 
 def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
