@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -128,10 +128,21 @@ class Outcome:
     text_boxes: object = None  # the labels and prompt boxes: shown for an image–text model
     chosen: object = None  # the target the class-specific maps explain: the top class, a prompt, or none
     follow: bool = True  # the views follow (False: a model that could not be loaded; the analysis stays)
+    image: object = field(default_factory=gr.skip)  # the image box: emptied (None) when its file cannot be read
 
     def values(self) -> tuple:
         boxes = self.text_boxes if isinstance(self.text_boxes, tuple) else (self.text_boxes, self.text_boxes)
-        return self.session, self.predictions, self.target, self.summary, self.model, self.note, self.seen, *boxes
+        return (
+            self.session,
+            self.predictions,
+            self.target,
+            self.summary,
+            self.model,
+            self.note,
+            self.seen,
+            self.image,
+            *boxes,
+        )
 
 
 class RecentRequests:
@@ -162,6 +173,22 @@ class RecentRequests:
 
 RECENT = RecentRequests()
 
+# refusals of a file the browser cannot show either (a broken-image icon would stay in the box) or must not
+# decode (a possible decompression bomb): the box is emptied; a picture refused for its size or shape stays
+UNREADABLE = frozenset(
+    {
+        "image_missing",
+        "image_not_a_file",
+        "image_unreadable",
+        "image_empty",
+        "image_not_an_image",
+        "image_corrupt",
+        "image_no_pixels",
+        "image_bomb",
+        "image_too_compressed",
+    }
+)
+
 
 def outcome(
     image: str | None,
@@ -174,8 +201,8 @@ def outcome(
 ) -> tuple[Outcome, bool]:
     """Run the model once for (image, model), and say whether the views follow. A model that cannot be
     loaded leaves the analysis as it was and puts the dropdown back; an image that cannot be read clears
-    every view. Either way the summary says why, in one sentence. The same request again within seconds
-    gets the same answer, unrun, and the views stay."""
+    every view and the image box. Either way the summary says why, in one sentence. The same request again
+    within seconds gets the same answer, unrun, and the views stay."""
     asked = (image, (model_name or "").strip(), (labels or "").strip(), (prompt or "").strip(), lang(request))
     session_hash = getattr(request, "session_hash", None)
     if session_hash is None:  # not from a page (a test, a script): nothing to tell apart
@@ -185,6 +212,10 @@ def outcome(
     if repeated is not None:
         return repeated, False
     result = RECENT.put(session_hash, asked, _analyze(image, model_name, session, labels, prompt, progress, request))
+    if result.image is None:
+        # the image box is emptied: its change comes back as the same request without the image, and gets
+        # this answer again, unrun, with the box left alone (the sentence saying why stays)
+        RECENT.put(session_hash, (None, *asked[1:]), replace(result, image=gr.skip(), follow=False))
     return result, result.follow
 
 
@@ -225,7 +256,15 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> O
             service.shared_model(model_name).text_encoder().check_prompt(prompt)
     except VitCoreError as error:  # nothing of an earlier image stays beside this one
         return Outcome(
-            None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note, _unseen(), boxes
+            None,
+            None,
+            _no_targets(),
+            "⚠️ " + user_sentence(error, request),
+            model_name,
+            note,
+            _unseen(),
+            boxes,
+            image=None if error.key in UNREADABLE else gr.skip(),
         )
     result = analysis.capture
     session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}

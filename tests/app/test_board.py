@@ -30,7 +30,7 @@ def page():
         board = Board(tabs, shared)
         panel_inputs = [top.image, top.model, session, top.labels, top.prompt]
         panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
-        panel_outputs += [top.labels, top.prompt]
+        panel_outputs += [top.image, top.labels, top.prompt]
         analyzed = board.analyzed(panel.outcome, panel_inputs, panel_outputs)
         restyled = board.redraw_shown(style, panel.set_style, top.style_controls)
     return board, tabs, top, analyzed, restyled

@@ -7,7 +7,7 @@ from gradio.media import get_image
 
 from app import panel, service
 from app.i18n import text
-from tests.app.helpers import analyzed
+from tests.app.helpers import NO_PROGRESS, analyzed
 from tests.corpus import write
 
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
@@ -26,6 +26,9 @@ def test_bad_images_become_one_sentence_and_clear_every_view(tmp_path):
         assert "\n" not in summary and summary.endswith("."), (name, summary)
         assert outputs[2].interactive is False and outputs[2].choices == []  # no target classes
         assert outputs[4] == "bundled"
+        # a file the browser cannot show either leaves the image box empty, not with a broken-image icon;
+        # a picture refused for its shape stays in it
+        assert outputs[7] == (gr.skip() if name == "extreme aspect" else None), name
 
 
 def test_a_model_that_cannot_be_loaded_keeps_the_analysis_and_puts_the_dropdown_back():
@@ -165,6 +168,26 @@ def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
     Image.new("RGB", (300, 300), (10, 200, 40)).save(square)
     _, outputs = analyzed(str(square), "bundled")
     assert "crop" not in outputs[3] and outputs[6].visible is False
+
+
+def test_emptying_the_box_of_an_unreadable_file_starts_no_analysis_and_keeps_the_sentence(monkeypatch, tmp_path):
+    """The box emptied by the answer to a bad file fires its change event: that request without the image
+    gets the same answer again, unrun, the box left alone and the views as they are."""
+    calls = []
+    real = service.analyze
+    monkeypatch.setattr(service, "analyze", lambda *args: calls.append(args) or real(*args))
+    page = gr.Request(headers={"accept-language": "zh-CN"})
+    page.session_hash = "a-tab-with-a-bad-file"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    refused, follow = panel.outcome(str(broken), "bundled", None, progress=NO_PROGRESS, request=page)
+    assert follow and refused.image is None and refused.summary.startswith("⚠️ broken.png")
+    echo, follow = panel.outcome(None, "bundled", None, progress=NO_PROGRESS, request=page)
+    assert not follow and echo.image == gr.skip() and echo.summary == refused.summary
+    assert len(calls) == 1  # the emptied box ran nothing
+    # the next picture is analysed as always
+    good, follow = panel.outcome(get_image("lion.jpg"), "bundled", None, progress=NO_PROGRESS, request=page)
+    assert follow and good.session["key"] and good.image == gr.skip() and len(calls) == 2
 
 
 def test_the_same_request_twice_from_a_page_runs_once(monkeypatch):
