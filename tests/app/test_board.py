@@ -124,3 +124,15 @@ def test_a_style_change_redraws_the_tab_on_screen_only(page):
             assert all(isinstance(p["value"], Image.Image) for p in pictures)
         else:
             assert all(p == gr.skip() for p in pictures)
+
+
+def test_the_heads_query_reset_is_an_ordinary_button_inactive_only_before_an_analysis(page):
+    """A small secondary button reads as inactive: it looks like Faithfulness's beside its slider."""
+    board, tabs, top, analyzed, _ = page
+    reset = next(c for c in tabs["heads"].controls if isinstance(c, gr.Button))
+    run = next(c for c in tabs["faithfulness"].controls if isinstance(c, gr.Button))
+    assert (reset.variant, reset.size) == (run.variant, run.size) == ("secondary", "lg")
+    assert reset.interactive is False  # inactive before any analysis, as every control
+    args = [get_image("lion.jpg"), "bundled", None, "", "", "heads", *start_values(board)]
+    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    assert out[id(reset)] == gr.update(interactive=True)
