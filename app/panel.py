@@ -152,26 +152,29 @@ class RecentRequests:
 
     def __init__(self, seconds: float = 5.0, sessions: int = 1000) -> None:
         self.seconds, self.sessions = seconds, sessions
-        self._entries: OrderedDict[str, tuple[float, tuple, Outcome]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, tuple, Outcome]] = OrderedDict()  # until, request, answer
         self._lock = threading.Lock()
 
     def get(self, session_hash: str, request: tuple) -> Outcome | None:
         with self._lock:
             entry = self._entries.get(session_hash)
-            if entry and entry[1] == request and time.monotonic() - entry[0] < self.seconds:
+            if entry and entry[1] == request and time.monotonic() < entry[0]:
                 return entry[2]
             return None
 
-    def put(self, session_hash: str, request: tuple, outcome: Outcome) -> Outcome:
+    def put(self, session_hash: str, request: tuple, outcome: Outcome, seconds: float | None = None) -> Outcome:
+        """Remember `outcome` as the answer to `request` for `seconds` (the default: a few)."""
+        until = time.monotonic() + (self.seconds if seconds is None else seconds)
         with self._lock:
             self._entries.pop(session_hash, None)
-            self._entries[session_hash] = (time.monotonic(), request, outcome)
+            self._entries[session_hash] = (until, request, outcome)
             while len(self._entries) > self.sessions:
                 self._entries.popitem(last=False)
         return outcome
 
 
 RECENT = RecentRequests()
+ECHO_SECONDS = 120.0  # how long the emptied image box's own change event is recognised (see `outcome`)
 
 # refusals of a file the browser cannot show either (a broken-image icon would stay in the box) or must not
 # decode (a possible decompression bomb): the box is emptied; a picture refused for its size or shape stays
@@ -214,8 +217,10 @@ def outcome(
     result = RECENT.put(session_hash, asked, _analyze(image, model_name, session, labels, prompt, progress, request))
     if result.image is None:
         # the image box is emptied: its change comes back as the same request without the image, and gets
-        # this answer again, unrun, with the box left alone (the sentence saying why stays)
-        RECENT.put(session_hash, (None, *asked[1:]), replace(result, image=gr.skip(), follow=False))
+        # this answer again, unrun, with the box left alone (the sentence saying why stays). That request
+        # waits in the model queue behind other pages' runs, so its answer is kept longer than a few seconds;
+        # any other request of the page replaces it.
+        RECENT.put(session_hash, (None, *asked[1:]), replace(result, image=gr.skip(), follow=False), ECHO_SECONDS)
     return result, result.follow
 
 

@@ -1,6 +1,8 @@
 """The panel: one analysis per (model, image), failures that leave one state, the examples and the note,
 the summary in both languages."""
 
+from types import SimpleNamespace
+
 import gradio as gr
 import pytest
 from gradio.media import get_image
@@ -180,8 +182,11 @@ def test_emptying_the_box_of_an_unreadable_file_starts_no_analysis_and_keeps_the
     page.session_hash = "a-tab-with-a-bad-file"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    clock = [1000.0]
+    monkeypatch.setattr(panel, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     refused, follow = panel.outcome(str(broken), "bundled", None, progress=NO_PROGRESS, request=page)
     assert follow and refused.image is None and refused.summary.startswith("⚠️ broken.png")
+    clock[0] += 30  # the box's change waited in the model queue behind other pages' runs
     echo, follow = panel.outcome(None, "bundled", None, progress=NO_PROGRESS, request=page)
     assert not follow and echo.image == gr.skip() and echo.summary == refused.summary
     assert len(calls) == 1  # the emptied box ran nothing
