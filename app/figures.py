@@ -176,6 +176,16 @@ def head_scatter(distance: np.ndarray, entropy: np.ndarray, lang: str = DEFAULT)
     )
 
 
+def norms_title(count: int, lang: str = DEFAULT) -> str:
+    """The token-norm plot's title: no outlier, one outlier or `count` of them (one key each, so every
+    language words each case in full)."""
+    if count == 0:
+        return text("figure.norms_title_none", lang)
+    if count == 1:
+        return text("figure.norms_title_one", lang)
+    return text("figure.norms_title_many", lang, count=count)
+
+
 def token_norm_bars(
     norms: np.ndarray, outliers: np.ndarray, threshold: float, prefix: int, lang: str = DEFAULT
 ) -> go.Figure:
@@ -186,7 +196,7 @@ def token_norm_bars(
     fence, label = line_mark(text("figure.fence", lang), y=threshold)
     return finish(
         figure,
-        text("figure.norms_title", lang, count=int(outliers[prefix:].sum())),
+        norms_title(int(outliers[prefix:].sum()), lang),
         x=text("figure.token_axis", lang),
         y=text("figure.norm", lang),
         width=60,

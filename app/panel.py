@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -53,12 +53,18 @@ def example_images(model: str) -> list[list[str]]:
 
 
 def model_note(model: str | None, language: str) -> str:
-    """What the chosen model knows; for the bundled one, that photos need an ImageNet model, and which one."""
+    """What the chosen model is (a catalog model's description: the menu names it in a few words) and what it
+    knows; for the bundled one, that photos need an ImageNet model, and which one."""
+    if not model:
+        return ""
+    entry = service.catalog_entry(model)
+    description = None if entry is None else service.catalog_description(entry, language)
+    about = "" if description is None else text("note.description", language, description=description) + " "
     if model != "bundled":
-        if model and service.known_image_text(model):
-            return text("note.image_text", language)
-        return text("note.imagenet", language) if model else ""
-    note = text("note.bundled", language)
+        if service.known_image_text(model):
+            return about + text("note.image_text", language)
+        return about + text("note.imagenet", language)
+    note = about + text("note.bundled", language)
     suggestion = service.suggested_model()
     if suggestion is not None:
         note += " " + text("note.switch", language, model=suggestion.name, mb=suggestion.download_mb)
@@ -122,10 +128,21 @@ class Outcome:
     text_boxes: object = None  # the labels and prompt boxes: shown for an image–text model
     chosen: object = None  # the target the class-specific maps explain: the top class, a prompt, or none
     follow: bool = True  # the views follow (False: a model that could not be loaded; the analysis stays)
+    image: object = field(default_factory=gr.skip)  # the image box: emptied (None) when its file cannot be read
 
     def values(self) -> tuple:
         boxes = self.text_boxes if isinstance(self.text_boxes, tuple) else (self.text_boxes, self.text_boxes)
-        return self.session, self.predictions, self.target, self.summary, self.model, self.note, self.seen, *boxes
+        return (
+            self.session,
+            self.predictions,
+            self.target,
+            self.summary,
+            self.model,
+            self.note,
+            self.seen,
+            self.image,
+            *boxes,
+        )
 
 
 class RecentRequests:
@@ -135,26 +152,45 @@ class RecentRequests:
 
     def __init__(self, seconds: float = 5.0, sessions: int = 1000) -> None:
         self.seconds, self.sessions = seconds, sessions
-        self._entries: OrderedDict[str, tuple[float, tuple, Outcome]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, tuple, Outcome]] = OrderedDict()  # until, request, answer
         self._lock = threading.Lock()
 
     def get(self, session_hash: str, request: tuple) -> Outcome | None:
         with self._lock:
             entry = self._entries.get(session_hash)
-            if entry and entry[1] == request and time.monotonic() - entry[0] < self.seconds:
+            if entry and entry[1] == request and time.monotonic() < entry[0]:
                 return entry[2]
             return None
 
-    def put(self, session_hash: str, request: tuple, outcome: Outcome) -> Outcome:
+    def put(self, session_hash: str, request: tuple, outcome: Outcome, seconds: float | None = None) -> Outcome:
+        """Remember `outcome` as the answer to `request` for `seconds` (the default: a few)."""
+        until = time.monotonic() + (self.seconds if seconds is None else seconds)
         with self._lock:
             self._entries.pop(session_hash, None)
-            self._entries[session_hash] = (time.monotonic(), request, outcome)
+            self._entries[session_hash] = (until, request, outcome)
             while len(self._entries) > self.sessions:
                 self._entries.popitem(last=False)
         return outcome
 
 
 RECENT = RecentRequests()
+ECHO_SECONDS = 120.0  # how long the emptied image box's own change event is recognised (see `outcome`)
+
+# refusals of a file the browser cannot show either (a broken-image icon would stay in the box) or must not
+# decode (a possible decompression bomb): the box is emptied; a picture refused for its size or shape stays
+UNREADABLE = frozenset(
+    {
+        "image_missing",
+        "image_not_a_file",
+        "image_unreadable",
+        "image_empty",
+        "image_not_an_image",
+        "image_corrupt",
+        "image_no_pixels",
+        "image_bomb",
+        "image_too_compressed",
+    }
+)
 
 
 def outcome(
@@ -168,8 +204,8 @@ def outcome(
 ) -> tuple[Outcome, bool]:
     """Run the model once for (image, model), and say whether the views follow. A model that cannot be
     loaded leaves the analysis as it was and puts the dropdown back; an image that cannot be read clears
-    every view. Either way the summary says why, in one sentence. The same request again within seconds
-    gets the same answer, unrun, and the views stay."""
+    every view and the image box. Either way the summary says why, in one sentence. The same request again
+    within seconds gets the same answer, unrun, and the views stay."""
     asked = (image, (model_name or "").strip(), (labels or "").strip(), (prompt or "").strip(), lang(request))
     session_hash = getattr(request, "session_hash", None)
     if session_hash is None:  # not from a page (a test, a script): nothing to tell apart
@@ -179,6 +215,12 @@ def outcome(
     if repeated is not None:
         return repeated, False
     result = RECENT.put(session_hash, asked, _analyze(image, model_name, session, labels, prompt, progress, request))
+    if result.image is None:
+        # the image box is emptied: its change comes back as the same request without the image, and gets
+        # this answer again, unrun, with the box left alone (the sentence saying why stays). That request
+        # waits in the model queue behind other pages' runs, so its answer is kept longer than a few seconds;
+        # any other request of the page replaces it.
+        RECENT.put(session_hash, (None, *asked[1:]), replace(result, image=gr.skip(), follow=False), ECHO_SECONDS)
     return result, result.follow
 
 
@@ -219,7 +261,15 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> O
             service.shared_model(model_name).text_encoder().check_prompt(prompt)
     except VitCoreError as error:  # nothing of an earlier image stays beside this one
         return Outcome(
-            None, None, _no_targets(), "⚠️ " + user_sentence(error, request), model_name, note, _unseen(), boxes
+            None,
+            None,
+            _no_targets(),
+            "⚠️ " + user_sentence(error, request),
+            model_name,
+            note,
+            _unseen(),
+            boxes,
+            image=None if error.key in UNREADABLE else gr.skip(),
         )
     result = analysis.capture
     session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}

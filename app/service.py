@@ -129,11 +129,17 @@ def display_name(name: str) -> str:
     return Path(name).name if name.endswith(".safetensors") else name
 
 
+def catalog_description(entry: CatalogEntry, language: str = "en") -> str:
+    """The catalog's description of a model in `language` (the note under the model menu shows it)."""
+    return catalogs().get(language, {}).get(f"model.{entry.name}", entry.description)
+
+
 def catalog_label(entry: CatalogEntry, check_cache: bool = True, language: str = "en") -> str:
-    """'timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — ViT-B/16 AugReg, ImageNet-1k · 86.6 M params ·
-    346 MB download' in `language`; with `check_cache`, a model already in the local cache shows no download."""
-    description = catalogs().get(language, {}).get(f"model.{entry.name}", entry.description)
-    parts = [f"{entry.name} — {description}", text("model.params", language, millions=entry.params / 1e6)]
+    """'timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — ViT-B/16, ImageNet-1k · 86.6 M params · 346 MB download'
+    in `language`: the name and a few words (`menu.<name>`; the description goes in the note under the menu);
+    with `check_cache`, a model already in the local cache shows no download."""
+    words = text(f"menu.{entry.name}", language) if f"menu.{entry.name}" in catalogs()["en"] else entry.description
+    parts = [f"{entry.name} — {words}", text("model.params", language, millions=entry.params / 1e6)]
     if entry.download_mb and not (check_cache and available_offline(entry.name)):
         parts.append(text("model.download", language, mb=entry.download_mb))
     return " · ".join(parts)

@@ -131,11 +131,9 @@ def build_demo() -> gr.Blocks:
             board.fitted[tab_id].change(**board.follow(tab_id), **PRIVATE)  # its controls follow its model
 
         # ---- an analysis: the image, the model, or the button; the tab on screen follows, the rest empties --
-        analyzed = board.analyzed(
-            panel.outcome,
-            [top.image, top.model, session, top.labels, top.prompt],
-            [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen, top.labels, top.prompt],
-        )
+        panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
+        panel_outputs += [top.image, top.labels, top.prompt]  # the image box empties when its file cannot be read
+        analyzed = board.analyzed(panel.outcome, [top.image, top.model, session, top.labels, top.prompt], panel_outputs)
         # a new picture while the previous one is still being analysed is not dropped
         gr.on(
             [top.run.click, top.image.change, top.model.input, top.labels.submit],

@@ -32,6 +32,9 @@ CLI_HINTS = {
         "For another library's weights use --model timm:NAME, hf:NAME or torchvision:NAME together with --weights FILE."
     ),
     "weights_unmappable": "`python -m vit_core models` lists what is supported.",
+    "unknown_timm_model": (
+        "`python -m vit_core models` prints the model list; `timm.list_models('vit*')` names every timm ViT."
+    ),
     "bundled_missing": "Train it with `python -m vit_core.train`.",
     "not_shapescenes": "Use --model bundled.",
     "optional_package_missing": "Run `pip install -r requirements-scale.txt`.",

@@ -160,7 +160,7 @@ MESSAGES: dict[str, str] = {
         "a separate weights file applies to timm:, hf: and torchvision: models, not to vit_core files."
     ),
     "bundled_missing": "the bundled model is missing ({path}).",
-    "unknown_timm_model": "unknown timm model {name!r}; `timm.list_models('vit*')` lists the names.",
+    "unknown_timm_model": "unknown timm model {name!r}; check the spelling, or choose a model from the model list.",
     "timm_no_hub_weights": "timm:{name} has no weights on the Hugging Face hub; it needs a local weights file.",
     "hf_dir_without_config": "{path!r} has no config.json; expected a save_pretrained directory.",
     "hf_dir_without_weights": "{path!r} holds no model.safetensors or pytorch_model.bin.",

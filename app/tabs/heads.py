@@ -101,7 +101,8 @@ def build(shared: Shared) -> Tab:
         layer = gr.Slider(0, 11, value=11, step=1, label=T("label.block"), elem_id="layer", interactive=False)
         head = gr.Dropdown(head_choices(12), value="mean", label=T("label.head"), elem_id="head", interactive=False)
         mass = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=T("label.mass"), elem_id="mass", interactive=False)
-        reset = gr.Button(T("button.reset_query"), size="sm", interactive=False)
+        # the page's ordinary secondary button, as Faithfulness's beside its slider (a small one reads as inactive)
+        reset = gr.Button(T("button.reset_query"), variant="secondary", elem_id="reset-query", interactive=False)
     with gr.Row():
         with gr.Column(scale=1):
             head_view = picture(T("label.head_view"), "head-view")

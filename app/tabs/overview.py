@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import service
-from app.i18n import catalogs, text
+from app.i18n import text
 from app.maps import grid_map
 from app.render import overlay
 from app.session import analysis_of, handler, lang, style_of, unless_refused, view_of
@@ -19,9 +19,9 @@ SLOTS = len(DEFAULT)
 
 
 def title(method: str, language: str) -> str:
-    """A map's caption: the overview's own wording where it says more (which block, which heads)."""
-    key = f"overview.{method}"
-    return text(key if key in catalogs()["en"] else f"method.{method}", language)
+    """A map's caption: the method's readable name as the Rollout & relevance tab shows it, without the id
+    in parentheses there (every caption alike); raw attention's says more (which block, which heads)."""
+    return text(f"overview.{method}", language)
 
 
 @handler(outputs=SLOTS)

@@ -31,7 +31,7 @@ def page():
         board = Board(tabs, shared)
         panel_inputs = [top.image, top.model, session, top.labels, top.prompt]
         panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
-        panel_outputs += [top.labels, top.prompt]
+        panel_outputs += [top.image, top.labels, top.prompt]
         analyzed = board.analyzed(panel.outcome, panel_inputs, panel_outputs)
         restyled = board.redraw_shown(style, panel.set_style, top.style_controls)
     return board, tabs, top, analyzed, restyled
@@ -168,3 +168,16 @@ def test_pictures_are_written_at_once_and_the_rest_passes_through():
     assert out[1]["label"] == "b" and out[1]["visible"] and picture(out[1]["value"]).getpixel((0, 0)) == (0, 0, 255)
     assert out[2] == "text"
     assert written(views, (None, gr.skip(), None)) == (None, gr.skip(), None)
+
+
+def test_the_heads_query_reset_is_an_ordinary_button_inactive_only_before_an_analysis(page):
+    """A small secondary button reads as inactive: it looks like Faithfulness's beside its slider."""
+    board, tabs, top, analyzed, _ = page
+    reset = next(c for c in tabs["heads"].controls if isinstance(c, gr.Button))
+    run = next(c for c in tabs["faithfulness"].controls if isinstance(c, gr.Button))
+    assert (reset.variant, reset.size) == (run.variant, run.size) == ("secondary", "lg")
+    assert reset.interactive is False  # inactive before any analysis, as every control
+    args = [get_image("lion.jpg"), "bundled", None, "", "", "heads", *start_values(board)]
+    session = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))[id(board.shared.session)]
+    follow = board.follow("heads")  # the controls follow the model the tab was drawn with
+    assert by_component(follow, follow["fn"](session, "bundled"))[id(reset)] == gr.update(interactive=True)

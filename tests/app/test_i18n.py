@@ -50,15 +50,27 @@ def test_every_language_file_has_every_key_with_the_same_placeholders():
 
 def test_every_key_the_code_uses_exists():
     from app.maps import METHODS
-    from app.tabs.overview import DEFAULT as OVERVIEW
     from app.ui import TABS
 
     used = set()
     for path in APP.rglob("*.py"):
         used |= set(re.findall(r'\b(?:T|text)\(\s*"([a-z_0-9.]+)"', path.read_text(encoding="utf-8")))
     used |= {f"choice.{c}" for c in ("mean", "max", "min")}  # keys built from values (f-strings)
-    used |= {f"method.{m}" for m in METHODS} | {f"overview.{m}" for m in OVERVIEW} | {f"tab.{t}" for t in TABS}
+    used |= {f"method.{m}" for m in METHODS} | {f"overview.{m}" for m in METHODS} | {f"tab.{t}" for t in TABS}
     assert len(used) > 100 and not used - set(catalogs()["en"]), used - set(catalogs()["en"])
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_every_overview_caption_is_the_method_name_without_its_id(language):
+    from app.maps import METHODS
+    from app.tabs.overview import title
+
+    for method in METHODS:
+        caption, name = title(method, language), text(f"method.{method}", language)
+        assert name.endswith(f" ({method})"), (language, name)  # the Rollout & relevance tab shows the id
+        assert f"({method})" not in caption and f"（{method}）" not in caption, (language, caption)
+        if method != "attention":  # raw attention's caption says which block and heads
+            assert name == f"{caption} ({method})", (language, caption, name)
 
 
 def test_chinese_differs_from_english_and_base_tags_answer():
@@ -97,6 +109,7 @@ def test_every_error_key_the_code_raises_is_translated_with_the_same_placeholder
         words = {key.removeprefix("what."): value for key, value in texts.items() if key.startswith("what.")}
         assert set(words) == set(WHAT), (language, set(words) ^ set(WHAT))
         assert all(value.strip() for value in [*errors.values(), *words.values()]), language
+        assert not [key for key, value in errors.items() if "`" in value], language  # no code on the page
 
 
 def refused(fn, *args, **kwargs) -> VitCoreError:
@@ -147,6 +160,8 @@ def test_the_bad_image_sentences_are_translated(tmp_path):
     assert error_text(upload, "zh-CN") == "请先上传一张图片。"
     assert error_text(upload, "en") == "upload an image first."
     assert error_text(upload, "xx-YY") == "upload an image first."  # an unknown language: English
+    unknown = VitCoreError("unknown_timm_model", name="vit_nope")  # the page points to its model list
+    assert error_text(unknown, "zh-CN") == "未知的 timm 模型 'vit_nope'；请检查拼写，或从模型列表中选择一个模型。"
     assert text("heads.caption", "zh-CN", layer=3, head=1, who="类别令牌") == "第 3 块，头 1：类别令牌看向哪里。"
 
 

@@ -1,12 +1,15 @@
 """The panel: one analysis per (model, image), failures that leave one state, the examples and the note,
 the summary in both languages."""
 
+from types import SimpleNamespace
+
 import gradio as gr
 import pytest
 from gradio.media import get_image
 
 from app import panel, service
-from tests.app.helpers import analyzed
+from app.i18n import text
+from tests.app.helpers import NO_PROGRESS, analyzed
 from tests.corpus import write
 
 CHINESE = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.8"})
@@ -25,6 +28,9 @@ def test_bad_images_become_one_sentence_and_clear_every_view(tmp_path):
         assert "\n" not in summary and summary.endswith("."), (name, summary)
         assert outputs[2].interactive is False and outputs[2].choices == []  # no target classes
         assert outputs[4] == "bundled"
+        # a file the browser cannot show either leaves the image box empty, not with a broken-image icon;
+        # a picture refused for its shape stays in it
+        assert outputs[7] == (gr.skip() if name == "extreme aspect" else None), name
 
 
 def test_a_model_that_cannot_be_loaded_keeps_the_analysis_and_puts_the_dropdown_back():
@@ -132,7 +138,21 @@ def test_model_choices_are_described_in_the_language(language):
     labels = [label for label, _ in service.model_choices(language)]
     assert labels[0].startswith("bundled — ")
     if language == "zh-CN":
-        assert "本项目" in labels[0]
+        assert "十种形状" in labels[0] and "本项目" in panel.model_note("bundled", language)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_model_menu_names_each_model_in_a_few_words_and_the_note_describes_it(language):
+    choices = dict((value, label) for label, value in service.model_choices(language))
+    for entry in service.CATALOG:
+        words = choices[entry.name].removeprefix(f"{entry.name} — ").split(" · ")[0]
+        assert words == text(f"menu.{entry.name}", language) and len(words) <= 30, (language, words)
+        description = service.catalog_description(entry, language)
+        assert len(description) >= len(words) and description in panel.model_note(entry.name, language)
+    bundled = choices["bundled"]
+    assert "trained by this project" not in bundled and "本项目" not in bundled  # that is the note's
+    assert panel.model_note(None, language) == ""
+    assert panel.model_note("/srv/mine.safetensors", language).startswith(text("note.imagenet", language))
 
 
 def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
@@ -150,6 +170,29 @@ def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
     Image.new("RGB", (300, 300), (10, 200, 40)).save(square)
     _, outputs = analyzed(str(square), "bundled")
     assert "crop" not in outputs[3] and outputs[6].visible is False
+
+
+def test_emptying_the_box_of_an_unreadable_file_starts_no_analysis_and_keeps_the_sentence(monkeypatch, tmp_path):
+    """The box emptied by the answer to a bad file fires its change event: that request without the image
+    gets the same answer again, unrun, the box left alone and the views as they are."""
+    calls = []
+    real = service.analyze
+    monkeypatch.setattr(service, "analyze", lambda *args: calls.append(args) or real(*args))
+    page = gr.Request(headers={"accept-language": "zh-CN"})
+    page.session_hash = "a-tab-with-a-bad-file"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    clock = [1000.0]
+    monkeypatch.setattr(panel, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    refused, follow = panel.outcome(str(broken), "bundled", None, progress=NO_PROGRESS, request=page)
+    assert follow and refused.image is None and refused.summary.startswith("⚠️ broken.png")
+    clock[0] += 30  # the box's change waited in the model queue behind other pages' runs
+    echo, follow = panel.outcome(None, "bundled", None, progress=NO_PROGRESS, request=page)
+    assert not follow and echo.image == gr.skip() and echo.summary == refused.summary
+    assert len(calls) == 1  # the emptied box ran nothing
+    # the next picture is analysed as always
+    good, follow = panel.outcome(get_image("lion.jpg"), "bundled", None, progress=NO_PROGRESS, request=page)
+    assert follow and good.session["key"] and good.image == gr.skip() and len(calls) == 2
 
 
 def test_the_same_request_twice_from_a_page_runs_once(monkeypatch):

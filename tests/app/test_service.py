@@ -317,7 +317,7 @@ def test_a_forked_process_finds_the_model_loaded_before_the_fork(local):
 def test_catalog_labels_give_sizes_and_downloads(local):
     by_name = {entry.name: entry for entry in CATALOG}
     label = service.catalog_label(by_name["torchvision:vit_b_16"], check_cache=False)
-    assert label == "torchvision:vit_b_16 — torchvision ViT-B/16 IMAGENET1K_V1 · 86.6 M params · 346 MB download"
+    assert label == "torchvision:vit_b_16 — ViT-B/16, ImageNet-1k · 86.6 M params · 346 MB download"
     assert "参数" in service.catalog_label(by_name["bundled"], language="zh-CN")
     assert service.catalog_label(by_name["bundled"]).endswith("· 1.6 M params")
     assert Path(service.display_name("/srv/models/mine.safetensors")).name == "mine.safetensors"

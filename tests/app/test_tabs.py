@@ -10,7 +10,7 @@ import pytest
 from gradio.media import get_image
 from PIL import Image
 
-from app import service
+from app import figures, service
 from app.maps import FAITHFULNESS, METHODS, grid_map
 from app.render import MATRIX_MARGIN, MATRIX_TOP, OverlayStyle, matrix_cell, overlay
 from app.session import select_patch, view_of, when_shown
@@ -205,10 +205,28 @@ def test_hidden_tabs_draw_only_when_shown():
     assert "request" in inspect.signature(lazy).parameters
 
 
+@pytest.mark.parametrize(
+    "outliers,english,chinese",
+    [
+        (0, "Token norms (no outlier patches)", "令牌范数（无离群图块）"),
+        (1, "Token norms (1 outlier patch)", "令牌范数（1 个离群图块）"),
+        (3, "Token norms (3 outlier patches)", "令牌范数（3 个离群图块）"),
+    ],
+)
+def test_the_token_norm_title_counts_its_outliers_in_words(outliers, english, chinese):
+    prefix = 1
+    norms = np.ones(prefix + 8)
+    flagged = np.zeros(prefix + 8, dtype=bool)
+    flagged[0] = True  # a prefix token above the fence is not an outlier patch
+    flagged[prefix : prefix + outliers] = True
+    titles = [figures.token_norm_bars(norms, flagged, 2.0, prefix, lang).layout.title.text for lang in ("en", "zh-CN")]
+    assert titles == [english, chinese]
+
+
 def test_the_overview_shows_the_maps_chosen_and_a_refused_one_stays_empty():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
     chosen = overview.draw(session, None, STYLE, ["legrad", "attnlrp"])
-    assert [p["label"] for p in chosen[:2]] == ["LeGrad (legrad)", "AttnLRP (attnlrp)"]
+    assert [p["label"] for p in chosen[:2]] == ["LeGrad", "AttnLRP"]  # captions name methods as the defaults do
     analysis = service.CACHE.get(session["key"])
     view = view_of(analysis)
     expected = overlay(view, grid_map(analysis, "legrad", None), STYLE)

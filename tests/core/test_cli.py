@@ -207,6 +207,15 @@ def test_explain_raw_writes_the_signed_relevance(tmp_path, tiny_weights):
     assert refused.returncode == 2 and refused.stderr.strip().endswith("only a .npy file holds; got 'x.png'.")
 
 
+def test_an_unknown_timm_model_on_the_command_line_says_how_to_list_the_names(tmp_path, capsys):
+    from vit_core.cli import main
+
+    code = main(["run", photo("lion.jpg"), "--model", "timm:no_such_vit", "--out", str(tmp_path / "x.npz")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.startswith("error: unknown timm model 'no_such_vit'; check the spelling")
+    assert error.endswith("`timm.list_models('vit*')` names every timm ViT.")
+
+
 def test_the_cli_adds_its_own_flag_hint_to_a_core_sentence(tmp_path, capsys):
     from vit_core.cli import main
 

@@ -47,6 +47,16 @@ def test_templates_are_one_sentence_with_plain_parameters_and_no_command_line_fl
         assert sentence.endswith(".") and "\n" not in sentence and "{" not in sentence, (key, sentence)
         # the page shows these sentences: a command-line hint belongs to vit_core.cli (CLI_HINTS)
         assert key.startswith("cli_") or " --" not in f" {template}", (key, template)
+        # and so does code to run: the page's users need not write Python
+        assert "`" not in template and "list_models" not in template, (key, template)
+
+
+def test_an_unknown_timm_model_points_to_the_model_list_and_the_cli_adds_the_code():
+    from vit_core.cli import CLI_HINTS
+
+    error = VitCoreError("unknown_timm_model", name="vit_nope")
+    assert str(error) == "unknown timm model 'vit_nope'; check the spelling, or choose a model from the model list."
+    assert "python -m vit_core models" in CLI_HINTS[error.key] and "timm.list_models" in CLI_HINTS[error.key]
 
 
 def test_unknown_keys_missing_parameters_and_unknown_words_raise_at_construction():
