@@ -2,18 +2,15 @@
 
 Every Gradio event is a round trip (a queue join, a server-sent result, then the browser fetching what it
 returned), so what one action shows is computed by one event, not a chain:
-- an analysis (`Board.analyzed`) returns the panel's outputs and the tab on screen, drawn; every other
-  tab's views are emptied, so no view of an earlier image waits in a tab opened later;
-- opening a tab (`Board.opened`) draws it;
+- an analysis (`Board.analyzed`) returns the panel's outputs and the tab on screen, fitted to the model
+  and drawn; every other tab is emptied, so no view of an earlier image waits in a tab opened later;
+- opening a tab (`Board.opened`) fits it to the model (once per model) and draws it;
 - a change of the overlay style, the target or the language (`Board.redraw_shown`) redraws the views on
   screen that read it.
 
-A tab's controls are fitted to the model its views were drawn with, which its `fitted` state holds. Gradio
-keeps the values of controls in a tab that was never opened on the page, so a hidden slider whose range
-changed would send its old value: drawing computes the fitted values and draws with them directly, and
-sets `fitted`; the controls themselves follow when `fitted` changes (`Board.follow`), in an event of their
-own. That keeps the tabs' forty-odd controls out of every analysis: a Gradio output that is left as it is
-still costs the server a component built anew.
+Fitting happens only when a tab is drawn: Gradio keeps the values of controls in a tab that was never
+opened on the page, so a hidden slider whose range changed would send its old value. The fitted values
+are drawn with directly, in the same event.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from typing import Any
 import gradio as gr
 
 from app.session import NoAnalysis, analysis_of
-from app.tabs.base import Shared, Tab, written
+from app.tabs.base import Shared, Tab
 from vit_core.errors import VitCoreError
 
 
@@ -77,80 +74,53 @@ class Board:
         return unique([c for args in tab.redraws for c in args["outputs"]] + tab.outputs)
 
     def outputs(self, tab_id: str) -> list:
-        """What drawing the tab sets: the model it is fitted to, and its views."""
-        return unique([self.fitted[tab_id], *self.views(tab_id)])
+        tab = self.tabs[tab_id]
+        return unique([tab.empty, *tab.controls, *tab.resets, self.fitted[tab_id], *self.views(tab_id)])
 
     def every_output(self) -> list:
         return unique([c for tab_id in self.tabs for c in self.outputs(tab_id)])
 
-    def controlled(self, tab_id: str) -> list:
-        """What follows the tab's fitted model: its empty line, its controls, the states a new model resets."""
-        tab = self.tabs[tab_id]
-        return unique([tab.empty, *tab.controls, *tab.resets])
-
     # ---- drawing --------------------------------------------------------------------------------------
 
     def draw(self, tab_id: str, values: dict[int, Any], request: gr.Request | None) -> dict[int, Any]:
-        """The tab's outputs (by component id): its views, drawn with the values its controls take for the
-        session's model (fitted anew if the model changed), and the model they are fitted to. Before any
-        analysis: empty views, and no model."""
+        """The tab's outputs (by component id): fitted if its model changed, then drawn with the fitted
+        values. Before any analysis: its empty line, inactive controls, empty views."""
         tab = self.tabs[tab_id]
         session = values[id(self.shared.session)]
         model = session.get("model") if session and session.get("key") else None
         fitted = self.fitted[tab_id]
-        if model is None:
-            return {id(fitted): None, **{id(c): empty(c) for c in self.views(tab_id)}}
         out: dict[int, Any] = {}
+        if model is None:
+            out[id(tab.empty)] = gr.update(visible=True)
+            out.update({id(c): gr.update(interactive=False) for c in tab.controls})
+            out.update({id(c): None for c in tab.resets})
+            out[id(fitted)] = None
+            out.update({id(c): empty(c) for c in self.views(tab_id)})
+            return out
         if model != values[id(fitted)]:
             try:
-                updates = self.fit(tab_id, session)
+                updates = tab.fit(analysis_of(session)) if tab.fit else ()
             except (NoAnalysis, VitCoreError):  # the analysis is gone and cannot be rebuilt: nothing to fit
                 return out
+            out[id(tab.empty)] = gr.update(visible=False)
             for control, update in zip(tab.controls, updates, strict=True):
+                out[id(control)] = update
                 values[id(control)] = fitted_value(update, values.get(id(control)))
             for state in tab.resets:
-                values[id(state)] = None
+                out[id(state)] = values[id(state)] = None
             out[id(fitted)] = model
         for step in tab.redraws:
             out.update(run(step, values, request))
         return out
 
-    def fit(self, tab_id: str, session: dict) -> tuple:
-        """One update per control of the tab, for the session's model."""
-        tab = self.tabs[tab_id]
-        return tuple(tab.fit(analysis_of(session))) if tab.fit else ()
-
     @staticmethod
     def ordered(outputs: list, drawn: dict[int, Any], default=gr.skip) -> tuple:
-        return written(outputs, tuple(drawn[id(c)] if id(c) in drawn else default() for c in outputs))
+        return tuple(drawn[id(c)] if id(c) in drawn else default() for c in outputs)
 
     # ---- the events -------------------------------------------------------------------------------------
 
-    def follow(self, tab_id: str) -> dict:
-        """Event arguments for when the tab's fitted model changes: its controls fitted to the model (or
-        inactive with the empty line shown, without one), the states a new model resets emptied."""
-        tab = self.tabs[tab_id]
-        outputs = self.controlled(tab_id)
-
-        def follow_model(session, model):
-            try:
-                updates = self.fit(tab_id, session) if model is not None else None
-            except (NoAnalysis, VitCoreError):
-                updates = None
-            if updates is None:
-                drawn = {id(tab.empty): gr.update(visible=True)}
-                drawn.update({id(c): gr.update(interactive=False) for c in tab.controls})
-            else:
-                drawn = {id(tab.empty): gr.update(visible=False)}
-                drawn.update(zip(map(id, tab.controls), updates, strict=True))
-            drawn.update({id(c): None for c in tab.resets})
-            values = self.ordered(outputs, drawn)
-            return values[0] if len(values) == 1 else values
-
-        return dict(fn=follow_model, inputs=[self.shared.session, self.fitted[tab_id]], outputs=outputs)
-
     def opened(self, tab_id: str) -> dict:
-        """Event arguments for opening tab `tab_id`: it becomes the tab on screen, drawn."""
+        """Event arguments for opening tab `tab_id`: it becomes the tab on screen, fitted and drawn."""
         inputs = self.inputs
         outputs = [self.shared.shown, *self.outputs(tab_id)]
 
@@ -162,8 +132,8 @@ class Board:
 
     def analyzed(self, analyze: Callable, panel_inputs: list, panel_outputs: list) -> dict:
         """Event arguments for an analysis: `analyze(*panel_inputs, progress, request)` gives the panel's
-        `Outcome` and whether the views follow it; then the tab on screen is drawn from the new session
-        (with the new target class), every other view emptied."""
+        `Outcome` and whether the views follow it; then the tab on screen is fitted and drawn from the new
+        session (with the new target class), every other view emptied."""
         inputs = [*panel_inputs, self.shared.shown, *self.inputs]
         outputs = [*panel_outputs, *self.every_output()]
         count = len(panel_inputs)

@@ -128,7 +128,6 @@ def build_demo() -> gr.Blocks:
         board = Board(tabs, shared)
         for tab_id, tab in tabs.items():
             tab.ui.select(**board.opened(tab_id), **PRIVATE)
-            board.fitted[tab_id].change(**board.follow(tab_id), **PRIVATE)  # its controls follow its model
 
         # ---- an analysis: the image, the model, or the button; the tab on screen follows, the rest empties --
         panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]

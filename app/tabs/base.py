@@ -12,7 +12,6 @@ import io
 import os
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,25 +64,6 @@ def save_png_once(picture: Image.Image, cache_dir: Path) -> str:
             handle.write(data)
         os.replace(handle.name, path)
     return str(path)
-
-
-_WRITERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="png")
-
-
-def written(outputs: list, values: tuple) -> tuple:
-    """`values` for `outputs`, with every picture bound for an `OutputImage` (a PIL image, alone or as a
-    `gr.update`'s value) written at once: zlib lets go of the GIL, and Gradio would write them one after
-    another. Those pictures become their files' paths; every other value stays as it is."""
-    done = list(values)
-    pending = {}
-    for index, (component, value) in enumerate(zip(outputs, values, strict=True)):
-        update = isinstance(value, dict)
-        picture = value.get("value") if update else value
-        if isinstance(component, OutputImage) and isinstance(picture, Image.Image):
-            pending[index] = _WRITERS.submit(save_png_once, picture, Path(component.GRADIO_CACHE))
-    for index, future in pending.items():
-        done[index] = {**done[index], "value": future.result()} if isinstance(done[index], dict) else future.result()
-    return tuple(done)
 
 
 def picture(label, elem_id: str | None = None, **kwargs) -> gr.Image:

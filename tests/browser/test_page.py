@@ -543,7 +543,7 @@ def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, arti
     box.fill(timm_tiny_file)
     box.press("Enter")
     page.get_by_text("Block 11, head mean").wait_for(timeout=TIMEOUT)  # the new model's last block
-    # the slider follows the model the view was drawn with (its own event, just after)
+    # the slider is fitted to the new model
     page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '11'", timeout=TIMEOUT)
     assert "12 blocks × 3 heads" in page.locator("#summary").inner_text()
     page.screenshot(path=str(artifacts / "model-switch.png"), full_page=True)
