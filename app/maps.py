@@ -6,7 +6,9 @@ import numpy as np
 
 from app import service
 from app.cache import Analysis
+from vit_core.errors import VitCoreError
 from vit_core.explain import CLASS_SPECIFIC, MODEL_RUN, NOT_IMPLEMENTED, OPT_IN, ExplainOptions, explain
+from vit_core.flow import check_flow_size
 
 METHODS = tuple(
     m
@@ -25,6 +27,16 @@ METHODS = tuple(
     if m not in NOT_IMPLEMENTED
 )
 FAITHFULNESS = tuple(m for m in METHODS if m not in OPT_IN)  # attention flow is refused on most models
+
+
+def refused(analysis: Analysis) -> frozenset[str]:
+    """The methods that cannot run on this analysis's model: attention flow above its token limit."""
+    layers, _, tokens, _ = analysis.capture.attentions.shape
+    try:
+        check_flow_size(layers, tokens)
+    except VitCoreError:
+        return frozenset({"flow"})
+    return frozenset()
 
 
 def grid_map(

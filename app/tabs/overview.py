@@ -7,7 +7,7 @@ import gradio as gr
 
 from app import service
 from app.i18n import text
-from app.maps import grid_map
+from app.maps import grid_map, refused
 from app.render import overlay
 from app.session import analysis_of, handler, lang, style_of, unless_refused, view_of
 from app.tabs.base import ALWAYS_LAST, Shared, T, Tab, empty_line, lazy, picture, redraw
@@ -29,12 +29,16 @@ def draw(session, target, style, methods=DEFAULT, request: gr.Request = None):
     """The chosen maps side by side, each captioned; class-specific ones explain the target (a class, an
     image–text model's label or typed prompt) and are empty for a model without a head (or an image–text
     model with neither). A method that cannot run on this model (attention flow on a large one) leaves its
-    place empty and says why, without stopping the others."""
+    place empty, its caption saying so, without stopping the others."""
     analysis = analysis_of(session)
     language = lang(request)
     chosen = list(methods or ())[:SLOTS]
+    unavailable = refused(analysis)
     pictures = []
     for method in chosen:
+        if method in unavailable:  # its caption says why its place is empty
+            pictures.append(gr.update(value=None, label=text(f"method.{method}_refused", language), visible=True))
+            continue
         found = None
         if method not in CLASS_SPECIFIC or service.explains_something(analysis, target):
             found = unless_refused(lambda method=method: grid_map(analysis, method, target), request)
@@ -42,6 +46,11 @@ def draw(session, target, style, methods=DEFAULT, request: gr.Request = None):
         pictures.append(gr.update(value=shown, label=title(method, language), visible=True))
     pictures += [gr.update(value=None, visible=False)] * (SLOTS - len(chosen))
     return tuple(pictures)
+
+
+def fit(analysis):
+    """The choice of maps for the model: a method it cannot run says so (the maps chosen stay)."""
+    return (gr.update(choices=method_choices(refused(analysis)), interactive=True),)
 
 
 def build(shared: Shared) -> Tab:
@@ -53,9 +62,10 @@ def build(shared: Shared) -> Tab:
         max_choices=SLOTS,
         label=T("label.overview_maps"),
         elem_id="overview-maps",
+        interactive=False,
     )
     with gr.Row():
         pictures = [picture(T(f"overview.{method}"), f"overview-{slot}") for slot, method in enumerate(DEFAULT)]
     drawn = redraw(draw, [shared.session, shared.target, shared.style, methods], pictures)
     methods.input(**lazy(shared, "overview", drawn), **ALWAYS_LAST)
-    return Tab([drawn], empty)
+    return Tab([drawn], empty, [methods], fit)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.maps import METHODS, grid_map
+from app.maps import METHODS, grid_map, refused
 from app.render import overlay
 from app.session import analysis_of, handler, style_of, unless_refused, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.explain import ExplainOptions
 
 
-def method_choices() -> list:
-    """Each method's translated name beside its id (the id is what the CLI and the API take)."""
-    return [(T(f"method.{method}"), method) for method in METHODS]
+def method_choices(unavailable: frozenset[str] = frozenset()) -> list:
+    """Each method's translated name beside its id (the id is what the CLI and the API take); those in
+    `unavailable` (refused on the model) say so in their name, so a choice that cannot run is never a surprise."""
+    return [(T(f"method.{m}" + ("_refused" if m in unavailable else "")), m) for m in METHODS]
 
 
 @handler(outputs=1)
@@ -43,7 +44,7 @@ def knobs(method: str) -> tuple:
 def fit(analysis):
     layers = analysis.capture.num_layers
     return (
-        gr.update(value="rollout", interactive=True),
+        gr.update(choices=method_choices(refused(analysis)), value="rollout", interactive=True),
         *knobs("rollout")[:2],
         gr.update(minimum=0, maximum=layers - 1, value=0, step=1, interactive=True),
     )

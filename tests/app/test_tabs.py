@@ -3,6 +3,7 @@ before any analysis every handler is quietly empty."""
 
 import inspect
 import json
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -235,6 +236,20 @@ def test_the_overview_shows_the_maps_chosen_and_a_refused_one_stays_empty():
     # attention flow is refused on 145 tokens: its place is empty, the other map is drawn
     mixed = overview.draw(session, None, STYLE, ["flow", "rollout"])
     assert mixed[0]["value"] is None and isinstance(mixed[1]["value"], Image.Image)
+    assert mixed[0]["label"] == "Attention flow (flow): too large for this model"  # its caption says why
+
+
+def test_a_method_the_model_cannot_run_says_so_where_it_is_chosen():
+    from app.maps import refused
+
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    assert refused(analysis) == {"flow"}  # 145 tokens in 6 blocks: over attention flow's limit
+    for fitted in (relevance.fit(analysis)[0], overview.fit(analysis)[0]):
+        labels = {value: label.key for label, value in fitted["choices"]}
+        assert labels["flow"] == "method.flow_refused" and labels["rollout"] == "method.rollout"
+    small = SimpleNamespace(capture=SimpleNamespace(attentions=np.zeros((2, 1, 17, 17))))  # 17 tokens, 2 blocks
+    assert refused(small) == set()
 
 
 def test_legrad_in_the_relevance_tab_starts_where_its_reference_code_does():
