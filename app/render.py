@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -102,11 +103,18 @@ def font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def tick_label(value: float) -> str:
-    """A short number for a colorbar tick: 0.0123 -> 0.012, 1234.5 -> 1.2e+03."""
-    if value == 0 or 0.01 <= abs(value) < 1000:
-        return f"{value:.3g}"
-    return f"{value:.1e}"
+def tick_labels(values: tuple[float, ...]) -> list[str]:
+    """Short numbers for a colorbar's ticks, in one format: fixed-point with three significant digits of the
+    largest where it lies in [0.01, 1000) (0.0017, 0.0237, 0.0457), else scientific; a value a million times
+    smaller than the largest is 0 (a softmax's 1.3e-30 beside 0.05)."""
+    scale = max(abs(v) for v in values)
+    if scale == 0:
+        return ["0" for _ in values]
+    values = tuple(0.0 if abs(v) < scale * 1e-6 else v for v in values)
+    if 0.01 <= scale < 1000:
+        decimals = max(0, 2 - math.floor(math.log10(scale)))
+        return [f"{v:.{decimals}f}" if v else "0" for v in values]
+    return [f"{v:.2e}" if v else "0" for v in values]
 
 
 def with_colorbar(picture: Image.Image, cmap: str, low: float = 0.0, high: float = 1.0) -> Image.Image:
@@ -116,7 +124,7 @@ def with_colorbar(picture: Image.Image, cmap: str, low: float = 0.0, high: float
     width, height = picture.size
     gap, bar_height = max(3, height // 96), max(8, height // 40)
     size = max(10, min(14, width // 24))
-    labels = [tick_label(v) for v in (low, (low + high) / 2, high)]
+    labels = tick_labels((low, (low + high) / 2, high))
     text_height = font(size).getbbox("0.9")[3] + 4
     lut = colormap(cmap)  # left = low
     row = lut[np.linspace(0, 255, width).round().astype(int)]  # [W, 3]

@@ -155,3 +155,13 @@ def test_output_pictures_are_written_once_by_content(tmp_path):
     assert save_png_once(picture.copy(), tmp_path) == first and Path(first).stat().st_mtime_ns == stamp  # not rewritten
     assert save_png_once(Image.new("RGB", (8, 8), "blue"), tmp_path) != first
     assert Image.open(first).getpixel((0, 0)) == (255, 0, 0) and not list(tmp_path.glob("*/*.tmp"))
+
+
+def test_a_colorbar_s_ticks_share_one_format():
+    from app.render import tick_labels
+
+    assert tick_labels((0.0017, 0.0237, 0.0457)) == ["0.0017", "0.0237", "0.0457"]  # not 1.7e-03 beside 0.0457
+    assert tick_labels((1.3e-30, 0.025, 0.05)) == ["0", "0.0250", "0.0500"]  # a softmax's underflow is 0
+    assert tick_labels((-2.5, 0.0, 2.5)) == ["-2.50", "0", "2.50"]
+    assert tick_labels((1.2e-4, 3e-4, 5e-4)) == ["1.20e-04", "3.00e-04", "5.00e-04"]
+    assert tick_labels((0.0, 0.0, 0.0)) == ["0", "0", "0"]
