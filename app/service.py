@@ -137,12 +137,22 @@ def catalog_description(entry: CatalogEntry, language: str = "en") -> str:
 def catalog_label(entry: CatalogEntry, check_cache: bool = True, language: str = "en") -> str:
     """'timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — ViT-B/16, ImageNet-1k · 86.6 M params · 346 MB download'
     in `language`: the name and a few words (`menu.<name>`; the description goes in the note under the menu);
-    with `check_cache`, a model already in the local cache shows no download."""
+    with `check_cache`, a model already in the local cache shows no download, and one that is not, where
+    nothing can be downloaded, says it is not on this machine."""
     words = text(f"menu.{entry.name}", language) if f"menu.{entry.name}" in catalogs()["en"] else entry.description
     parts = [f"{entry.name} — {words}", text("model.params", language, millions=entry.params / 1e6)]
     if entry.download_mb and not (check_cache and available_offline(entry.name)):
-        parts.append(text("model.download", language, mb=entry.download_mb))
+        downloadable = not check_cache or hub_reachable()
+        parts.append(text("model.download" if downloadable else "model.not_here", language, mb=entry.download_mb))
     return " · ".join(parts)
+
+
+def hub_reachable() -> bool:
+    """Whether models can be downloaded here: not offline (`HF_HUB_OFFLINE`), and the hub answers (on a Space
+    it always does)."""
+    if offline():
+        return False
+    return bool(os.environ.get("SPACE_ID")) or reachable(hf_endpoint(), timeout=1.5)
 
 
 def model_choices(language: str = "en") -> list[tuple[str, str]]:
@@ -182,9 +192,7 @@ def public_mode() -> bool:
 def suggested_model() -> CatalogEntry | None:
     """The ImageNet model to suggest beside the bundled one, when the hub can be reached and the operator
     chose no model (`VIT_MODEL`); None otherwise."""
-    if os.environ.get("VIT_MODEL") or offline():
-        return None
-    if not os.environ.get("SPACE_ID") and not reachable(hf_endpoint(), timeout=1.5):
+    if os.environ.get("VIT_MODEL") or not hub_reachable():
         return None
     return catalog_entry(SPACE_DEFAULT_MODEL)
 

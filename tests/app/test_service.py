@@ -110,8 +110,8 @@ def test_public_mode_offers_the_catalog_and_the_operators_models(public, timm_ti
     assert choices[timm_tiny_file] == "vit_tiny_random.safetensors"
     assert choices["timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"] == (
         "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — "
-        "ViT-B/16 AugReg, ImageNet-1k · 86.6 M params · 346 MB download"
-    )
+        "ViT-B/16 AugReg, ImageNet-1k · 86.6 M params · not on this machine (346 MB download, offline)"
+    )  # offline here (HF_HUB_OFFLINE=1); on a Space, "346 MB download"
     assert service.shared_model(timm_tiny_file).cfg.embed_dim == 192
     assert service.shared_model(" bundled ").cfg.depth == 6
     public.setenv("VIT_MODEL", "timm:vit_tiny_patch16_224")  # the operator's default is offered too
@@ -321,6 +321,11 @@ def test_catalog_labels_give_sizes_and_downloads(local):
     assert "参数" in service.catalog_label(by_name["bundled"], language="zh-CN")
     assert service.catalog_label(by_name["bundled"]).endswith("· 1.6 M params")
     assert Path(service.display_name("/srv/models/mine.safetensors")).name == "mine.safetensors"
+    # tests run offline (HF_HUB_OFFLINE=1): a model not in the cache cannot be downloaded, and says so
+    assert service.offline() and not service.hub_reachable()
+    offline = service.catalog_label(by_name["torchvision:vit_b_16"])
+    if not service.available_offline("torchvision:vit_b_16"):
+        assert offline.endswith("· not on this machine (346 MB download, offline)")
 
 
 def test_vit_pickle_check_installs_the_check_in_a_server(local):
