@@ -37,7 +37,8 @@ def curves_and_table(report: dict, language: str) -> tuple:
     ]
     headers = [text(f"table.{column}", language) for column in ("method", "deletion_auc", "insertion_auc")]
     table = gr.Dataframe(value=rows, headers=headers, visible=True, column_widths=["50%", "25%", "25%"])
-    return figures.faithfulness_curves(curves, language), table
+    names = {m: text(f"overview.{m}", language) for m in report}  # the Overview's captions, without the ids
+    return figures.faithfulness_curves(curves, language, names), table
 
 
 def ablation_text(found: dict, language: str) -> str:

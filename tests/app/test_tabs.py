@@ -3,6 +3,7 @@ before any analysis every handler is quietly empty."""
 
 import inspect
 import json
+import unicodedata
 
 import gradio as gr
 import numpy as np
@@ -156,6 +157,8 @@ def test_faithfulness_ablation_and_downloads():
     for solid, dashed in zip(plot.data[::2], plot.data[1::2], strict=True):  # one colour per method
         assert solid.line.color == dashed.line.color and dashed.line.dash == "dash" and solid.line.dash is None
     assert len({trace.line.color for trace in plot.data}) == len(FAITHFULNESS)
+    legend = [trace.name for trace in plot.data if trace.showlegend is not False]  # readable names, not ids
+    assert [name.replace("<br>", " ") for name in legend] == [overview.title(m, "en") for m in FAITHFULNESS]
     text = faithfulness.ablate(session, 2, ["0", "3"], None)
     assert "heads 0, 3 zeroed" in text
     bars = faithfulness.importance(session, 2, None)
@@ -167,6 +170,10 @@ def test_faithfulness_ablation_and_downloads():
     chinese = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
     curves, table, result, bars_again = faithfulness.show(session, request=chinese)
     assert curves.layout.title.text != plot.layout.title.text and table.value["data"][0][1] == rows[0][1]
+    chinese_legend = [trace.name for trace in curves.data if trace.showlegend is not False]
+    assert chinese_legend[0] == overview.title(FAITHFULNESS[0], "zh-CN")
+    lines = [line for name in legend + chinese_legend for line in name.split("<br>")]
+    assert max(columns(line) for line in lines) <= figures.LEGEND_COLUMNS  # every entry fits beside the plot
     assert "0, 3" in result and result != text and len(bars_again.data[0].y) == 6
     other, _ = analyzed(get_image("lion.jpg"), "bundled")  # a new image: nothing computed for it yet
     assert faithfulness.show(other)[0] is None and faithfulness.show(other)[2] is None
@@ -180,6 +187,11 @@ def test_faithfulness_ablation_and_downloads():
     results = json.loads(open(next(p for p in files if p.endswith(".json"))).read())
     assert results["top5"][0]["index"] == int(np.argmax(analysis.capture.probs))
     assert np.asarray(results["mean_attention_distance_px"]).shape == (6, 6)
+
+
+def columns(line: str) -> int:
+    """The width of a line of text in columns, a CJK character two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
 
 
 def _names():
