@@ -31,8 +31,9 @@ def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, l
 def curves_and_table(report: dict, language: str) -> tuple:
     """The curves (each method one colour: deletion solid, insertion dashed) and the AUC table."""
     curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
+    # every AUC with 3 decimals, as text: a number column would show 0.2 beside 0.141
     rows = [
-        [text(f"method.{m}", language), round(r["deletion"].auc, 4), round(r["insertion"].auc, 4)]
+        [text(f"method.{m}", language), f"{r['deletion'].auc:.3f}", f"{r['insertion'].auc:.3f}"]
         for m, r in report.items()
     ]
     headers = [text(f"table.{column}", language) for column in ("method", "deletion_auc", "insertion_auc")]

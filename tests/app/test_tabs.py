@@ -3,6 +3,7 @@ before any analysis every handler is quietly empty."""
 
 import inspect
 import json
+import re
 import unicodedata
 
 import gradio as gr
@@ -152,7 +153,8 @@ def test_faithfulness_ablation_and_downloads():
     plot, table = faithfulness.run(session, None, 6, progress=lambda *a, **k: None)
     rows = table.value["data"]
     assert [row[0] for row in rows] == [f"{name} ({m})" for m, name in zip(FAITHFULNESS, _names(), strict=True)]
-    assert all(0 <= row[1] <= 1 and 0 <= row[2] <= 1 for row in rows)
+    assert all(0 <= float(row[1]) <= 1 and 0 <= float(row[2]) <= 1 for row in rows)
+    assert all(re.fullmatch(r"[01]\.\d{3}", auc) for row in rows for auc in row[1:]), rows  # 3 decimals each
     assert len(plot.data) == 2 * len(FAITHFULNESS)
     for solid, dashed in zip(plot.data[::2], plot.data[1::2], strict=True):  # one colour per method
         assert solid.line.color == dashed.line.color and dashed.line.dash == "dash" and solid.line.dash is None
