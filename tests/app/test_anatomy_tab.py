@@ -126,3 +126,17 @@ def test_the_saturation_table_ends_with_the_sentence_for_its_own_numbers(session
         table = draw_anatomy(session, None, 5, "0", "class", True, request=request)[8]
         scaled, unscaled = (attention_row(internals.queries, internals.keys, 0, 0, scaled=s) for s in (True, False))
         assert table.endswith(anatomy.saturation_note(scaled, unscaled, internals.queries.shape[-1], language))
+
+
+@pytest.mark.parametrize("request_, language", [(None, "en"), (CHINESE, "zh-CN")])
+def test_step_one_leaves_the_numbers_to_the_model_and_the_facts_give_them(session, request_, language):
+    """§1 speaks of P·P·C (768 only as ViT-B/16's); the line under its pictures gives the bundled model's 8×8×3."""
+    from app.i18n import text
+
+    step = text("anatomy.step1", language)
+    assert "P·P·C" in step and "768" in step and "(768 for 16×16 RGB)" not in step
+    assert step.index("ViT-B/16") < step.index("768")  # 768 only as the reference model's
+    result = service.CACHE.get(session["key"]).capture
+    p, c = result.patch_size, 3
+    facts = draw_anatomy(session, (0, 0), 0, "0", "class", True, request=request_)[4]
+    assert (p, p * p * c) == (8, 192) and f"{p}×{p}×{c} = **{p * p * c} " in facts
