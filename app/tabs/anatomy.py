@@ -253,11 +253,18 @@ def head_step(analysis, lang: str):
         width=36,
     )
     bars = go.Figure()
-    bars.add_bar(x=[labels[i] for i in top], y=result.logits[top], name="logit", marker_color="grey", offsetgroup=0)
+    bars.add_bar(
+        x=[labels[i] for i in top],
+        y=result.logits[top],
+        name=text("anatomy.logit_legend", lang),
+        marker_color="grey",
+        offsetgroup=0,
+    )
     bars.add_bar(
         x=[labels[i] for i in top],
         y=result.probs[top],
-        name=result.activation,  # softmax, or a sigmoid per label (SigLIP)
+        # softmax, or a sigmoid per label (SigLIP): an identifier, as in the texts of every language
+        name=text("anatomy.probability_legend", lang, activation=result.activation),
         yaxis="y2",
         marker_color="darkorange",
         offsetgroup=1,

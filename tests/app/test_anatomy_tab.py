@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradio.media import get_image
 
-from app import service
+from app import figures, service
 from app.session import select_patch, view_of
 from app.tabs import anatomy, heads
 from tests.app.conftest import FakeSelect
@@ -91,6 +91,9 @@ def test_a_chinese_browser_gets_chinese_numbers_and_figures(session):
     out = draw_anatomy(session, (1, 1), 0, "0", "patch", True, request=CHINESE)
     assert "个值" in out[4] and "最大权重" in out[8] and "为负" in out[12]
     assert out[6].layout.title.text.startswith("得分") and out[6].layout.xaxis.title.text == "键令牌（前缀在前）"
+    assert [bar.name for bar in out[14].data] == ["logit 值", "softmax 概率"]  # identifiers with Chinese words
+    lens = figures.layer_heatmap(np.full((6, 10), 0.1), [str(i) for i in range(10)], [0, 1], "zh-CN")
+    assert "透镜" in lens.layout.title.text and "lens" not in lens.layout.title.text
     caption = heads.draw(session, 1, "mean", None, 1.0, STYLE, request=CHINESE)[3]
     assert caption.startswith("第 1 块") and "mean" not in caption
 

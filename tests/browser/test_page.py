@@ -430,7 +430,6 @@ IDENTIFIERS = {
     "bundled",
     "flow",
     "transformer_attribution",
-    "lens",  # "logit lens" is a method's name (nostalgebraist 2020)
     "AttnLRP",
     "CP-LRP",
     "LeGrad",
