@@ -205,25 +205,33 @@ def token_norm_bars(
     )
 
 
-def faithfulness_curves(curves: Mapping[str, tuple[Curve, Curve]], lang: str = DEFAULT) -> go.Figure:
+LEGEND_COLUMNS = 26  # the longest line of a legend entry (a CJK character counts two)
+
+
+def faithfulness_curves(
+    curves: Mapping[str, tuple[Curve, Curve]], lang: str = DEFAULT, names: Mapping[str, str] | None = None
+) -> go.Figure:
     """Deletion (solid) and insertion (dashed) curves per method, one colour and one legend entry per method
-    (Petsiuk et al. 2018); the AUCs are in the table beside it."""
+    (Petsiuk et al. 2018); the AUCs are in the table beside it. `names`: each method's readable name (default
+    its id), broken into lines of at most `LEGEND_COLUMNS` in the legend so that every entry fits beside the
+    plot in any language."""
     figure = go.Figure()
-    for index, (method, (deletion, insertion)) in enumerate(curves.items()):
+    for index, (key, (deletion, insertion)) in enumerate(curves.items()):
         colour = COLOURS[index % len(COLOURS)]
+        method = (names or {}).get(key, key)
         figure.add_scatter(
             x=deletion.fractions,
             y=deletion.probs,
-            name=method,
-            legendgroup=method,
+            name=wrap(method, LEGEND_COLUMNS),
+            legendgroup=key,
             line=dict(color=colour),
             hovertemplate=text("figure.deletion_short", lang, method=method) + ": %{y:.3f}<extra></extra>",
         )
         figure.add_scatter(
             x=insertion.fractions,
             y=insertion.probs,
-            name=method,
-            legendgroup=method,
+            name=wrap(method, LEGEND_COLUMNS),
+            legendgroup=key,
             showlegend=False,  # the method's one entry stands for both its lines
             line=dict(color=colour, dash="dash"),
             hovertemplate=text("figure.insertion_short", lang, method=method) + ": %{y:.3f}<extra></extra>",

@@ -22,7 +22,7 @@ from app.render import OverlayStyle, overlay
 from app.session import analysis_of, handler, lang, select_patch, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.analysis import layer_predictions, mean_attention_distance, position_similarity
-from vit_core.anatomy import attention_row, block_internals, entropy_by_scale, gelu, patch_token
+from vit_core.anatomy import AttentionRow, attention_row, block_internals, entropy_by_scale, gelu, patch_token
 from vit_core.config import split_tokens
 from vit_core.errors import VitCoreError
 from vit_core.validate import check_index
@@ -100,6 +100,26 @@ def position_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int])
     return overlay(view, similarity[patch], OverlayStyle(upsample="nearest", grid=True), mark=patch)
 
 
+def saturation_note(scaled_row: AttentionRow, unscaled_row: AttentionRow, d_k: int, lang: str) -> str:
+    """The sentence under the saturation table, saying what its numbers show: the unscaled row saturated
+    (its softmax Jacobian smaller, as Vaswani et al.'s argument predicts), or sharper but not saturated yet
+    (its Jacobian larger: a nearly uniform row's is small too, about 1/√N for N keys)."""
+    n = len(scaled_row.weights)
+    saturated = unscaled_row.jacobian_norm < scaled_row.jacobian_norm
+    return text(
+        "anatomy.saturation_saturated" if saturated else "anatomy.saturation_not_yet",
+        lang,
+        dk=d_k,
+        sqrt=math.sqrt(d_k),
+        max_s=scaled_row.max_weight,
+        max_u=unscaled_row.max_weight,
+        jac_s=scaled_row.jacobian_norm,
+        jac_u=unscaled_row.jacobian_norm,
+        n=n,
+        flat=1 / math.sqrt(n),  # the uniform row's ‖diag(p) − ppᵀ‖ = √(1/N − 1/N²), about 1/√N
+    )
+
+
 def attention_step(analysis, view, layer: int, head: int, query_index: int, scaled: bool, lang: str):
     """Step 3: one query's row of QKᵀ/√d_k from the real q and k, its softmax, and the saturation figures."""
     result = analysis.capture
@@ -138,6 +158,7 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
         jac_u=unscaled_row.jacobian_norm,
         uniform=math.log(len(shown.weights)),
     )
+    table += "\n\n" + saturation_note(scaled_row, unscaled_row, d_k, lang)
     factors = np.linspace(0, 1.5, 61)
     curve = go.Figure(
         go.Scatter(x=factors, y=entropy_by_scale(internals.queries, internals.keys, head, query_index, factors))
@@ -232,11 +253,18 @@ def head_step(analysis, lang: str):
         width=36,
     )
     bars = go.Figure()
-    bars.add_bar(x=[labels[i] for i in top], y=result.logits[top], name="logit", marker_color="grey", offsetgroup=0)
+    bars.add_bar(
+        x=[labels[i] for i in top],
+        y=result.logits[top],
+        name=text("anatomy.logit_legend", lang),
+        marker_color="grey",
+        offsetgroup=0,
+    )
     bars.add_bar(
         x=[labels[i] for i in top],
         y=result.probs[top],
-        name=result.activation,  # softmax, or a sigmoid per label (SigLIP)
+        # softmax, or a sigmoid per label (SigLIP): an identifier, as in the texts of every language
+        name=text("anatomy.probability_legend", lang, activation=result.activation),
         yaxis="y2",
         marker_color="darkorange",
         offsetgroup=1,

@@ -31,17 +31,36 @@ def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, l
 def curves_and_table(report: dict, language: str) -> tuple:
     """The curves (each method one colour: deletion solid, insertion dashed) and the AUC table."""
     curves = {m: (r["deletion"], r["insertion"]) for m, r in report.items()}
+    # every AUC with 3 decimals, as text: a number column would show 0.2 beside 0.141
     rows = [
-        [text(f"method.{m}", language), round(r["deletion"].auc, 4), round(r["insertion"].auc, 4)]
+        [text(f"method.{m}", language), f"{r['deletion'].auc:.3f}", f"{r['insertion'].auc:.3f}"]
         for m, r in report.items()
     ]
     headers = [text(f"table.{column}", language) for column in ("method", "deletion_auc", "insertion_auc")]
     table = gr.Dataframe(value=rows, headers=headers, visible=True, column_widths=["50%", "25%", "25%"])
-    return figures.faithfulness_curves(curves, language), table
+    names = {m: text(f"overview.{m}", language) for m in report}  # the Overview's captions, without the ids
+    return figures.faithfulness_curves(curves, language, names), table
+
+
+def heads_phrase(heads: list, language: str) -> str:
+    """The heads zeroed as a phrase: "head 2", "heads 2 and 3", "heads 0, 2 and 3" (头 2 / 头 2 和 3 / 头 0、2 和 3)."""
+    if len(heads) == 1:
+        return text("ablation.head", language, head=heads[0])
+    return text("ablation.heads", language, heads=text("ablation.separator", language).join(heads[:-1]), last=heads[-1])
+
+
+def signed(change: float) -> str:
+    """A change in probability to 3 significant figures with its sign (+0.0123, -4.56e-05), and 0 unsigned."""
+    return "0" if change == 0 else f"{change:+.3g}"
 
 
 def ablation_text(found: dict, language: str) -> str:
-    return text("ablation.result", language, **found)
+    heads = [str(h) for h in found["heads"]]
+    return text(
+        "ablation.result",
+        language,
+        **{**found, "heads": heads_phrase(heads, language), "change": signed(found["change"])},
+    )
 
 
 @handler(outputs=4)
@@ -86,7 +105,7 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
         base=base,
         ablated=ablated,
         layer=int(layer),
-        heads=", ".join(heads),
+        heads=sorted(heads, key=int),
         change=ablated - base,
     )
     analysis.memo["ablation"] = found

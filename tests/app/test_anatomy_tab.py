@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gradio.media import get_image
 
-from app import service
+from app import figures, service
 from app.session import select_patch, view_of
 from app.tabs import anatomy, heads
 from tests.app.conftest import FakeSelect
@@ -91,5 +91,55 @@ def test_a_chinese_browser_gets_chinese_numbers_and_figures(session):
     out = draw_anatomy(session, (1, 1), 0, "0", "patch", True, request=CHINESE)
     assert "个值" in out[4] and "最大权重" in out[8] and "为负" in out[12]
     assert out[6].layout.title.text.startswith("得分") and out[6].layout.xaxis.title.text == "键令牌（前缀在前）"
+    assert [bar.name for bar in out[14].data] == ["logit 值", "softmax 概率"]  # identifiers with Chinese words
+    lens = figures.layer_heatmap(np.full((6, 10), 0.1), [str(i) for i in range(10)], [0, 1], "zh-CN")
+    assert "透镜" in lens.layout.title.text and "lens" not in lens.layout.title.text
     caption = heads.draw(session, 1, "mean", None, 1.0, STYLE, request=CHINESE)[3]
     assert caption.startswith("第 1 块") and "mean" not in caption
+
+
+SATURATION = {  # the words that say which way the Jacobian went, per language
+    "en": ("the row saturates", "the unscaled Jacobian is larger"),
+    "zh-CN": ("饱和了", "雅可比反而更大"),
+}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+@pytest.mark.parametrize("spread", [0.3, 3.0], ids=["not saturated", "saturated"])
+def test_the_sentence_under_the_saturation_table_says_what_its_numbers_show(language, spread):
+    """Small scores: dropping 1/√d_k sharpens a nearly flat row and its Jacobian grows; large scores: the
+    unscaled row saturates and its Jacobian shrinks. The sentence says which, with the table's numbers."""
+    rng = np.random.default_rng(0)
+    queries, keys = rng.normal(0, spread, (2, 1, 50, 16))
+    scaled, unscaled = (attention_row(queries, keys, 0, 0, scaled=s) for s in (True, False))
+    saturated = unscaled.jacobian_norm < scaled.jacobian_norm
+    assert saturated == (spread > 1)  # both directions happen
+    note = anatomy.saturation_note(scaled, unscaled, 16, language)
+    said, other = SATURATION[language] if saturated else SATURATION[language][::-1]
+    assert said in note and other not in note
+    assert f"{scaled.jacobian_norm:.4f}" in note and f"{unscaled.jacobian_norm:.4f}" in note and "4.0" in note
+    if not saturated:
+        assert f"{1 / np.sqrt(50):.3f}" in note  # a uniform row's Jacobian, about 1/√N
+
+
+def test_the_saturation_table_ends_with_the_sentence_for_its_own_numbers(session):
+    analysis = service.CACHE.get(session["key"])
+    internals = block_internals(service.shared_model("bundled").model, analysis.capture, 5)
+    for request, language in ((None, "en"), (CHINESE, "zh-CN")):
+        table = draw_anatomy(session, None, 5, "0", "class", True, request=request)[8]
+        scaled, unscaled = (attention_row(internals.queries, internals.keys, 0, 0, scaled=s) for s in (True, False))
+        assert table.endswith(anatomy.saturation_note(scaled, unscaled, internals.queries.shape[-1], language))
+
+
+@pytest.mark.parametrize("request_, language", [(None, "en"), (CHINESE, "zh-CN")])
+def test_step_one_leaves_the_numbers_to_the_model_and_the_facts_give_them(session, request_, language):
+    """§1 speaks of P·P·C (768 only as ViT-B/16's); the line under its pictures gives the bundled model's 8×8×3."""
+    from app.i18n import text
+
+    step = text("anatomy.step1", language)
+    assert "P·P·C" in step and "768" in step and "(768 for 16×16 RGB)" not in step
+    assert step.index("ViT-B/16") < step.index("768")  # 768 only as the reference model's
+    result = service.CACHE.get(session["key"]).capture
+    p, c = result.patch_size, 3
+    facts = draw_anatomy(session, (0, 0), 0, "0", "class", True, request=request_)[4]
+    assert (p, p * p * c) == (8, 192) and f"{p}×{p}×{c} = **{p * p * c} " in facts

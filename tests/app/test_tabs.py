@@ -3,6 +3,8 @@ before any analysis every handler is quietly empty."""
 
 import inspect
 import json
+import re
+import unicodedata
 from types import SimpleNamespace
 
 import gradio as gr
@@ -152,13 +154,16 @@ def test_faithfulness_ablation_and_downloads():
     plot, table = faithfulness.run(session, None, 6, progress=lambda *a, **k: None)
     rows = table.value["data"]
     assert [row[0] for row in rows] == [f"{name} ({m})" for m, name in zip(FAITHFULNESS, _names(), strict=True)]
-    assert all(0 <= row[1] <= 1 and 0 <= row[2] <= 1 for row in rows)
+    assert all(0 <= float(row[1]) <= 1 and 0 <= float(row[2]) <= 1 for row in rows)
+    assert all(re.fullmatch(r"[01]\.\d{3}", auc) for row in rows for auc in row[1:]), rows  # 3 decimals each
     assert len(plot.data) == 2 * len(FAITHFULNESS)
     for solid, dashed in zip(plot.data[::2], plot.data[1::2], strict=True):  # one colour per method
         assert solid.line.color == dashed.line.color and dashed.line.dash == "dash" and solid.line.dash is None
     assert len({trace.line.color for trace in plot.data}) == len(FAITHFULNESS)
+    legend = [trace.name for trace in plot.data if trace.showlegend is not False]  # readable names, not ids
+    assert [name.replace("<br>", " ") for name in legend] == [overview.title(m, "en") for m in FAITHFULNESS]
     text = faithfulness.ablate(session, 2, ["0", "3"], None)
-    assert "heads 0, 3 zeroed" in text
+    assert "with heads 0 and 3 of block 2 zeroed (" in text
     bars = faithfulness.importance(session, 2, None)
     assert len(bars.data[0].y) == 6
     with pytest.raises(gr.Error, match="at least one head"):
@@ -168,7 +173,11 @@ def test_faithfulness_ablation_and_downloads():
     chinese = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
     curves, table, result, bars_again = faithfulness.show(session, request=chinese)
     assert curves.layout.title.text != plot.layout.title.text and table.value["data"][0][1] == rows[0][1]
-    assert "0, 3" in result and result != text and len(bars_again.data[0].y) == 6
+    chinese_legend = [trace.name for trace in curves.data if trace.showlegend is not False]
+    assert chinese_legend[0] == overview.title(FAITHFULNESS[0], "zh-CN")
+    lines = [line for name in legend + chinese_legend for line in name.split("<br>")]
+    assert max(columns(line) for line in lines) <= figures.LEGEND_COLUMNS  # every entry fits beside the plot
+    assert "将第 2 块的头 0 和 3 置零后为" in result and result != text and len(bars_again.data[0].y) == 6
     other, _ = analyzed(get_image("lion.jpg"), "bundled")  # a new image: nothing computed for it yet
     assert faithfulness.show(other)[0] is None and faithfulness.show(other)[2] is None
 
@@ -181,6 +190,28 @@ def test_faithfulness_ablation_and_downloads():
     results = json.loads(open(next(p for p in files if p.endswith(".json"))).read())
     assert results["top5"][0]["index"] == int(np.argmax(analysis.capture.probs))
     assert np.asarray(results["mean_attention_distance_px"]).shape == (6, 6)
+
+
+@pytest.mark.parametrize(
+    "language, heads, change, said",
+    [
+        ("en", ["2"], -2e-5, "with head 2 of block 5 zeroed (-2e-05)."),
+        ("en", ["3", "1"], 0.0, "with heads 1 and 3 of block 5 zeroed (0)."),
+        ("en", ["0", "4", "2"], -0.123456, "with heads 0, 2 and 4 of block 5 zeroed (-0.123)."),
+        ("zh-CN", ["2"], -0.0, "将第 5 块的头 2 置零后为 0.5000（0）。"),
+        ("zh-CN", ["0", "4", "2"], 0.00123456, "将第 5 块的头 0、2 和 4 置零后为 0.5000（+0.00123）。"),
+    ],
+)
+def test_the_ablation_sentence_names_the_heads_and_a_readable_change(language, heads, change, said):
+    analysis = dict(label="ring", base=0.5 - change, ablated=0.5, layer=5, heads=sorted(heads, key=int), change=change)
+    sentence = faithfulness.ablation_text(analysis, language)
+    assert sentence.endswith(said), sentence
+    assert "-0.0000" not in sentence and "-0）" not in sentence and "(-0)" not in sentence
+
+
+def columns(line: str) -> int:
+    """The width of a line of text in columns, a CJK character two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
 
 
 def _names():

@@ -403,6 +403,7 @@ IDENTIFIERS = {
     "CVPR",
     "ICCV",
     "Chefer",
+    "Vaswani",  # cited in Anatomy §3, as Chefer is
     "DINO",
     "GELU",
     "Grad-CAM",
@@ -420,6 +421,7 @@ IDENTIFIERS = {
     "Transformer",
     "Vision",
     "ViT",
+    "ViT-B",  # ViT-B/16, Anatomy §1's reference model
     "VIT_MODEL",
     "English",
     "softmax",
@@ -430,7 +432,6 @@ IDENTIFIERS = {
     "bundled",
     "flow",
     "transformer_attribution",
-    "lens",  # "logit lens" is a method's name (nostalgebraist 2020)
     "AttnLRP",
     "CP-LRP",
     "LeGrad",
