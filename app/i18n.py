@@ -60,6 +60,13 @@ def language_of(accept_language: str | None) -> str:
 COOKIE = "vit_explorer_lang"
 LANGUAGES = {"en": "English", "zh-CN": "中文"}  # the page's toggle; each has a file in app/locales
 
+# A JS expression: the URL of Gradio's frontend core module among those the page loaded (undefined before it
+# loads); importing it again returns the same module instance, whose exports the page's scripts use.
+CORE_URL_JS = (
+    "performance.getEntriesByType('resource').map((entry) => entry.name)"
+    ".find((name) => /\\/assets\\/core-[\\w-]+\\.js$/.test(name))"
+)
+
 # Runs once when the page loads (launch(js=...)): a language chosen earlier with the toggle (its cookie)
 # becomes Gradio's locale again, through the same `changeLocale` the toggle uses (app.ui.SWITCH_JS).
 LANGUAGE_JS = f"""() => {{
@@ -67,8 +74,7 @@ LANGUAGE_JS = f"""() => {{
     if (!match) return;
     const choice = decodeURIComponent(match[1]);
     const apply = async (tries) => {{
-        const url = performance.getEntriesByType('resource').map((entry) => entry.name)
-            .find((name) => /\\/assets\\/core-[\\w-]+\\.js$/.test(name));
+        const url = {CORE_URL_JS};
         if (!url) return tries > 0 ? setTimeout(() => apply(tries - 1), 200) : undefined;
         (await import(url)).changeLocale(choice);
     }};

@@ -12,7 +12,7 @@ import gradio as gr
 
 from app import api, panel, service
 from app.board import Board
-from app.i18n import LANGUAGE_CSS, LANGUAGE_JS, LANGUAGES, text
+from app.i18n import COOKIE, CORE_URL_JS, LANGUAGE_CSS, LANGUAGE_JS, LANGUAGES, text
 from app.render import OverlayStyle
 from app.session import lang
 from app.tabs import anatomy, downloads, faithfulness, heads, layers, overview, relevance, tokens
@@ -45,8 +45,7 @@ def plotly_chunk() -> str | None:
 PRELOAD_JS = f"""() => {{
     const chunk = {json.dumps(plotly_chunk())};
     const load = (tries) => {{
-        const core = performance.getEntriesByType('resource').map((entry) => entry.name)
-            .find((name) => /\\/assets\\/core-[\\w-]+\\.js$/.test(name));
+        const core = {CORE_URL_JS};
         if (!chunk) return;
         if (!core) return tries > 0 ? setTimeout(() => load(tries - 1), 200) : undefined;
         const url = core.replace(/core-[\\w-]+\\.js$/, chunk);
@@ -63,18 +62,17 @@ PAGE_CSS = LANGUAGE_CSS
 # `changeLocale` is exported by Gradio's frontend core module; the module is already loaded, so importing
 # its URL again returns the same instance. The cookie tells the server which language to write.
 # tests/browser checks this still works, so a Gradio upgrade that renames it fails loudly.
-SWITCH_JS = """async (choice, ...rest) => {
-    document.cookie = 'vit_explorer_lang=' + encodeURIComponent(choice) + '; path=/; SameSite=Lax';
-    const url = performance.getEntriesByType('resource').map((entry) => entry.name)
-        .find((name) => /\\/assets\\/core-[\\w-]+\\.js$/.test(name));
-    if (url) {
+SWITCH_JS = f"""async (choice, ...rest) => {{
+    document.cookie = '{COOKIE}=' + encodeURIComponent(choice) + '; path=/; SameSite=Lax';
+    const url = {CORE_URL_JS};
+    if (url) {{
         const core = await import(url);
         core.changeLocale(choice);
-    } else {
+    }} else {{
         console.error('vit-explorer: Gradio core module not found; the language cannot be switched');
-    }
+    }}
     return [choice, ...rest];
-}"""
+}}"""
 
 
 def relabel(choice, session, model, request: gr.Request = None):

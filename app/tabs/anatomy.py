@@ -109,14 +109,23 @@ def saturation_note(scaled_row: AttentionRow, unscaled_row: AttentionRow, d_k: i
     return text(
         "anatomy.saturation_saturated" if saturated else "anatomy.saturation_not_yet",
         lang,
+        **_saturation_numbers(scaled_row, unscaled_row, d_k),
+        n=n,
+        flat=1 / math.sqrt(n),  # the uniform row's ‖diag(p) − ppᵀ‖ = √(1/N − 1/N²), about 1/√N
+    )
+
+
+def _saturation_numbers(scaled_row: AttentionRow, unscaled_row: AttentionRow, d_k: int) -> dict:
+    """The figures of a row with and without 1/√d_k that the saturation table and its sentence both quote."""
+    return dict(
         dk=d_k,
         sqrt=math.sqrt(d_k),
         max_s=scaled_row.max_weight,
         max_u=unscaled_row.max_weight,
+        ent_s=scaled_row.entropy,
+        ent_u=unscaled_row.entropy,
         jac_s=scaled_row.jacobian_norm,
         jac_u=unscaled_row.jacobian_norm,
-        n=n,
-        flat=1 / math.sqrt(n),  # the uniform row's ‖diag(p) − ppᵀ‖ = √(1/N − 1/N²), about 1/√N
     )
 
 
@@ -148,14 +157,7 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
     table = text(
         "anatomy.saturation",
         lang,
-        dk=d_k,
-        sqrt=math.sqrt(d_k),
-        max_s=scaled_row.max_weight,
-        max_u=unscaled_row.max_weight,
-        ent_s=scaled_row.entropy,
-        ent_u=unscaled_row.entropy,
-        jac_s=scaled_row.jacobian_norm,
-        jac_u=unscaled_row.jacobian_norm,
+        **_saturation_numbers(scaled_row, unscaled_row, d_k),
         uniform=math.log(len(shown.weights)),
     )
     table += "\n\n" + saturation_note(scaled_row, unscaled_row, d_k, lang)
