@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 
 from app.session import NoAnalysis, analysis_of
-from app.tabs.base import Shared, Tab
+from app.tabs.base import Shared, Tab, write_pictures
 from vit_core.errors import VitCoreError
 
 
@@ -126,7 +126,7 @@ class Board:
 
         def open_tab(request: gr.Request, *args):
             drawn = self.draw(tab_id, dict(zip(map(id, inputs), args, strict=True)), request)
-            return (tab_id, *self.ordered(outputs[1:], drawn))
+            return (tab_id, *self.ordered(outputs[1:], write_pictures(drawn, outputs)))
 
         return dict(fn=open_tab, inputs=inputs, outputs=outputs)
 
@@ -152,7 +152,7 @@ class Board:
             drawn = {id(c): empty(c) for tab_id in self.tabs for c in self.views(tab_id)}
             if shown in self.tabs:
                 drawn.update(self.draw(shown, values, request))
-            return (*panel, *self.ordered(outputs[len(panel) :], drawn))
+            return (*panel, *self.ordered(outputs[len(panel) :], write_pictures(drawn, outputs)))
 
         return dict(fn=analyze_and_draw, inputs=inputs, outputs=outputs)
 
@@ -177,6 +177,6 @@ class Board:
             drawn = {}
             for step in chosen.get(shown, ()):
                 drawn.update(run(step, values, request))
-            return (*head, *self.ordered(views, drawn))
+            return (*head, *self.ordered(views, write_pictures(drawn, views)))
 
         return dict(fn=redraw, inputs=inputs, outputs=outputs)

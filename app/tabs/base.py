@@ -12,8 +12,10 @@ import io
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from PIL import Image
@@ -64,6 +66,26 @@ def save_png_once(picture: Image.Image, cache_dir: Path) -> str:
             handle.write(data)
         os.replace(handle.name, path)
     return str(path)
+
+
+# Pillow releases the GIL while it compresses, so a tab's pictures are written side by side, in the handler's
+# own thread, instead of one after another in Gradio's event loop (where its postprocessing runs them).
+WRITERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="png")
+
+
+def write_pictures(drawn: dict[int, Any], components: list) -> dict[int, Any]:
+    """`drawn` (values by component id) with each output picture that is a PIL image, bare or the value of an
+    update, written to Gradio's cache (`save_png_once`) and replaced by its path."""
+    jobs = {}
+    for component in components:
+        value = drawn.get(id(component))
+        image = value.get("value") if isinstance(value, dict) else value
+        if isinstance(component, OutputImage) and isinstance(image, Image.Image):
+            jobs[id(component)] = WRITERS.submit(save_png_once, image, Path(component.GRADIO_CACHE))
+    for key, job in jobs.items():
+        value = drawn[key]
+        drawn[key] = {**value, "value": job.result()} if isinstance(value, dict) else job.result()
+    return drawn
 
 
 def picture(label, elem_id: str | None = None, **kwargs) -> gr.Image:

@@ -5,14 +5,13 @@ it with the fitted values; a style change redraws only the tab on screen."""
 import gradio as gr
 import pytest
 from gradio.media import get_image
-from PIL import Image
 
 from app import panel
 from app.board import Board
 from app.render import OverlayStyle
 from app.tabs.base import Shared
 from app.ui import TABS
-from tests.app.helpers import NO_PROGRESS
+from tests.app.helpers import NO_PROGRESS, is_picture
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def test_an_analysis_draws_the_tab_on_screen_fitted_and_empties_the_others(page)
     assert out[id(layer)]["maximum"] == 5 and out[id(layer)]["value"] == 5
     assert out[id(board.fitted["heads"])] == "bundled"
     head_view, gallery, matrix, caption = heads.redraws[0]["outputs"]
-    assert isinstance(out[id(head_view)], Image.Image) and len(out[id(gallery)]) == 6
+    assert is_picture(out[id(head_view)]) and len(out[id(gallery)]) == 6
     assert "5" in out[id(caption)]  # the caption names the fitted block
     assert out[id(heads.empty)] == gr.update(visible=False)
     # every other tab's views are emptied (an earlier image's maps never wait there)
@@ -83,7 +82,7 @@ def test_opening_a_tab_fits_it_once_per_model(page):
     board, tabs, top, analyzed, _ = page
     args = [get_image("bus.png"), "bundled", None, "", "", "overview", *start_values(board)]
     out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
-    assert all(isinstance(out[id(c)]["value"], Image.Image) for c in tabs["overview"].redraws[0]["outputs"])
+    assert all(is_picture(out[id(c)]["value"]) for c in tabs["overview"].redraws[0]["outputs"])
     values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
     values[id(board.shared.session)] = out[id(board.shared.session)]
     opened = board.opened("tokens")
@@ -96,7 +95,7 @@ def test_opening_a_tab_fits_it_once_per_model(page):
     again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
     assert again[id(token_layer)] == gr.skip() and again[id(board.fitted["tokens"])] == gr.skip()
     pca = tabs["tokens"].redraws[0]["outputs"][0]
-    assert isinstance(again[id(pca)], Image.Image)
+    assert is_picture(again[id(pca)])
 
 
 def test_before_any_image_an_opened_tab_shows_its_line_and_inactive_controls(page):
@@ -121,7 +120,7 @@ def test_a_style_change_redraws_the_tab_on_screen_only(page):
         assert out[id(board.shared.style)] == OverlayStyle(0.3, "Magma", "nearest", True, False)
         pictures = [out[id(c)] for c in tabs["overview"].redraws[0]["outputs"]]
         if drawn:
-            assert all(isinstance(p["value"], Image.Image) for p in pictures)
+            assert all(is_picture(p["value"]) for p in pictures)
         else:
             assert all(p == gr.skip() for p in pictures)
 

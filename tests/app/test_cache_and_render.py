@@ -157,6 +157,32 @@ def test_output_pictures_are_written_once_by_content(tmp_path):
     assert Image.open(first).getpixel((0, 0)) == (255, 0, 0) and not list(tmp_path.glob("*/*.tmp"))
 
 
+def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
+    """The board writes each output picture (bare or an update's value) itself, side by side, and hands Gradio
+    the file: Gradio takes a file already in its cache as it is, and writes nothing in its event loop."""
+    import gradio as gr
+
+    from app.tabs.base import picture, write_pictures
+
+    with gr.Blocks():
+        views = [picture("a"), picture("b"), picture("c")]
+        text = gr.Markdown()
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    drawn = {id(views[0]): red, id(views[1]): {"__type__": "update", "value": blue, "label": "B"}, id(views[2]): None}
+    drawn[id(text)] = "text"
+    out = write_pictures(drawn, [*views, text])
+    cache = Path(views[0].GRADIO_CACHE)
+    assert Path(out[id(views[0])]).parent.parent == cache and Image.open(out[id(views[0])]).getpixel((0, 0)) == (
+        255,
+        0,
+        0,
+    )
+    assert out[id(views[1])]["label"] == "B" and Image.open(out[id(views[1])]["value"]).getpixel((0, 0)) == (0, 0, 255)
+    assert out[id(views[2])] is None and out[id(text)] == "text"
+    data = views[0].postprocess(out[id(views[0])])
+    assert data.path == out[id(views[0])]  # served from where it was written
+
+
 def test_a_colorbar_s_ticks_share_one_format():
     from app.render import tick_labels
 
