@@ -32,7 +32,11 @@ PHOTOS = ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")
 
 class UploadedImage(gr.Image):
     """gr.Image that hands the uploaded file's path over unopened, so `vit_core.images.load_image` gives
-    the one-sentence message for a broken, empty or enormous file instead of a Pillow traceback."""
+    the one-sentence message for a broken, empty or enormous file instead of a Pillow traceback.
+
+    Built with `image_mode=None`: with a mode, Gradio decodes a file of any other mode (an RGBA screenshot,
+    a grayscale or CMYK photo), converts it and writes it again before the handler sees it, in full and at
+    full size; `load_image` converts it anyway (after a draft decode for a large JPEG)."""
 
     is_template = True  # the frontend is gr.Image's
 
@@ -371,6 +375,7 @@ def build() -> Panel:
         with gr.Column(scale=4):
             image = UploadedImage(
                 type="filepath",
+                image_mode=None,
                 label=T("label.image"),
                 sources=["upload", "clipboard", "webcam"],
                 elem_id="input-image",

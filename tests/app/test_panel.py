@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 from gradio.media import get_image
+from PIL import Image
 
 from app import panel, service
 from app.i18n import text
@@ -212,3 +213,19 @@ def test_the_same_request_twice_from_a_page_runs_once(monkeypatch):
     other.session_hash = "another-browser-tab"
     analyzed(get_image("lion.jpg"), "bundled", request=other)
     assert len(calls) == 2  # another page asks for itself
+
+
+def test_an_upload_of_any_mode_reaches_the_handler_as_the_file_itself(tmp_path):
+    """No decode, conversion and rewrite by Gradio before the handler: the path is the uploaded file's."""
+    from gradio.data_classes import FileData
+
+    from app import ui
+
+    demo = ui.build_demo()
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "input-image")
+    for mode in ("RGBA", "L", "CMYK", "P"):
+        path = tmp_path / f"{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+        Image.new(mode, (40, 30)).save(path)
+        assert box.preprocess(FileData(path=str(path), orig_name=path.name)) == str(path)
+    image = service.analyze(str(tmp_path / "RGBA.png"), "bundled")
+    assert image.capture.probs is not None
