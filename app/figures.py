@@ -95,6 +95,28 @@ def finish(
     return go.Figure(data=figure.data, layout=merged)
 
 
+UNIT_TICKS = [0, 0.25, 0.5, 0.75, 1]  # an axis of probabilities or weights, without ticks below its zero
+
+
+def zero_aligned(left: Sequence[float], right: Sequence[float], pad: float = 0.05) -> tuple[list[float], list[float]]:
+    """Ranges for two y axes over one plot (values on the left axis, values on the right) that put both zeros
+    at the same height, so bars and lines read from one baseline: each axis keeps its own scale, and the
+    share of the height below zero is the larger of the two."""
+    spans = []
+    for values in (left, right):
+        low, high = min(0.0, float(np.min(values))), max(0.0, float(np.max(values)))
+        high = high if high > low else 1.0  # all zero
+        extra = pad * ((high - low) or 1.0)
+        spans.append((low - extra if low < 0 else 0.0, high + extra if high > 0 else 0.0))
+    below = max(-low / (high - low) if high > low else 0.0 for low, high in spans)
+    below = min(below, 0.5)  # an axis mostly below zero (SigLIP's logits) leaves the other half the height
+    ranges = []
+    for low, high in spans:
+        height = max(-low / below if below > 0 else 0.0, high / (1 - below), 1e-12)
+        ranges.append([-below * height, (1 - below) * height])
+    return ranges[0], ranges[1]
+
+
 def line_mark(label: str, x: float | None = None, y: float | None = None) -> tuple[dict, dict]:
     """A dashed line across the plot at `x` (vertical) or `y` (horizontal), labelled at its top right end:
     a (shape, annotation) pair for `finish(shapes=..., annotations=...)`, as plotly's add_vline/add_hline

@@ -140,6 +140,7 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
     row = go.Figure()
     row.add_bar(x=keys, y=shown.scores, name=text("anatomy.scores", lang), marker_color="steelblue")
     row.add_scatter(x=keys, y=shown.weights, name=text("anatomy.weights", lang), yaxis="y2", line=dict(color="crimson"))
+    score_range, weight_range = figures.zero_aligned(shown.scores, [0.0, 1.0])
     row = figures.finish(
         row,
         text(
@@ -147,7 +148,8 @@ def attention_step(analysis, view, layer: int, head: int, query_index: int, scal
         ),
         x=text("anatomy.key_axis", lang),
         y=text("anatomy.scores", lang),
-        y2=dict(range=[0, 1], title=text("anatomy.weights", lang)),
+        yaxis=dict(range=score_range),
+        y2=dict(range=weight_range, tickvals=figures.UNIT_TICKS, title=text("anatomy.weights", lang)),
         height=HEIGHT,
         width=36,
     )
@@ -210,13 +212,16 @@ def mlp_step(analysis, layer: int, lang: str):
         name=text("anatomy.pre_hist", lang),
         opacity=0.5,
     )
-    figure.add_scatter(x=x, y=gelu(x, approximate), name="GELU(x)", yaxis="y2", line=dict(color="crimson"))
+    curve = gelu(x, approximate)
+    figure.add_scatter(x=x, y=curve, name="GELU(x)", yaxis="y2", line=dict(color="crimson"))
+    density_range, gelu_range = figures.zero_aligned(density, curve)
     figure = figures.finish(
         figure,
         text("anatomy.mlp_title", lang, layer=layer),
         x=text("anatomy.pre_axis", lang),
         y=text("anatomy.density", lang),
-        y2=dict(title="GELU(x)"),
+        yaxis=dict(range=density_range),
+        y2=dict(range=gelu_range, title="GELU(x)"),
         height=HEIGHT,
         width=60,
     )
@@ -271,11 +276,13 @@ def head_step(analysis, lang: str):
         marker_color="darkorange",
         offsetgroup=1,
     )
+    logit_range, p_range = figures.zero_aligned(result.logits[top], [0.0, 1.0])
     bars = figures.finish(
         bars,
         text("anatomy.logits_title", lang),
         y="logit",
-        y2=dict(range=[0, 1], title="p"),
+        yaxis=dict(range=logit_range),
+        y2=dict(range=p_range, tickvals=figures.UNIT_TICKS, title="p"),
         legend=True,  # grey and orange bars
         barmode="group",
         height=HEIGHT,

@@ -143,3 +143,30 @@ def test_step_one_leaves_the_numbers_to_the_model_and_the_facts_give_them(sessio
     p, c = result.patch_size, 3
     facts = draw_anatomy(session, (0, 0), 0, "0", "class", True, request=request_)[4]
     assert (p, p * p * c) == (8, 192) and f"{p}×{p}×{c} = **{p * p * c} " in facts
+
+
+def zero_height(axis) -> float:
+    """Where an axis's zero sits, as a share of the plot's height from the bottom."""
+    low, high = axis.range
+    return -low / (high - low)
+
+
+def test_two_y_axes_over_one_plot_share_their_zero(session):
+    """Bars on one axis and a line or bars on the other read from one baseline: scores (signed) and weights,
+    the pre-activations' density and GELU (negative below 0), logits (signed) and probabilities."""
+    left, right = figures.zero_aligned([-3.0, 10.0], [0.0, 1.0], pad=0.0)
+    assert left == pytest.approx([-3.0, 10.0]) and right == pytest.approx([-3 / 10, 1.0])  # 3/13 of each below 0
+    assert figures.zero_aligned([1.0, 5.0], [0.0, 1.0], pad=0.0) == ([0.0, 5.0], [0.0, 1.0])
+    _, p_axis = figures.zero_aligned([-5.0, -1.0], [0.0, 1.0], pad=0.0)  # SigLIP: every logit negative
+    assert p_axis == pytest.approx([-1.0, 1.0])  # the probabilities keep the upper half
+
+    out = draw_anatomy(session, (2, 3), 4, "1", "patch", True)
+    row, mlp, logits = out[6], out[11], out[14]
+    for figure in (row, mlp, logits):
+        layout = figure.layout
+        assert zero_height(layout.yaxis) == pytest.approx(zero_height(layout.yaxis2), abs=1e-9)
+        for trace in figure.data:  # every value inside its axis
+            axis = layout.yaxis2 if trace.yaxis == "y2" else layout.yaxis
+            assert axis.range[0] <= min(trace.y) and max(trace.y) <= axis.range[1]
+    assert zero_height(mlp.layout.yaxis2) > 0  # GELU dips below zero, and the density axis makes room for it
+    assert list(logits.layout.yaxis2.tickvals) == figures.UNIT_TICKS  # no negative probability ticks
