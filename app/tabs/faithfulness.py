@@ -50,8 +50,11 @@ def heads_phrase(heads: list, language: str) -> str:
 
 
 def signed(change: float) -> str:
-    """A change in probability to 3 significant figures with its sign (+0.0123, -4.56e-05), and 0 unsigned."""
-    return "0" if change == 0 else f"{change:+.3g}"
+    """A change in probability with its sign, in the sentence's own format (4 decimals, as the probabilities
+    beside it: +0.0123, -0.0035); a change too small for that, to 2 significant figures (+8.9e-05); 0 unsigned."""
+    if change == 0:
+        return "0"
+    return f"{change:+.4f}" if abs(change) >= 5e-5 else f"{change:+.1e}"
 
 
 def ablation_text(found: dict, language: str) -> str:
@@ -63,31 +66,44 @@ def ablation_text(found: dict, language: str) -> str:
     )
 
 
+def computed(analysis: Analysis, request: gr.Request | None) -> dict:
+    """What this page computed on demand for the analysis, by target class. Analyses of the same picture are
+    shared between pages (the cache is keyed by the image's bytes), so each page keeps its own runs: one
+    visitor never sees another's curves, ablation or head importance, and a result shows under its own
+    target only."""
+    return analysis.memo.setdefault(("on_demand", getattr(request, "session_hash", None)), {})
+
+
 @handler(outputs=4)
-def show(session, request: gr.Request = None):
-    """What was computed on demand for this analysis (the last curves, ablation and head importance), drawn in
-    the page's language: the tab keeps its results when it is opened again, and follows a language switch
-    without a model run. Nothing computed yet: empty."""
+def show(session, target, request: gr.Request = None):
+    """What this page computed on demand for this analysis and target (the last curves, ablation and head
+    importance), drawn in the page's language: the tab keeps its results when it is opened again, shows them
+    again when their target comes back, and follows a language switch without a model run. Nothing
+    computed yet: empty."""
     analysis = analysis_of(session)
     language = lang(request)
-    memo = analysis.memo
+    try:
+        found = computed(analysis, request).get(service.target_class(analysis, target), {})
+    except VitCoreError:  # no class to explain (a backbone without a head): nothing was computed
+        found = {}
     curves, table = (
-        curves_and_table(memo["faithfulness"], language)
-        if "faithfulness" in memo
+        curves_and_table(found["faithfulness"], language)
+        if "faithfulness" in found
         else (None, gr.update(value=None, visible=False))
     )
-    result = ablation_text(memo["ablation"], language) if "ablation" in memo else None
-    bars = figures.head_importance_bars(*memo["importance"], language) if "importance" in memo else None
+    result = ablation_text(found["ablation"], language) if "ablation" in found else None
+    bars = figures.head_importance_bars(*found["importance"], language) if "importance" in found else None
     return curves, table, result, bars
 
 
 @handler(outputs=2)
 def run(session, target, steps, progress=gr.Progress(), request: gr.Request = None):
-    """The curves and the AUC table, kept with the analysis."""
+    """The curves and the AUC table, kept with the analysis for this page and target."""
     analysis = analysis_of(session)
     language = lang(request)
+    target = service.target_class(analysis, target)
     report = faithfulness_report(analysis, target, int(steps), progress, language)
-    analysis.memo["faithfulness"] = report
+    computed(analysis, request).setdefault(target, {})["faithfulness"] = report
     return curves_and_table(report, language)
 
 
@@ -108,7 +124,7 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
         heads=sorted(heads, key=int),
         change=ablated - base,
     )
-    analysis.memo["ablation"] = found
+    computed(analysis, request).setdefault(target, {})["ablation"] = found
     return ablation_text(found, lang(request))
 
 
@@ -118,7 +134,7 @@ def importance(session, layer, target, request: gr.Request = None):
     analysis = analysis_of(session)
     target = service.target_class(analysis, target)
     drop = service.importance(analysis.model_name, analysis.pixels, int(layer), target)
-    analysis.memo["importance"] = (drop, int(layer))
+    computed(analysis, request).setdefault(target, {})["importance"] = (drop, int(layer))
     return figures.head_importance_bars(drop, int(layer), lang(request))
 
 
@@ -161,4 +177,4 @@ def build(shared: Shared) -> Tab:
     sweep.click(importance, [shared.session, layer, shared.target], bars, **MODEL_RUN, **PRIVATE)
     heads.input(heads_chosen, heads, ablate_button, **PRIVATE)
     controls = [steps, start, layer, heads, ablate_button, sweep]
-    return Tab([redraw(show, [shared.session], [curves, table, result, bars])], empty, controls, fit)
+    return Tab([redraw(show, [shared.session, shared.target], [curves, table, result, bars])], empty, controls, fit)

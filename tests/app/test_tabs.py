@@ -149,6 +149,34 @@ def test_the_matrix_marks_the_selected_cell():
     assert tuple(plain[top + 3 * step, left + 5]) != (255, 40, 40)
 
 
+def test_what_a_page_computes_on_demand_is_its_own_and_shows_under_its_own_target():
+    """Two pages on the same picture share its analysis, not each other's curves, ablation or head importance;
+    a result shows under the target it was computed for, and again when that target comes back."""
+
+    def page(name):
+        request = gr.Request(headers={"accept-language": "en"})
+        request.session_hash = name
+        return request
+
+    first, second = page("first-page"), page("second-page")
+    session, _ = analyzed(get_image("cheetah1.jpg"), "bundled", request=first)
+    top = service.target_class(service.CACHE.get(session["key"]), None)
+    other_class = (top + 1) % 10
+    faithfulness.run(session, other_class, 4, progress=lambda *a, **k: None, request=first)
+    faithfulness.ablate(session, 1, ["0"], other_class, request=first)
+    faithfulness.importance(session, 1, other_class, request=first)
+    shown = faithfulness.show(session, other_class, request=first)
+    assert shown[0] is not None and isinstance(shown[1], gr.Dataframe) and shown[2] and shown[3] is not None
+    assert all(v is None for i, v in enumerate(faithfulness.show(session, top, request=first)) if i != 1)
+    their_session, _ = analyzed(get_image("cheetah1.jpg"), "bundled", request=second)
+    assert their_session["key"] == session["key"]  # the same analysis, shared
+    for target in (other_class, top):
+        curves, table, result, bars = faithfulness.show(their_session, target, request=second)
+        assert curves is None and table["visible"] is False and result is None and bars is None
+    again = faithfulness.show(session, other_class, request=first)  # the first page's target comes back
+    assert again[0] is not None and again[2] == shown[2]
+
+
 def test_faithfulness_ablation_and_downloads():
     session, _ = analyzed(get_image("tower.jpg"), "bundled")
     plot, table = faithfulness.run(session, None, 6, progress=lambda *a, **k: None)
@@ -171,7 +199,7 @@ def test_faithfulness_ablation_and_downloads():
     assert faithfulness.heads_chosen([]) == gr.update(interactive=False)
     # what was computed stays with the analysis and follows the page's language, with no model run
     chinese = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
-    curves, table, result, bars_again = faithfulness.show(session, request=chinese)
+    curves, table, result, bars_again = faithfulness.show(session, None, request=chinese)
     assert curves.layout.title.text != plot.layout.title.text and table.value["data"][0][1] == rows[0][1]
     chinese_legend = [trace.name for trace in curves.data if trace.showlegend is not False]
     assert chinese_legend[0] == overview.title(FAITHFULNESS[0], "zh-CN")
@@ -179,7 +207,7 @@ def test_faithfulness_ablation_and_downloads():
     assert max(columns(line) for line in lines) <= figures.LEGEND_COLUMNS  # every entry fits beside the plot
     assert "将第 2 块的头 0 和 3 置零后为" in result and result != text and len(bars_again.data[0].y) == 6
     other, _ = analyzed(get_image("lion.jpg"), "bundled")  # a new image: nothing computed for it yet
-    assert faithfulness.show(other)[0] is None and faithfulness.show(other)[2] is None
+    assert faithfulness.show(other, None)[0] is None and faithfulness.show(other, None)[2] is None
 
     files = downloads.prepare(session, None, STYLE)
     names = sorted(p.split("/")[-1] for p in files)
@@ -195,11 +223,11 @@ def test_faithfulness_ablation_and_downloads():
 @pytest.mark.parametrize(
     "language, heads, change, said",
     [
-        ("en", ["2"], -2e-5, "with head 2 of block 5 zeroed (-2e-05)."),
+        ("en", ["2"], -2e-5, "with head 2 of block 5 zeroed (-2.0e-05)."),  # below the 4 decimals
         ("en", ["3", "1"], 0.0, "with heads 1 and 3 of block 5 zeroed (0)."),
-        ("en", ["0", "4", "2"], -0.123456, "with heads 0, 2 and 4 of block 5 zeroed (-0.123)."),
+        ("en", ["0", "4", "2"], -0.123456, "with heads 0, 2 and 4 of block 5 zeroed (-0.1235)."),
         ("zh-CN", ["2"], -0.0, "将第 5 块的头 2 置零后为 0.5000（0）。"),
-        ("zh-CN", ["0", "4", "2"], 0.00123456, "将第 5 块的头 0、2 和 4 置零后为 0.5000（+0.00123）。"),
+        ("zh-CN", ["0", "4", "2"], 0.00123456, "将第 5 块的头 0、2 和 4 置零后为 0.5000（+0.0012）。"),
     ],
 )
 def test_the_ablation_sentence_names_the_heads_and_a_readable_change(language, heads, change, said):
