@@ -106,6 +106,7 @@ def build_demo() -> gr.Blocks:
             language = gr.Radio(
                 [(name, code) for code, name in LANGUAGES.items()],
                 value="en",
+                label=T("label.language"),  # read by screen readers; not shown
                 show_label=False,
                 container=False,
                 scale=0,
