@@ -45,11 +45,29 @@ def input_view(capture: Capture, data_config: DataConfig) -> Image.Image:
     return Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB")
 
 
+DIVERGING = "RdBu_r"  # a signed map: blue below zero, white at zero, red above (how LRP maps are drawn)
+
+
+def signed_bound(grid_map: np.ndarray) -> float | None:
+    """For a map of both signs (LRP relevance, a cosine similarity), the bound m of its symmetric scale
+    [-m, m], so that zero is one colour in every map; None for a map of one sign, scaled min-max. Values of
+    the other sign under 1 % of the largest are rounding, not a sign."""
+    low, high = float(np.min(grid_map)), float(np.max(grid_map))
+    top = max(-low, high)
+    if low >= -0.01 * top or high <= 0.01 * top:
+        return None
+    return top
+
+
 def heat(grid_map: np.ndarray, size: tuple[int, int], cmap: str, upsample: str) -> Image.Image:
-    """A `[rows, cols]` map, min-max normalised, coloured and resized to `size` (width, height)."""
-    values = (normalise(grid_map) * 255).round().astype(np.uint8)
+    """A `[rows, cols]` map coloured and resized to `size` (width, height): min-max normalised in `cmap`, or,
+    with both signs, on [-m, m] in the diverging `DIVERGING` (`signed_bound`)."""
+    bound = signed_bound(grid_map)
+    scaled = normalise(grid_map) if bound is None else (grid_map / (2 * bound) + 0.5).clip(0, 1)
+    values = (scaled * 255).round().astype(np.uint8)
     resample = Image.Resampling.NEAREST if upsample == "nearest" else Image.Resampling.BILINEAR
-    return Image.fromarray(colormap(cmap)[np.asarray(Image.fromarray(values, "L").resize(size, resample))], "RGB")
+    lut = colormap(cmap if bound is None else DIVERGING)
+    return Image.fromarray(lut[np.asarray(Image.fromarray(values, "L").resize(size, resample))], "RGB")
 
 
 def overlay(
@@ -74,6 +92,9 @@ def overlay(
         mark_patch(picture, rows, cols, mark)
     if not style.colorbar:
         return picture
+    bound = signed_bound(grid_map)
+    if bound is not None:
+        return with_colorbar(picture, DIVERGING, -bound, bound)
     return with_colorbar(picture, style.cmap, float(np.min(grid_map)), float(np.max(grid_map)))
 
 
@@ -119,7 +140,7 @@ def tick_labels(values: tuple[float, ...]) -> list[str]:
 
 def with_colorbar(picture: Image.Image, cmap: str, low: float = 0.0, high: float = 1.0) -> Image.Image:
     """The picture with a horizontal colour scale below it, low on the left, labelled with the map's own
-    values at both ends and the middle (the colours are min-max normalised). Below the picture, where the
+    values at both ends and the middle (min-max, or -m, 0 and m for a signed map). Below the picture, where the
     page lays nothing over it; a click there is outside the image (`patch_at`)."""
     width, height = picture.size
     gap, bar_height = max(3, height // 96), max(8, height // 40)

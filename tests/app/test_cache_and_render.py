@@ -191,3 +191,24 @@ def test_a_colorbar_s_ticks_share_one_format():
     assert tick_labels((-2.5, 0.0, 2.5)) == ["-2.50", "0", "2.50"]
     assert tick_labels((1.2e-4, 3e-4, 5e-4)) == ["1.20e-04", "3.00e-04", "5.00e-04"]
     assert tick_labels((0.0, 0.0, 0.0)) == ["0", "0", "0"]
+
+
+def test_a_map_of_both_signs_is_drawn_on_a_scale_centred_on_zero():
+    """LRP relevance and cosine similarities have a sign: zero is white (the diverging scale's middle) in
+    every such map, blue below, red above, and the colorbar reads -m, 0, m; a map of one sign keeps min-max."""
+    from app.render import DIVERGING, heat, signed_bound, tick_labels
+
+    relevance = np.array([[-1.0, 0.0, 2.0]])
+    assert signed_bound(relevance) == 2.0
+    assert signed_bound(np.array([[0.0, 1.0, 2.0]])) is None and signed_bound(np.array([[-3.0, -1.0]])) is None
+    assert signed_bound(np.array([[-1e-9, 0.5, 1.0]])) is None  # rounding below zero is not a sign
+    colours = np.asarray(heat(relevance, (3, 1), "Viridis", "nearest"))[0]
+    lut = colormap(DIVERGING)
+    assert (colours[1] == lut[128]).all() and min(colours[1]) > 230  # zero: white
+    assert (colours[0] == lut[64]).all() and colours[0][2] > colours[0][0]  # -1 of ±2: halfway to blue
+    assert (colours[2] == lut[255]).all() and colours[2][0] > colours[2][2]  # the largest: the reddest
+    one_sign = np.asarray(heat(np.array([[0.0, 1.0, 2.0]]), (3, 1), "Viridis", "nearest"))[0]
+    assert (one_sign[0] == colormap("Viridis")[0]).all() and (one_sign[2] == colormap("Viridis")[255]).all()
+    picture = overlay(Image.new("RGB", (96, 96)), np.array([[-1.0, 2.0], [0.5, 0.0]]), OverlayStyle())
+    assert picture.size[1] > 96  # the colorbar below, labelled -2.00, 0, 2.00 (tick_labels of -m, 0, m)
+    assert tick_labels((-2.0, 0.0, 2.0)) == ["-2.00", "0", "2.00"]
