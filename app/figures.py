@@ -233,10 +233,11 @@ LEGEND_COLUMNS = 26  # the longest line of a legend entry (a CJK character count
 def faithfulness_curves(
     curves: Mapping[str, tuple[Curve, Curve]], lang: str = DEFAULT, names: Mapping[str, str] | None = None
 ) -> go.Figure:
-    """Deletion (solid) and insertion (dashed) curves per method, one colour and one legend entry per method
-    (Petsiuk et al. 2018); the AUCs are in the table beside it. `names`: each method's readable name (default
-    its id), broken into lines of at most `LEGEND_COLUMNS` in the legend so that every entry fits beside the
-    plot in any language."""
+    """Deletion curves (left, solid) and insertion curves (right, dashed) side by side on one p(target) scale,
+    one colour and one legend entry per method (Petsiuk et al. 2018); the AUCs are in the table under it.
+    Two panels: nine methods' eighteen lines in one plot cross too often to follow. `names`: each method's
+    readable name (default its id), broken into lines of at most `LEGEND_COLUMNS` in the legend so that
+    every entry fits beside the plot in any language."""
     figure = go.Figure()
     for index, (key, (deletion, insertion)) in enumerate(curves.items()):
         colour = COLOURS[index % len(COLOURS)]
@@ -256,15 +257,26 @@ def faithfulness_curves(
             legendgroup=key,
             showlegend=False,  # the method's one entry stands for both its lines
             line=dict(color=colour, dash="dash"),
+            xaxis="x2",
+            yaxis="y2",
             hovertemplate=text("figure.insertion_short", lang, method=method) + ": %{y:.3f}<extra></extra>",
         )
     return finish(
         figure,
         text("figure.faithfulness_title", lang),
-        x=text("figure.fraction", lang),
+        x=text("figure.deletion_axis", lang),
         y=text("figure.p_target", lang),
-        height=max(460, 24 * len(curves) + 120),
+        width=44,
+        height=max(500, 40 * len(curves) + 160),  # every legend entry (two lines at most) without a scrollbar
         legend=True,
+        xaxis=dict(domain=[0, 0.46]),
+        xaxis2={
+            **AXIS,
+            "domain": [0.54, 1],
+            "anchor": "y2",
+            "title": dict(text=wrap(text("figure.insertion_axis", lang), 44)),
+        },
+        yaxis2={**AXIS, "anchor": "x2", "matches": "y"},
     )
 
 

@@ -187,6 +187,7 @@ def test_faithfulness_ablation_and_downloads():
     assert len(plot.data) == 2 * len(FAITHFULNESS)
     for solid, dashed in zip(plot.data[::2], plot.data[1::2], strict=True):  # one colour per method
         assert solid.line.color == dashed.line.color and dashed.line.dash == "dash" and solid.line.dash is None
+        assert solid.xaxis in (None, "x") and dashed.xaxis == "x2" and dashed.yaxis == "y2"  # two panels
     assert len({trace.line.color for trace in plot.data}) == len(FAITHFULNESS)
     legend = [trace.name for trace in plot.data if trace.showlegend is not False]  # readable names, not ids
     assert [name.replace("<br>", " ") for name in legend] == [overview.title(m, "en") for m in FAITHFULNESS]
