@@ -66,12 +66,13 @@ def ablation_text(found: dict, language: str) -> str:
     )
 
 
-def computed(analysis: Analysis, request: gr.Request | None) -> dict:
-    """What this page computed on demand for the analysis, by target class. Analyses of the same picture are
+def computed(analysis: Analysis, request: gr.Request | None, target: int) -> dict:
+    """What this page computed on demand for the analysis and target class. Analyses of the same picture are
     shared between pages (the cache is keyed by the image's bytes), so each page keeps its own runs: one
     visitor never sees another's curves, ablation or head importance, and a result shows under its own
     target only."""
-    return analysis.memo.setdefault(("on_demand", getattr(request, "session_hash", None)), {})
+    pages = analysis.memo.setdefault(("on_demand", getattr(request, "session_hash", None)), {})
+    return pages.setdefault(target, {})
 
 
 @handler(outputs=4)
@@ -83,7 +84,7 @@ def show(session, target, request: gr.Request = None):
     analysis = analysis_of(session)
     language = lang(request)
     try:
-        found = computed(analysis, request).get(service.target_class(analysis, target), {})
+        found = computed(analysis, request, service.target_class(analysis, target))
     except VitCoreError:  # no class to explain (a backbone without a head): nothing was computed
         found = {}
     curves, table = (
@@ -103,7 +104,7 @@ def run(session, target, steps, progress=gr.Progress(), request: gr.Request = No
     language = lang(request)
     target = service.target_class(analysis, target)
     report = faithfulness_report(analysis, target, int(steps), progress, language)
-    computed(analysis, request).setdefault(target, {})["faithfulness"] = report
+    computed(analysis, request, target)["faithfulness"] = report
     return curves_and_table(report, language)
 
 
@@ -124,7 +125,7 @@ def ablate(session, layer, heads, target, request: gr.Request = None):
         heads=sorted(heads, key=int),
         change=ablated - base,
     )
-    computed(analysis, request).setdefault(target, {})["ablation"] = found
+    computed(analysis, request, target)["ablation"] = found
     return ablation_text(found, lang(request))
 
 
@@ -134,7 +135,7 @@ def importance(session, layer, target, request: gr.Request = None):
     analysis = analysis_of(session)
     target = service.target_class(analysis, target)
     drop = service.importance(analysis.model_name, analysis.pixels, int(layer), target)
-    computed(analysis, request).setdefault(target, {})["importance"] = (drop, int(layer))
+    computed(analysis, request, target)["importance"] = (drop, int(layer))
     return figures.head_importance_bars(drop, int(layer), lang(request))
 
 
