@@ -134,25 +134,28 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 
 def layer_heatmap(probs: np.ndarray, labels: Sequence[str], classes: Sequence[int], lang: str = DEFAULT) -> go.Figure:
-    """Logit lens (nostalgebraist 2020) as a heatmap: layers (rows) x `classes` (columns), probability in each cell."""
+    """Logit lens (nostalgebraist 2020) as a heatmap: one row after each block (its number on the axis titled
+    "after block", as the class line's x axis) x `classes` (columns), probability in each cell."""
+    block = text("figure.block_n", lang, n="%{y}")
     figure = go.Figure(
         go.Heatmap(
             z=probs[:, classes],
             x=[labels[c] for c in classes],
-            y=[text("figure.block_n", lang, n=i) for i in range(probs.shape[0])],
+            y=list(range(probs.shape[0])),
             colorscale="Viridis",
             zmin=0,
             zmax=1,
             colorbar=dict(title=dict(text="p", side="top"), thickness=14),
-            hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
+            hovertemplate=block + "<br>%{x}: %{z:.3f}<extra></extra>",
         )
     )
     return finish(
         figure,
         text("figure.lens_title", lang),
         x=text("figure.class", lang),
-        y=text("figure.after", lang),
+        y=text("figure.after_block", lang),
         xaxis=dict(tickangle=-40),
+        yaxis=dict(dtick=1),
     )
 
 

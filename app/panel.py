@@ -97,6 +97,8 @@ def summary_text(session: dict | None, language: str) -> str:
         lines.append(text("summary.crop", language, percent=crop["percent"]))
     elif crop:
         lines.append(text("summary.squash", language, width=crop["width"], height=crop["height"]))
+    if facts.get("enlarged"):
+        lines.append(text("summary.enlarged", language, factor=facts["enlarged"]))
     return "\n\n".join(lines)
 
 
@@ -114,6 +116,7 @@ def _facts(analysis: Analysis, seconds: float, cached: bool) -> dict:
         ms=round(seconds * 1000),
         cached=cached,
         crop=service.crop_facts(analysis),
+        enlarged=service.enlargement(analysis),
         **device,
     )
 

@@ -126,15 +126,16 @@ def font(size: int) -> ImageFont.ImageFont:
 
 def tick_labels(values: tuple[float, ...]) -> list[str]:
     """Short numbers for a colorbar's ticks, in one format: fixed-point with three significant digits of the
-    largest where it lies in [0.01, 1000) (0.0017, 0.0237, 0.0457), else scientific; a value a million times
-    smaller than the largest is 0 (a softmax's 1.3e-30 beside 0.05)."""
+    largest where it lies in [1e-4, 1000) (0.000817, 0.00163, 0.0457, 2.50), so maps side by side read alike;
+    scientific beyond (1.20e-05, 2.50e+03). A value a million times smaller than the largest, or one that
+    rounds to zero at those digits, is 0 (a softmax's 1.3e-30 beside 0.05)."""
     scale = max(abs(v) for v in values)
     if scale == 0:
         return ["0" for _ in values]
     values = tuple(0.0 if abs(v) < scale * 1e-6 else v for v in values)
-    if 0.01 <= scale < 1000:
+    if 1e-4 <= scale < 1000:
         decimals = max(0, 2 - math.floor(math.log10(scale)))
-        return [f"{v:.{decimals}f}" if v else "0" for v in values]
+        return [f"{v:.{decimals}f}" if round(v, decimals) else "0" for v in values]
     return [f"{v:.2e}" if v else "0" for v in values]
 
 

@@ -37,7 +37,7 @@ from vit_core.errors import VitCoreError, What
 from vit_core.explain import ExplainOptions, explain_batch
 from vit_core.faithfulness import Curve, curves_for_maps
 from vit_core.hub import hf_endpoint, offline, reachable
-from vit_core.images import load_image, model_view
+from vit_core.images import load_image, model_view, resized_size
 from vit_core.model import ViT
 from vit_core.text import DEFAULT_TEMPLATE
 from vit_core.validate import check_index
@@ -482,6 +482,22 @@ def crop_facts(analysis: Analysis) -> dict | None:
         height, width = shared_model(analysis.model_name).data_config.input_size[1:]
         return {"kind": "squash", "width": width, "height": height}
     return None
+
+
+def enlargement(analysis: Analysis) -> float | None:
+    """How many times the model's preprocessing enlarges an image smaller than its input (on either side):
+    resized pixels per original pixel, the larger of the two sides. None for an image at least as large as
+    the input."""
+    if analysis.image_size is None:
+        return None
+    config = shared_model(analysis.model_name).data_config
+    width, height = analysis.image_size
+    input_height, input_width = config.input_size[-2:]
+    if width >= input_width and height >= input_height:
+        return None
+    resized_width, resized_height = resized_size(analysis.image_size, config)
+    factor = max(resized_width / width, resized_height / height)
+    return factor if factor > 1 else None
 
 
 def by_key(key: str | None, image_path: str | None, model_name: str | None, labels: str | None = None) -> Analysis:

@@ -19,6 +19,8 @@ from vit_core.errors import VitCoreError
 from vit_core.model import ViT
 from vit_core.validate import check_index, check_range
 
+BLUR_SIGMA = 5.0  # insertion's start: a Gaussian blur of the model's input, sigma in its pixels (RISE)
+
 
 @dataclass(frozen=True)
 class Curve:
@@ -45,7 +47,7 @@ def deletion_insertion(
     grid_map: np.ndarray,
     target: int,
     steps: int = 16,
-    blur_sigma: float = 5.0,
+    blur_sigma: float = BLUR_SIGMA,
 ) -> tuple[Curve, Curve]:
     """(deletion, insertion) curves for one image `[C, H, W]` and its `[rows, cols]` map.
 
@@ -61,7 +63,7 @@ def curves_for_maps(
     grid_maps: list[np.ndarray],
     target: int,
     steps: int = 16,
-    blur_sigma: float = 5.0,
+    blur_sigma: float = BLUR_SIGMA,
     batch: int = 128,
 ) -> list[tuple[Curve, Curve]]:
     """`deletion_insertion` for several maps of one image, all steps of all maps in shared batches."""

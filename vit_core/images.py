@@ -179,19 +179,7 @@ def model_view(image_size: tuple[int, int], data_config: DataConfig) -> ModelVie
     """
     width, height = image_size
     input_height, input_width = data_config.input_size[-2:]
-    crop_pct = data_config.crop_pct or 0.875  # timm's default when a config leaves it out
-    scale_height, scale_width = math.floor(input_height / crop_pct), math.floor(input_width / crop_pct)
-    if data_config.crop_mode == "squash":
-        resized_width, resized_height = scale_width, scale_height
-    elif data_config.crop_mode == "border" or scale_height != scale_width:
-        ratio_height, ratio_width = height / scale_height, width / scale_width
-        longest = data_config.crop_mode == "border"  # fit the longest side (pad) or the shortest (crop)
-        ratio = max(ratio_height, ratio_width) if longest else min(ratio_height, ratio_width)
-        resized_width, resized_height = round(width / ratio), round(height / ratio)
-    else:  # torchvision's Resize(int): the shortest side to `scale`, the long side truncated
-        short, long = min(width, height), max(width, height)
-        new_short, new_long = scale_height, int(scale_height * long / short)
-        resized_width, resized_height = (new_short, new_long) if width <= height else (new_long, new_short)
+    resized_width, resized_height = resized_size(image_size, data_config)
     left, right = _centre_crop(resized_width, input_width)
     top, bottom = _centre_crop(resized_height, input_height)
     step_x, step_y = width / resized_width, height / resized_height  # original pixels per resized pixel
@@ -200,6 +188,26 @@ def model_view(image_size: tuple[int, int], data_config: DataConfig) -> ModelVie
     cut = left > 1 or top > 1 or resized_width - right > 1 or resized_height - bottom > 1
     aspect_change = (resized_width / resized_height) / (width / height)
     return ModelView(box if cut else None, abs(aspect_change - 1) > 0.01, fraction)
+
+
+def resized_size(image_size: tuple[int, int], data_config: DataConfig) -> tuple[int, int]:
+    """(width, height) that `data_config`'s eval transform resizes an image of `image_size` to, before its
+    centre crop (the resize step of `model_view`)."""
+    width, height = image_size
+    input_height, input_width = data_config.input_size[-2:]
+    crop_pct = data_config.crop_pct or 0.875  # timm's default when a config leaves it out
+    scale_height, scale_width = math.floor(input_height / crop_pct), math.floor(input_width / crop_pct)
+    if data_config.crop_mode == "squash":
+        return scale_width, scale_height
+    if data_config.crop_mode == "border" or scale_height != scale_width:
+        ratio_height, ratio_width = height / scale_height, width / scale_width
+        longest = data_config.crop_mode == "border"  # fit the longest side (pad) or the shortest (crop)
+        ratio = max(ratio_height, ratio_width) if longest else min(ratio_height, ratio_width)
+        return round(width / ratio), round(height / ratio)
+    # torchvision's Resize(int): the shortest side to `scale`, the long side truncated
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = scale_height, int(scale_height * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
 def _centre_crop(resized: int, crop: int) -> tuple[int, int]:

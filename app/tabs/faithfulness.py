@@ -12,7 +12,12 @@ from app.maps import FAITHFULNESS, grid_map
 from app.session import analysis_of, handler, lang
 from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line, redraw
 from vit_core.errors import VitCoreError
+from vit_core.faithfulness import BLUR_SIGMA
 from vit_core.validate import check_range
+
+# insertion can hardly tell the methods apart when the blurred image alone keeps at least this share of the image's
+# p(target): its curves have little room left to rise
+BLURRED_HIGH = 0.5
 
 
 def faithfulness_report(analysis: Analysis, target, steps: int, progress=None, language: str = "en") -> dict:
@@ -40,6 +45,38 @@ def curves_and_table(report: dict, language: str) -> tuple:
     table = gr.Dataframe(value=rows, headers=headers, visible=True, column_widths=["50%", "25%", "25%"])
     names = {m: text(f"overview.{m}", language) for m in report}  # the Overview's captions, without the ids
     return figures.faithfulness_curves(curves, language, names), table
+
+
+def about_text(analysis: Analysis, language: str) -> str:
+    """What each curve starts from, as `vit_core.faithfulness.curves_for_maps` builds it for this model: deletion
+    from the image, its patches set to 0 in the normalised input (the model's mean colour, in RGB); insertion from
+    the image blurred with `BLUR_SIGMA` pixels of the model's input, its patches restored."""
+    mean = service.shared_model(analysis.model_name).data_config.mean
+    height, width = analysis.pixels.shape[-2:]
+    return text(
+        "faithfulness.about",
+        language,
+        rgb=", ".join(str(round(255 * channel)) for channel in mean),
+        sigma=f"{BLUR_SIGMA:g}",
+        size=f"{width}×{height}",
+    )
+
+
+def start_text(analysis: Analysis, report: dict, target: int, language: str) -> str:
+    """p(target) where the curves start: on the image (deletion's first point) and on the blurred copy
+    (insertion's first point, the same for every map), and a sentence when the blurred copy alone keeps
+    `BLURRED_HIGH` of the image's p or more."""
+    first = next(iter(report.values()))
+    image, blurred = float(first["deletion"].probs[0]), float(first["insertion"].probs[0])
+    label = service.labels_of(analysis)[target]
+    said = text("faithfulness.start", language, label=label, image=f"{image:.3f}", blurred=f"{blurred:.3f}")
+    if blurred >= BLURRED_HIGH * image:
+        said += "\n\n" + text("faithfulness.start_high", language, image=f"{image:.3f}", blurred=f"{blurred:.3f}")
+    return said
+
+
+def hint_text(language: str) -> str:
+    return text("faithfulness.hint", language, button=text("button.run_faithfulness", language))
 
 
 def heads_phrase(heads: list, language: str) -> str:
@@ -75,37 +112,49 @@ def computed(analysis: Analysis, request: gr.Request | None, target: int) -> dic
     return pages.setdefault(target, {})
 
 
-@handler(outputs=4)
+HIDDEN = dict(value=None, visible=False)
+
+
+def results(analysis: Analysis, report: dict | None, target: int, language: str) -> tuple:
+    """The curves, the AUC table, the line that says the curves are computed on demand (only while there are
+    none for this image and target) and, beside the table, p(target) where the curves start."""
+    if report is None:
+        return None, gr.update(**HIDDEN), gr.update(value=hint_text(language), visible=True), gr.update(**HIDDEN)
+    curves, table = curves_and_table(report, language)
+    start = gr.update(value=start_text(analysis, report, target, language), visible=True)
+    return curves, table, gr.update(**HIDDEN), start
+
+
+@handler(outputs=7)
 def show(session, target, request: gr.Request = None):
     """What this page computed on demand for this analysis and target (the last curves, ablation and head
     importance), drawn in the page's language: the tab keeps its results when it is opened again, shows them
     again when their target comes back, and follows a language switch without a model run. Nothing
-    computed yet: empty."""
+    computed yet: empty, and a line that says the button computes the curves. With what the curves start
+    from (`about_text`) and, once they exist, p(target) there (`start_text`)."""
     analysis = analysis_of(session)
     language = lang(request)
     try:
-        found = computed(analysis, request, service.target_class(analysis, target))
-    except VitCoreError:  # no class to explain (a backbone without a head): nothing was computed
-        found = {}
-    curves, table = (
-        curves_and_table(found["faithfulness"], language)
-        if "faithfulness" in found
-        else (None, gr.update(value=None, visible=False))
-    )
+        target = service.target_class(analysis, target)
+    except VitCoreError:  # no class to explain (a backbone without a head): nothing to compute, nothing to say
+        return None, gr.update(**HIDDEN), None, None, None, gr.update(**HIDDEN), gr.update(**HIDDEN)
+    found = computed(analysis, request, target)
+    curves, table, hint, start = results(analysis, found.get("faithfulness"), target, language)
     result = ablation_text(found["ablation"], language) if "ablation" in found else None
     bars = figures.head_importance_bars(*found["importance"], language) if "importance" in found else None
-    return curves, table, result, bars
+    return curves, table, result, bars, about_text(analysis, language), hint, start
 
 
-@handler(outputs=2)
+@handler(outputs=4)
 def run(session, target, steps, progress=gr.Progress(), request: gr.Request = None):
-    """The curves and the AUC table, kept with the analysis for this page and target."""
+    """The curves, the AUC table and p(target) where they start, kept with the analysis for this page and
+    target; the on-demand line hidden."""
     analysis = analysis_of(session)
     language = lang(request)
     target = service.target_class(analysis, target)
     report = faithfulness_report(analysis, target, int(steps), progress, language)
     computed(analysis, request, target)["faithfulness"] = report
-    return curves_and_table(report, language)
+    return results(analysis, report, target, language)
 
 
 @handler(outputs=1)
@@ -161,11 +210,16 @@ def build(shared: Shared) -> Tab:
     with gr.Row():
         steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"), interactive=False)
         start = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness", interactive=False)
-    # the curves over the full width (nine methods' legend beside them), the AUC table under them
+    about = gr.Markdown(elem_id="faithfulness-about")  # what each curve starts from (server-written)
+    hint = gr.Markdown(elem_id="faithfulness-hint", visible=False)  # while there are no curves
+    # the curves over the full width (nine methods' legend beside them), the AUC table under them, and beside
+    # it p(target) where the curves start
     curves = gr.Plot(show_label=False, label=T("label.curves"), elem_id="faithfulness-plot")
-    table = gr.Dataframe(
-        label=T("label.auc"), elem_id="faithfulness-table", interactive=False, wrap=True, visible=False
-    )
+    with gr.Row():
+        table = gr.Dataframe(
+            label=T("label.auc"), elem_id="faithfulness-table", interactive=False, wrap=True, visible=False, scale=3
+        )
+        start_note = gr.Markdown(elem_id="faithfulness-start", visible=False, scale=2)
     with gr.Row():
         layer = gr.Slider(0, 11, value=11, step=1, label=T("label.ablate_block"), interactive=False)
         heads = gr.CheckboxGroup([], label=T("label.ablate_heads"), interactive=False)
@@ -173,9 +227,10 @@ def build(shared: Shared) -> Tab:
         sweep = gr.Button(T("button.importance"), interactive=False)
     result = gr.Markdown(elem_id="ablation-result")
     bars = gr.Plot(show_label=False, label=T("label.importance"), elem_id="importance-plot")
-    start.click(run, [shared.session, shared.target, steps], [curves, table], **MODEL_RUN, **PRIVATE)
+    start.click(run, [shared.session, shared.target, steps], [curves, table, hint, start_note], **MODEL_RUN, **PRIVATE)
     ablate_button.click(ablate, [shared.session, layer, heads, shared.target], result, **MODEL_RUN, **PRIVATE)
     sweep.click(importance, [shared.session, layer, shared.target], bars, **MODEL_RUN, **PRIVATE)
     heads.input(heads_chosen, heads, ablate_button, **PRIVATE)
     controls = [steps, start, layer, heads, ablate_button, sweep]
-    return Tab([redraw(show, [shared.session, shared.target], [curves, table, result, bars])], empty, controls, fit)
+    shown = [curves, table, result, bars, about, hint, start_note]
+    return Tab([redraw(show, [shared.session, shared.target], shown)], empty, controls, fit)

@@ -34,6 +34,7 @@ def draw(session, target, request: gr.Request = None):
 
 def build(shared: Shared) -> Tab:
     empty = empty_line("layers")
+    gr.Markdown(T("layers.about"), elem_id="layers-about")  # what the logit lens is, what the colours encode
     with gr.Row():
         heatmap = gr.Plot(show_label=False, label=T("label.layer_heatmap"), elem_id="layer-heatmap")
         line = gr.Plot(show_label=False, label=T("label.class_line"), elem_id="class-line")

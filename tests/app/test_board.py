@@ -73,9 +73,12 @@ def test_a_new_image_empties_what_the_tab_on_screen_drew_on_demand(page):
     board, tabs, top, analyzed, _ = page
     args = [get_image("lion.jpg"), "bundled", None, "", "", "faithfulness", *start_values(board)]
     out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
-    curves, table, result, bars = tabs["faithfulness"].redraws[0]["outputs"]
+    curves, table, result, bars, about, hint, start = tabs["faithfulness"].redraws[0]["outputs"]
     assert out[id(curves)] is None and out[id(table)] == gr.update(value=None, visible=False)
     assert out[id(result)] is None and out[id(bars)] is None
+    # one line says the curves are computed on demand, and what they start from stays
+    assert out[id(hint)]["visible"] is True and "computed on demand" in out[id(hint)]["value"]
+    assert out[id(start)] == gr.update(value=None, visible=False) and "blurred copy" in out[id(about)]
 
 
 def test_opening_a_tab_fits_it_once_per_model(page):

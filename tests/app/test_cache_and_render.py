@@ -189,7 +189,13 @@ def test_a_colorbar_s_ticks_share_one_format():
     assert tick_labels((0.0017, 0.0237, 0.0457)) == ["0.0017", "0.0237", "0.0457"]  # not 1.7e-03 beside 0.0457
     assert tick_labels((1.3e-30, 0.025, 0.05)) == ["0", "0.0250", "0.0500"]  # a softmax's underflow is 0
     assert tick_labels((-2.5, 0.0, 2.5)) == ["-2.50", "0", "2.50"]
-    assert tick_labels((1.2e-4, 3e-4, 5e-4)) == ["1.20e-04", "3.00e-04", "5.00e-04"]
+    # small maxima in fixed-point too, as wide as scientific: 0.000817 beside 0.0457, not 8.17e-04
+    assert tick_labels((0.0, 4.085e-4, 8.17e-4)) == ["0", "0.000409", "0.000817"]
+    assert tick_labels((0.0, 8.2e-4, 1.63e-3)) == ["0", "0.00082", "0.00163"]
+    assert tick_labels((1.2e-4, 3e-4, 5e-4)) == ["0.000120", "0.000300", "0.000500"]
+    assert tick_labels((-1e-9, 4e-4, 8e-4)) == ["0", "0.000400", "0.000800"]  # rounds to 0: "0", not "-0.000000"
+    assert tick_labels((1e-6, 2e-5, 5e-5)) == ["1.00e-06", "2.00e-05", "5.00e-05"]  # below 1e-4: scientific
+    assert tick_labels((0.0, 1250.0, 2500.0)) == ["0", "1.25e+03", "2.50e+03"]  # 1000 and above: scientific
     assert tick_labels((0.0, 0.0, 0.0)) == ["0", "0", "0"]
 
 

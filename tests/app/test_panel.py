@@ -173,6 +173,28 @@ def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
     assert "crop" not in outputs[3] and outputs[6].visible is False
 
 
+def test_a_small_image_says_the_model_sees_it_enlarged(tmp_path):
+    """An image smaller than the model's input (96 x 96 here) is enlarged to it: the summary says by how much,
+    as it says what a crop cuts off; an image at least as large as the input gets no such line."""
+    from PIL import Image
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (5, 5), (200, 30, 30)).save(tiny)
+    session, outputs = analyzed(str(tiny), "bundled")
+    assert session["facts"]["enlarged"] == pytest.approx(96 / 5)
+    assert "The image is smaller than the model's input: it was enlarged 19.2×, so the model sees blurred" in outputs[3]
+    assert "crop" not in outputs[3]
+    assert "它被放大了 19.2 倍" in panel.summary_text(session, "zh-CN")
+    bus = tmp_path / "bus.png"
+    Image.new("RGB", (61, 68), (20, 30, 200)).save(bus)  # shortest side 61 -> 96, then 96 of 107 rows kept
+    _, outputs = analyzed(str(bus), "bundled")
+    assert "enlarged 1.6×" in outputs[3] and "centre crop" in outputs[3]
+    square = tmp_path / "square.png"
+    Image.new("RGB", (96, 96), (10, 200, 40)).save(square)
+    session, outputs = analyzed(str(square), "bundled")
+    assert session["facts"]["enlarged"] is None and "enlarged" not in outputs[3]
+
+
 def test_emptying_the_box_of_an_unreadable_file_starts_no_analysis_and_keeps_the_sentence(monkeypatch, tmp_path):
     """The box emptied by the answer to a bad file fires its change event: that request without the image
     gets the same answer again, unrun, the box left alone and the views as they are."""

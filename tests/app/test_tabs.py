@@ -93,7 +93,8 @@ def test_before_any_image_every_handler_is_quietly_empty():
     assert anatomy.draw_patch(None, None) == (None,) * 9
     assert anatomy.draw_attention(None, None, 0, "0", "class", True) == (None,) * 5
     assert anatomy.draw_mlp(None, 0) == (None,) * 2
-    assert faithfulness.run(None, None, 16, progress=lambda *a, **k: None) == (None,) * 2
+    assert faithfulness.run(None, None, 16, progress=lambda *a, **k: None) == (None,) * 4
+    assert faithfulness.show(None, None) == (None,) * 7
     assert faithfulness.ablate(None, 0, ["0"], None) is None
     assert faithfulness.importance(None, 0, None) is None
     assert downloads.prepare(None, None, STYLE) is None
@@ -167,19 +168,21 @@ def test_what_a_page_computes_on_demand_is_its_own_and_shows_under_its_own_targe
     faithfulness.importance(session, 1, other_class, request=first)
     shown = faithfulness.show(session, other_class, request=first)
     assert shown[0] is not None and isinstance(shown[1], gr.Dataframe) and shown[2] and shown[3] is not None
-    assert all(v is None for i, v in enumerate(faithfulness.show(session, top, request=first)) if i != 1)
+    assert all(v is None for i, v in enumerate(faithfulness.show(session, top, request=first)[:4]) if i != 1)
     their_session, _ = analyzed(get_image("cheetah1.jpg"), "bundled", request=second)
     assert their_session["key"] == session["key"]  # the same analysis, shared
     for target in (other_class, top):
-        curves, table, result, bars = faithfulness.show(their_session, target, request=second)
+        curves, table, result, bars, _, hint, start = faithfulness.show(their_session, target, request=second)
         assert curves is None and table["visible"] is False and result is None and bars is None
+        assert hint["visible"] is True and start["visible"] is False
     again = faithfulness.show(session, other_class, request=first)  # the first page's target comes back
     assert again[0] is not None and again[2] == shown[2]
 
 
 def test_faithfulness_ablation_and_downloads():
     session, _ = analyzed(get_image("tower.jpg"), "bundled")
-    plot, table = faithfulness.run(session, None, 6, progress=lambda *a, **k: None)
+    plot, table, hint, start = faithfulness.run(session, None, 6, progress=lambda *a, **k: None)
+    assert hint["visible"] is False and start["visible"] is True
     rows = table.value["data"]
     assert [row[0] for row in rows] == [f"{name} ({m})" for m, name in zip(FAITHFULNESS, _names(), strict=True)]
     assert all(0 <= float(row[1]) <= 1 and 0 <= float(row[2]) <= 1 for row in rows)
@@ -200,7 +203,7 @@ def test_faithfulness_ablation_and_downloads():
     assert faithfulness.heads_chosen([]) == gr.update(interactive=False)
     # what was computed stays with the analysis and follows the page's language, with no model run
     chinese = gr.Request(headers={"accept-language": "zh-CN,zh;q=0.9"})
-    curves, table, result, bars_again = faithfulness.show(session, None, request=chinese)
+    curves, table, result, bars_again, *_ = faithfulness.show(session, None, request=chinese)
     assert curves.layout.title.text != plot.layout.title.text and table.value["data"][0][1] == rows[0][1]
     chinese_legend = [trace.name for trace in curves.data if trace.showlegend is not False]
     assert chinese_legend[0] == overview.title(FAITHFULNESS[0], "zh-CN")
@@ -219,6 +222,90 @@ def test_faithfulness_ablation_and_downloads():
     results = json.loads(open(next(p for p in files if p.endswith(".json"))).read())
     assert results["top5"][0]["index"] == int(np.argmax(analysis.capture.probs))
     assert np.asarray(results["mean_attention_distance_px"]).shape == (6, 6)
+
+
+def test_the_faithfulness_tab_says_where_its_curves_start():
+    """Deletion starts from the image, insertion from a blurred copy: the tab says so with this model's baseline
+    colour and blur, and beside the table p(target) on both starts, read off the real curves. With the star the
+    blurred copy alone keeps nearly all of the image's p, and the tab says insertion can hardly tell the
+    methods apart there; with the crescent it does not."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from app.panel import SCENES
+    from vit_core.capture import predict
+    from vit_core.faithfulness import BLUR_SIGMA
+
+    session, _ = analyzed(str(SCENES / "03_star.png"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    target = service.target_class(analysis, None)
+    about = faithfulness.show(session, None)[4]
+    assert "RGB 128, 128, 128" in about  # the bundled model normalises with mean 0.5: deletion's grey
+    assert f"σ = {BLUR_SIGMA:g} px on the model's 96×96 input" in about
+    _, _, _, start = faithfulness.run(session, None, 4, progress=lambda *a, **k: None)
+    # insertion's first point is the model on the blurred image, as a forward pass of its own gives it
+    kernel = int(2 * round(3 * BLUR_SIGMA) + 1)
+    blurred = gaussian_blur(analysis.pixels[None].float(), [kernel, kernel], [BLUR_SIGMA, BLUR_SIGMA])
+    p_blurred = float(predict(service.shared_model("bundled").model, blurred).softmax(-1)[0, target])
+    p_image = float(analysis.capture.probs[target])
+    assert p_blurred > 0.5 * p_image  # the star survives the blur
+    said = start["value"]
+    assert said.startswith(f"p(star) on the image: **{p_image:.3f}** · on the blurred copy, where insertion starts:")
+    assert f"**{p_blurred:.3f}**" in said
+    assert f"The blurred image alone already gives p = {p_blurred:.3f}, so insertion can hardly tell" in said
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    *_, about_zh, _, start_zh = faithfulness.show(session, None, request=chinese)
+    assert "RGB 128, 128, 128" in about_zh and f"仅模糊图像就已得到 p = {p_blurred:.3f}" in start_zh["value"]
+
+    session, _ = analyzed(str(SCENES / "00_crescent.png"), "bundled")
+    report = faithfulness.faithfulness_report(service.CACHE.get(session["key"]), None, 2)
+    first = next(iter(report.values()))
+    assert first["insertion"].probs[0] < 0.5 * first["deletion"].probs[0]  # the blur loses the crescent
+    said = faithfulness.run(session, None, 2, progress=lambda *a, **k: None)[3]["value"]
+    assert "on the blurred copy" in said and "already gives" not in said
+
+
+def test_the_faithfulness_tab_says_its_curves_are_computed_on_demand():
+    """No curves for this image and target: one line says the button computes them; with curves it is hidden,
+    and a new image (or another target) brings it back."""
+    session, _ = analyzed(get_image("tower.jpg"), "bundled")
+    curves, table, _, _, _, hint, start = faithfulness.show(session, None)
+    assert curves is None and table["visible"] is False and start["visible"] is False
+    assert hint["visible"] is True and "computed on demand with **Run deletion / insertion**" in hint["value"]
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    hint_zh = faithfulness.show(session, None, request=chinese)[5]["value"]
+    assert "按需计算" in hint_zh and "**运行删除 / 插入**" in hint_zh
+    faithfulness.run(session, None, 2, progress=lambda *a, **k: None)
+    curves, table, _, _, _, hint, start = faithfulness.show(session, None)
+    assert curves is not None and hint["visible"] is False and start["visible"] is True
+    other = (service.target_class(service.CACHE.get(session["key"]), None) + 1) % 10
+    assert faithfulness.show(session, other)[5]["visible"] is True  # another target: nothing computed for it
+    new, _ = analyzed(get_image("lion.jpg"), "bundled")
+    curves, _, _, _, _, hint, _ = faithfulness.show(new, None)
+    assert curves is None and hint["visible"] is True
+
+
+def test_the_layers_tab_explains_the_logit_lens_and_titles_its_axes():
+    """The heatmap's rows are numbered on an axis titled "after block" (not a bare "after"); the tab says what
+    the logit lens reads and what the scatter's colour is."""
+    from app.i18n import text
+    from app.tabs.base import Shared
+
+    session, _ = analyzed(get_image("tower.jpg"), "bundled")
+    blocks = service.CACHE.get(session["key"]).capture.num_layers
+    heatmap, line, _ = layers.draw(session, None)
+    assert heatmap.layout.yaxis.title.text == "after block" and list(heatmap.data[0].y) == list(range(blocks))
+    assert heatmap.data[0].hovertemplate.startswith("block %{y}<br>")
+    assert line.layout.xaxis.title.text == "block"  # the line's blocks are numbered alike
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    assert layers.draw(session, None, request=chinese)[0].layout.yaxis.title.text == "第几块之后"
+    about = text("layers.about", "en")
+    assert "nostalgebraist 2020" in about and "final norm and head" in about and "colour is the entropy" not in about
+    assert "heatmap's colour is the probability" in about and "coloured by the entropy of its attention" in about
+    assert "nostalgebraist 2020" in text("layers.about", "zh-CN") and "熵" in text("layers.about", "zh-CN")
+    with gr.Blocks() as demo:
+        layers.build(Shared(gr.State(), gr.State(), gr.Dropdown(), gr.State()))
+    shown = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "layers-about"]
+    assert len(shown) == 1 and '"key": "layers.about"' in shown[0].value  # translated by the browser (gr.I18n)
 
 
 @pytest.mark.parametrize(

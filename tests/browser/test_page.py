@@ -245,6 +245,7 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
         page.locator(f"{plot} .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
     settled(page, "#head-scatter")
     assert readable_plots(page) == 3
+    assert "nostalgebraist 2020" in page.locator("#layers-about").inner_text()  # what the logit lens is
     page.screenshot(path=str(artifacts / "layers.png"), full_page=True)
     tab(page, "tokens").click()
     page.locator("#token-norms .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
@@ -253,9 +254,13 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
 
     # Faithfulness, on demand: curves and a table of AUCs
     tab(page, "faithfulness").click()
+    page.locator("#faithfulness-hint").get_by_text("computed on demand").wait_for(timeout=TIMEOUT)
+    assert "blurred copy" in page.locator("#faithfulness-about").inner_text()
     page.locator("#run-faithfulness").click()
     page.locator("#faithfulness-plot .js-plotly-plot").first.wait_for(timeout=TIMEOUT)
     page.locator("#faithfulness-table").get_by_text("Deletion AUC").first.wait_for(timeout=TIMEOUT)
+    page.locator("#faithfulness-start").get_by_text("on the blurred copy").wait_for(timeout=TIMEOUT)
+    page.locator("#faithfulness-hint").wait_for(state="hidden", timeout=TIMEOUT)
     assert page.locator("#faithfulness-table").get_by_text("Attention rollout (rollout)").count() == 1
     assert readable_plots(page) >= 1
     page.screenshot(path=str(artifacts / "faithfulness.png"), full_page=True)
@@ -426,6 +431,7 @@ IDENTIFIERS = {
     "English",
     "softmax",
     "logit",
+    "nostalgebraist",  # the logit lens (Layers), cited by name
     "d_k",
     "diag",
     "MB",
