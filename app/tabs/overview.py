@@ -10,7 +10,7 @@ from app.i18n import text
 from app.maps import grid_map, refused
 from app.render import overlay
 from app.session import analysis_of, handler, lang, style_of, unless_refused, view_of
-from app.tabs.base import ALWAYS_LAST, Shared, T, Tab, empty_line, lazy, picture, redraw
+from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from app.tabs.relevance import method_choices
 from vit_core.explain import CLASS_SPECIFIC
 
@@ -48,6 +48,11 @@ def draw(session, target, style, methods=DEFAULT, request: gr.Request = None):
     return tuple(pictures)
 
 
+def none_chosen(methods) -> dict:
+    """The line that asks for a map, shown only while none is chosen."""
+    return gr.update(visible=not methods)
+
+
 def fit(analysis):
     """The choice of maps for the model: a method it cannot run says so (the maps chosen stay)."""
     return (gr.update(choices=method_choices(refused(analysis)), interactive=True),)
@@ -64,8 +69,12 @@ def build(shared: Shared) -> Tab:
         elem_id="overview-maps",
         interactive=False,
     )
+    none = gr.Markdown(T("overview.none"), visible=False, elem_id="overview-none", elem_classes=["empty-state"])
     with gr.Row():
         pictures = [picture(T(f"overview.{method}"), f"overview-{slot}") for slot, method in enumerate(DEFAULT)]
     drawn = redraw(draw, [shared.session, shared.target, shared.style, methods], pictures)
-    methods.input(**lazy(shared, "overview", drawn), **ALWAYS_LAST)
+    # `change`, not `input`: the selector's clear-all × sends no `input` event (Gradio 6.31's multiselect
+    # empties its value and dispatches only `change`), so the four maps stayed on screen
+    methods.change(**lazy(shared, "overview", drawn), **ALWAYS_LAST)
+    methods.change(none_chosen, [methods], [none], **PRIVATE)
     return Tab([drawn], empty, [methods], fit)

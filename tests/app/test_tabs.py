@@ -297,6 +297,10 @@ def test_the_overview_shows_the_maps_chosen_and_a_refused_one_stays_empty():
     mixed = overview.draw(session, None, STYLE, ["flow", "rollout"])
     assert mixed[0]["value"] is None and isinstance(mixed[1]["value"], Image.Image)
     assert mixed[0]["label"] == "Attention flow (flow): too large for this model"  # its caption says why
+    # none chosen: no map stays, and the line asking for one shows
+    assert overview.draw(session, None, STYLE, []) == (gr.update(value=None, visible=False),) * 4
+    assert overview.none_chosen([]) == gr.update(visible=True)
+    assert overview.none_chosen(["rollout"]) == gr.update(visible=False)
 
 
 def test_a_method_the_model_cannot_run_says_so_where_it_is_chosen():
