@@ -32,20 +32,33 @@ def draw(session, target, style, methods=DEFAULT, request: gr.Request = None):
     place empty, its caption saying so, without stopping the others."""
     analysis = analysis_of(session)
     language = lang(request)
-    chosen = list(methods or ())[:SLOTS]
+    methods = chosen(methods)
     unavailable = refused(analysis)
     pictures = []
-    for method in chosen:
+    for method in methods:
         if method in unavailable:  # its caption says why its place is empty
             pictures.append(gr.update(value=None, label=text(f"method.{method}_refused", language), visible=True))
             continue
         found = None
-        if method not in CLASS_SPECIFIC or service.explains_something(analysis, target):
+        if explainable(analysis, method, target):
             found = unless_refused(lambda method=method: grid_map(analysis, method, target), request)
         shown = None if found is None else overlay(view_of(analysis), found, style_of(style))
         pictures.append(gr.update(value=shown, label=title(method, language), visible=True))
-    pictures += [gr.update(value=None, visible=False)] * (SLOTS - len(chosen))
+    pictures += [gr.update(value=None, visible=False)] * (SLOTS - len(methods))
     return tuple(pictures)
+
+
+def chosen(methods) -> list[str]:
+    """The methods of the "Maps shown" selection, at most `SLOTS` of them (none: an empty list)."""
+    return list(methods or ())[:SLOTS]
+
+
+def explainable(analysis, method: str, target) -> bool:
+    """Whether `method` gives a map here: not refused on the model, and a class-specific one only where
+    there is something to explain (a model with a head, or an image–text model's label or prompt)."""
+    if method in refused(analysis):
+        return False
+    return method not in CLASS_SPECIFIC or service.explains_something(analysis, target)
 
 
 def none_chosen(methods) -> dict:
@@ -77,4 +90,5 @@ def build(shared: Shared) -> Tab:
     # empties its value and dispatches only `change`), so the four maps stayed on screen
     methods.change(**lazy(shared, "overview", drawn), **ALWAYS_LAST)
     methods.change(none_chosen, [methods], [none], **PRIVATE)
+    shared.maps = methods  # the Downloads export the maps chosen here
     return Tab([drawn], empty, [methods], fit)

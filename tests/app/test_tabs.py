@@ -221,6 +221,23 @@ def test_faithfulness_ablation_and_downloads():
     assert np.asarray(results["mean_attention_distance_px"]).shape == (6, 6)
 
 
+def test_the_downloads_export_the_maps_the_overview_shows():
+    """The PNGs follow the Overview's "Maps shown", each named by its method; attention flow, refused on this
+    model (its place in the Overview empty), has no file."""
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    files = downloads.prepare(session, None, STYLE, ["attnlrp", "flow", "grad_rollout"])
+    pictures = {p.split("/")[-1]: p for p in files if p.endswith(".png")}
+    assert list(pictures) == ["attnlrp.png", "grad_rollout.png"]
+    for method in ("attnlrp", "grad_rollout"):
+        expected = overlay(view_of(analysis), grid_map(analysis, method, None), STYLE)
+        assert np.array_equal(np.asarray(Image.open(pictures[f"{method}.png"])), np.asarray(expected))
+    assert [p.split("/")[-1] for p in downloads.prepare(session, None, STYLE, [])] == ["capture.npz", "results.json"]
+    # the Overview never touched: its four default maps, as the page sends them
+    default = downloads.prepare(session, None, STYLE, list(overview.DEFAULT))
+    assert [p.split("/")[-1] for p in default if p.endswith(".png")] == [f"{m}.png" for m in overview.DEFAULT]
+
+
 @pytest.mark.parametrize(
     "language, heads, change, said",
     [
