@@ -66,9 +66,9 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     for method in METHODS:
         if method == "flow":  # 145 tokens: over attention flow's limit, one sentence
             with pytest.warns(UserWarning, match="max-flow per token"):  # said, and the map stays empty
-                assert relevance.draw(session, method, "max", 0.5, 1, None, STYLE) is None
+                assert relevance.draw(session, method, "max", 0.5, 1, None, STYLE)["value"] is None
             continue
-        assert isinstance(relevance.draw(session, method, "max", 0.5, 1, None, STYLE), Image.Image)
+        assert isinstance(relevance.draw(session, method, "max", 0.5, 1, None, STYLE)["value"], Image.Image)
     heatmap, line, scatter = layers.draw(session, None)
     assert len(heatmap.data[0].y) == n_layers and len(scatter.data[0].x) == n_layers * n_heads
     pca, norms, similarity, positions = tokens.draw(session, 2, (1, 1), STYLE)
@@ -88,6 +88,7 @@ def test_before_any_image_every_handler_is_quietly_empty():
     assert overview.draw(None, None, STYLE) == (None,) * 4
     assert heads.draw(None, 11, "mean", None, 1.0, STYLE) == (None,) * 4
     assert relevance.draw(None, "rollout", "mean", 0, 0, None, STYLE) is None
+    assert relevance.left_out(None) is None
     assert layers.draw(None, None) == (None,) * 3
     assert tokens.draw(None, 12, None, STYLE) == (None,) * 4
     assert anatomy.draw_patch(None, None) == (None,) * 9
@@ -105,8 +106,8 @@ def test_class_specific_maps_follow_the_target_and_each_target_runs_once(runs):
     session, _ = analyzed(get_image("bus.png"), "bundled")
     analysis = service.CACHE.get(session["key"])
     first, second = np.argsort(-analysis.capture.probs)[:2]
-    chefer_top = relevance.draw(session, "chefer", "mean", 0.0, 0, int(first), STYLE)
-    chefer_second = relevance.draw(session, "chefer", "mean", 0.0, 0, int(second), STYLE)
+    chefer_top = relevance.draw(session, "chefer", "mean", 0.0, 0, int(first), STYLE)["value"]
+    chefer_second = relevance.draw(session, "chefer", "mean", 0.0, 0, int(second), STYLE)["value"]
     assert not np.array_equal(np.asarray(chefer_top), np.asarray(chefer_second))
     overview.draw(session, int(second), STYLE)
     layers.draw(session, int(second))
@@ -326,17 +327,38 @@ def test_a_method_the_model_cannot_run_says_so_where_it_is_chosen():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
     analysis = service.CACHE.get(session["key"])
     assert refused(analysis) == {"flow"}  # 145 tokens in 6 blocks: over attention flow's limit
-    for fitted in (relevance.fit(analysis)[0], overview.fit(analysis)[0]):
-        labels = {value: label.key for label, value in fitted["choices"]}
-        assert labels["flow"] == "method.flow_refused" and labels["rollout"] == "method.rollout"
-    small = SimpleNamespace(capture=SimpleNamespace(attentions=np.zeros((2, 1, 17, 17))))  # 17 tokens, 2 blocks
+    # the Overview names it as refused (its place stays empty, captioned); Rollout & relevance does not offer it
+    labels = {value: label.key for label, value in overview.fit(analysis)[0]["choices"]}
+    assert labels["flow"] == "method.flow_refused" and labels["rollout"] == "method.rollout"
+    offered = relevance.fit(analysis)[0]["choices"]
+    assert [value for _, value in offered] == [m for m in METHODS if m != "flow"]
+    assert all(not label.key.endswith("_refused") for label, _ in offered)
+    # the line under the methods says why, with the model's numbers, in the page's language
+    note = relevance.left_out(session)
+    assert note["visible"] is True
+    assert note["value"] == (
+        "Attention flow (flow) is left out: this model reads 145 tokens in 6 blocks, over the 69 tokens it can "
+        "take at that depth."
+    )
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    assert "145 个令牌" in relevance.left_out(session, request=chinese)["value"]
+    small = SimpleNamespace(capture=SimpleNamespace(attentions=np.zeros((2, 1, 17, 17)), num_layers=2))  # 17 tokens
     assert refused(small) == set()
+    assert relevance.fit(small)[0]["choices"][-1][1] == "flow"  # offered where it runs
+
+
+def test_the_relevance_map_is_titled_with_its_method():
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    for method, title in (("rollout", "Attention rollout"), ("attnlrp", "AttnLRP"), ("chefer", "Chefer et al. 2021")):
+        assert relevance.draw(session, method, "mean", 0.0, 0, None, STYLE)["label"] == title
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    assert relevance.draw(session, "rollout", "mean", 0.0, 0, None, STYLE, request=chinese)["label"] == "注意力展开"
 
 
 def test_legrad_in_the_relevance_tab_starts_where_its_reference_code_does():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
     analysis = service.CACHE.get(session["key"])
-    shown = relevance.draw(session, "legrad", "mean", 0.0, 0, None, STYLE)  # the inactive start slider at 0
+    shown = relevance.draw(session, "legrad", "mean", 0.0, 0, None, STYLE)["value"]  # the inactive start slider at 0
     expected = overlay(view_of(analysis), grid_map(analysis, "legrad", None), STYLE)  # the default: last two
     assert np.array_equal(np.asarray(shown), np.asarray(expected))
     every_block = grid_map(analysis, "legrad", None, ExplainOptions(start_layer=0))
