@@ -347,6 +347,23 @@ def test_a_method_the_model_cannot_run_says_so_where_it_is_chosen():
     assert relevance.fit(small)[0]["choices"][-1][1] == "flow"  # offered where it runs
 
 
+def test_position_similarity_is_the_same_picture_for_any_image():
+    """Position embeddings are the model's: their similarity map is not drawn over the photo (over it, it looked
+    as if it came from the image), in the Tokens tab and in Anatomy's step 2 alike."""
+    first, _ = analyzed(get_image("lion.jpg"), "bundled")
+    second, _ = analyzed(get_image("bus.png"), "bundled")
+    views = [view_of(service.CACHE.get(session["key"])) for session in (first, second)]
+    assert views[0].size == views[1].size and not np.array_equal(np.asarray(views[0]), np.asarray(views[1]))
+    for draw in (lambda s: tokens.draw(s, 2, (3, 4), STYLE)[3], lambda s: anatomy.draw_patch(s, (3, 4))[5]):
+        pictures = [np.asarray(draw(session)) for session in (first, second)]
+        assert pictures[0].shape[1] == views[0].width  # the same width as the input view, its scale below
+        assert np.array_equal(pictures[0], pictures[1])
+    # the maps that do come from the image still differ between the two
+    assert not np.array_equal(
+        np.asarray(tokens.draw(first, 2, (3, 4), STYLE)[2]), np.asarray(tokens.draw(second, 2, (3, 4), STYLE)[2])
+    )
+
+
 def test_the_relevance_map_is_titled_with_its_method():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
     for method, title in (("rollout", "Attention rollout"), ("attnlrp", "AttnLRP"), ("chefer", "Chefer et al. 2021")):
