@@ -17,7 +17,7 @@ from PIL import Image
 
 from app import figures, service
 from app.cache import Analysis
-from app.i18n import text
+from app.i18n import counted, text
 from app.render import OverlayStyle, alone, overlay
 from app.session import analysis_of, handler, lang, select_patch, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
@@ -84,7 +84,7 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
         patches=patches,
         rows=result.grid[0],
         cols=result.grid[1],
-        prefix=result.num_prefix_tokens,
+        prefix=counted("summary.prefix", result.num_prefix_tokens, lang),
         tokens=patches + result.num_prefix_tokens,
     )
     return grid_view, pixels, vector, strip, facts
