@@ -70,7 +70,8 @@ def test_every_key_the_code_uses_exists():
     ],
 )
 def test_the_prefix_tokens_are_counted_in_words(prefix, english, chinese):
-    """ "1 prefix token", "2 prefix tokens": no "token(s)" in the summary (Anatomy's patch facts: test_anatomy_tab)."""
+    """The summary counts in words ("1 prefix token", "2 prefix tokens"), never "token(s)" (Anatomy's facts:
+    test_anatomy_tab)."""
     from app import panel
 
     facts = dict(model="m", layers=6, heads=6, rows=12, cols=12, patch=8, prefix=prefix, cached=True, threads=2)
