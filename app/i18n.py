@@ -108,6 +108,12 @@ def text(key: str, language: str = DEFAULT, **values: object) -> str:
     return template.format(**values)
 
 
+def counted(key: str, count: int, language: str = DEFAULT) -> str:
+    """`count` with its noun: the text of `<key>_one` for exactly one, of `<key>_many` otherwise (a language
+    without plurals writes both alike)."""
+    return text(f"{key}_{'one' if count == 1 else 'many'}", language, count=count)
+
+
 def error_text(error: VitCoreError, language: str = DEFAULT) -> str:
     """The sentence of `error` in `language`: the catalog's `error.<key>` filled with the error's parameters
     (a `what` word through `what.<word>`); English, and any language without that key, use `vit_core`'s own."""

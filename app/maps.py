@@ -29,14 +29,20 @@ METHODS = tuple(
 FAITHFULNESS = tuple(m for m in METHODS if m not in OPT_IN)  # attention flow is refused on most models
 
 
-def refused(analysis: Analysis) -> frozenset[str]:
-    """The methods that cannot run on this analysis's model: attention flow above its token limit."""
+def refusals(analysis: Analysis) -> dict[str, VitCoreError]:
+    """The methods that cannot run on this analysis's model, each with the error that says why (its parameters
+    give the numbers): attention flow above its token limit."""
     layers, _, tokens, _ = analysis.capture.attentions.shape
     try:
         check_flow_size(layers, tokens)
-    except VitCoreError:
-        return frozenset({"flow"})
-    return frozenset()
+    except VitCoreError as error:
+        return {"flow": error}
+    return {}
+
+
+def refused(analysis: Analysis) -> frozenset[str]:
+    """The methods that cannot run on this analysis's model: attention flow above its token limit."""
+    return frozenset(refusals(analysis))
 
 
 def grid_map(

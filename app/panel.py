@@ -20,7 +20,7 @@ import numpy as np
 
 from app import service
 from app.cache import Analysis
-from app.i18n import text
+from app.i18n import counted, text
 from app.render import COLORMAPS, OverlayStyle, mark_crop
 from app.session import NoAnalysis, analysis_of, lang, user_sentence
 from app.tabs.base import T, picture
@@ -85,7 +85,8 @@ def summary_text(session: dict | None, language: str) -> str:
     if not session or not session.get("facts"):
         return text("summary.start", language)
     facts = session["facts"]
-    shape = {k: facts[k] for k in ("model", "layers", "heads", "rows", "cols", "patch", "prefix")}
+    shape = {k: facts[k] for k in ("model", "layers", "heads", "rows", "cols", "patch")}
+    shape["prefix"] = counted("summary.prefix", facts["prefix"], language)
     when = text("summary.cached", language) if facts["cached"] else text("summary.ms", language, ms=facts["ms"])
     if facts.get("gpu"):
         device = text("device.gpu", language, name=facts["gpu"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal
 
@@ -96,6 +96,18 @@ def overlay(
     if bound is not None:
         return with_colorbar(picture, DIVERGING, -bound, bound)
     return with_colorbar(picture, style.cmap, float(np.min(grid_map)), float(np.max(grid_map)))
+
+
+def alone(
+    grid_map: np.ndarray,
+    size: tuple[int, int],
+    style: OverlayStyle = OverlayStyle(),
+    mark: tuple[int, int] | None = None,
+) -> Image.Image:
+    """A map that does not depend on the image (position-embedding similarity), drawn without it: its colours
+    alone at `size` (width, height), as `overlay` draws them at full opacity, with the style's grid, the
+    marked patch and the colorbar. Over the photo it would look as if it came from the picture."""
+    return overlay(Image.new("RGB", size), grid_map, replace(style, opacity=1.0), mark=mark)
 
 
 def draw_grid(picture: Image.Image, rows: int, cols: int) -> None:

@@ -17,8 +17,8 @@ from PIL import Image
 
 from app import figures, service
 from app.cache import Analysis
-from app.i18n import text
-from app.render import OverlayStyle, overlay
+from app.i18n import counted, text
+from app.render import OverlayStyle, alone, overlay
 from app.session import analysis_of, handler, lang, select_patch, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.analysis import layer_predictions, mean_attention_distance, position_similarity
@@ -84,7 +84,7 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
         patches=patches,
         rows=result.grid[0],
         cols=result.grid[1],
-        prefix=result.num_prefix_tokens,
+        prefix=counted("summary.prefix", result.num_prefix_tokens, lang),
         tokens=patches + result.num_prefix_tokens,
     )
     return grid_view, pixels, vector, strip, facts
@@ -96,8 +96,9 @@ def position_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int])
     similarity = analysis.remember("positions", lambda: position_similarity(model))
     if similarity.shape[:2] != analysis.capture.grid:
         return None
-    # nearest upsampling with the grid: each patch's own similarity, as in the ViT paper's Fig. 7 (centre)
-    return overlay(view, similarity[patch], OverlayStyle(upsample="nearest", grid=True), mark=patch)
+    # nearest upsampling with the grid: each patch's own similarity, as in the ViT paper's Fig. 7 (centre);
+    # the model's own (no pixel enters it), so drawn without the photo
+    return alone(similarity[patch], view.size, OverlayStyle(upsample="nearest", grid=True), mark=patch)
 
 
 def saturation_note(scaled_row: AttentionRow, unscaled_row: AttentionRow, d_k: int, lang: str) -> str:

@@ -103,12 +103,14 @@ def empty_line(tab_id: str) -> gr.Markdown:
 @dataclass
 class Shared:
     """What every tab reads: the session's analysis key, the tab on screen, the target class, the overlay
-    style (one `OverlayStyle` value), and the page's language marker."""
+    style (one `OverlayStyle` value), and the page's language marker; and the Overview's "Maps shown"
+    (`maps`, set when the Overview is built, before the tabs after it that read it: the Downloads)."""
 
     session: gr.State
     shown: gr.State
     target: gr.Dropdown
     style: gr.State
+    maps: gr.Dropdown | None = None
 
 
 @dataclass

@@ -15,21 +15,22 @@ from app.cache import Analysis
 from app.maps import grid_map
 from app.render import overlay
 from app.session import analysis_of, handler, style_of, view_of
+from app.tabs import overview
 from app.tabs.base import PRIVATE, Shared, T, Tab, empty_line
-from app.tabs.overview import DEFAULT as METHODS  # the overview's four maps
 from vit_core.analysis import attention_entropy, layer_predictions, mean_attention_distance
-from vit_core.explain import CLASS_SPECIFIC
 
 
 @handler(outputs=1)
-def prepare(session, target, style, request: gr.Request = None):
-    """The overlays as PNG, the capture as NPZ, predictions and per-head statistics as JSON."""
+def prepare(session, target, style, methods=overview.DEFAULT, request: gr.Request = None):
+    """The Overview's chosen maps as PNG overlays named by method (`attnlrp.png`), the capture as NPZ,
+    predictions and per-head statistics as JSON. A map the Overview leaves empty (a method refused on the
+    model, a class-specific one with nothing to explain) has no file."""
     analysis = analysis_of(session)
     result = analysis.capture
     folder = Path(tempfile.mkdtemp(prefix="vit-explorer-"))
     files = []
-    for method in METHODS:
-        if method in CLASS_SPECIFIC and result.probs is None:
+    for method in overview.chosen(methods):
+        if not overview.explainable(analysis, method, target):
             continue
         path = folder / f"{method}.png"
         overlay(view_of(analysis), grid_map(analysis, method, target), style_of(style)).save(path)
@@ -77,5 +78,7 @@ def build(shared: Shared) -> Tab:
     empty = empty_line("downloads")
     start = gr.Button(T("button.prepare"), elem_id="prepare-downloads", interactive=False)
     files = gr.File(label=T("label.downloads"), file_count="multiple", interactive=False, elem_id="downloads")
-    start.click(prepare, [shared.session, shared.target, shared.style], files, **PRIVATE)
+    if shared.maps is None:
+        raise RuntimeError("the Overview is built before the Downloads: they export the maps chosen there")
+    start.click(prepare, [shared.session, shared.target, shared.style, shared.maps], files, **PRIVATE)
     return Tab([], empty, [start], fit, outputs=[files])

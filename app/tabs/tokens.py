@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from app import figures, service
-from app.render import overlay
+from app.render import alone, overlay
 from app.session import analysis_of, handler, lang, select_patch, style_of, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.analysis import patch_similarity, position_similarity, token_norms, token_pca_rgb
@@ -22,7 +22,8 @@ def overlay_rgb(view: Image.Image, rgb: np.ndarray, opacity: float) -> Image.Ima
 
 @handler(outputs=4)
 def draw(session, token_layer, patch, style, request: gr.Request = None):
-    """PCA of the patch tokens as RGB, token norms, similarity of a patch to all others, position similarity."""
+    """PCA of the patch tokens as RGB, token norms, similarity of a patch to all others (over the image), and
+    position-embedding similarity (the model's, the same for every image: drawn without it)."""
     analysis = analysis_of(session)
     result = analysis.capture
     style = style_of(style)
@@ -37,7 +38,8 @@ def draw(session, token_layer, patch, style, request: gr.Request = None):
     similarity = overlay(view, patch_similarity(result, layer, patch), style, mark=patch)
     model = service.shared_model(analysis.model_name).model
     positions = analysis.remember("positions", lambda: position_similarity(model))
-    position = overlay(view, positions[patch], style, mark=patch) if positions.shape[:2] == result.grid else None
+    # the model's own (no pixel enters it): drawn without the photo, which would make it look image-dependent
+    position = alone(positions[patch], view.size, style, mark=patch) if positions.shape[:2] == result.grid else None
     return pca, bars, similarity, position
 
 

@@ -143,6 +143,8 @@ def test_step_one_leaves_the_numbers_to_the_model_and_the_facts_give_them(sessio
     p, c = result.patch_size, 3
     facts = draw_anatomy(session, (0, 0), 0, "0", "class", True, request=request_)[4]
     assert (p, p * p * c) == (8, 192) and f"{p}×{p}×{c} = **{p * p * c} " in facts
+    # one prefix token, in words: no "token(s)"
+    assert ("with 1 prefix token the encoder" if language == "en" else "加上 1 个前缀令牌，编码器") in facts
 
 
 def zero_height(axis) -> float:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from app import api, panel, service
 from app.maps import grid_map
-from app.tabs import overview
+from app.tabs import downloads, overview
 from tests.app.helpers import NO_PROGRESS, STYLE
 from tests.clip_models import tiny_hf_clip
 from vit_core import capture, explain
@@ -93,6 +93,10 @@ def test_a_prompt_becomes_the_target_and_the_overview_shows_its_maps(monkeypatch
     assert panel.use_prompt("a green tree", session) == "a green tree"
     without = overview.draw(session, None, STYLE)  # no labels, no prompt: the class-specific maps stay empty
     assert without[0]["value"] is not None and without[2]["value"] is None and without[3]["value"] is None
+    # the Downloads leave out what the Overview leaves empty: a class-specific map with nothing to explain
+    names = lambda files: [path.rsplit("/", 1)[-1] for path in files if path.endswith(".png")]  # noqa: E731
+    assert names(downloads.prepare(session, None, STYLE, ["chefer", "rollout"])) == ["rollout.png"]
+    assert names(downloads.prepare(session, "a red bus", STYLE, ["chefer", "rollout"])) == ["chefer.png", "rollout.png"]
 
 
 def test_bad_labels_and_prompts_are_one_sentence(clip_model, image):

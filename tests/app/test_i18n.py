@@ -57,7 +57,27 @@ def test_every_key_the_code_uses_exists():
         used |= set(re.findall(r'\b(?:T|text)\(\s*"([a-z_0-9.]+)"', path.read_text(encoding="utf-8")))
     used |= {f"choice.{c}" for c in ("mean", "max", "min")}  # keys built from values (f-strings)
     used |= {f"method.{m}" for m in METHODS} | {f"overview.{m}" for m in METHODS} | {f"tab.{t}" for t in TABS}
+    used |= {"summary.prefix_one", "summary.prefix_many", "relevance.left_out_flow"}  # counted(), refusals
     assert len(used) > 100 and not used - set(catalogs()["en"]), used - set(catalogs()["en"])
+
+
+@pytest.mark.parametrize(
+    "prefix, english, chinese",
+    [
+        (0, "+ 0 prefix tokens ·", "+ 0 个前缀令牌 ·"),
+        (1, "+ 1 prefix token ·", "+ 1 个前缀令牌 ·"),
+        (2, "+ 2 prefix tokens ·", "+ 2 个前缀令牌 ·"),
+    ],
+)
+def test_the_prefix_tokens_are_counted_in_words(prefix, english, chinese):
+    """The summary counts in words ("1 prefix token", "2 prefix tokens"), never "token(s)" (Anatomy's facts:
+    test_anatomy_tab)."""
+    from app import panel
+
+    facts = dict(model="m", layers=6, heads=6, rows=12, cols=12, patch=8, prefix=prefix, cached=True, threads=2)
+    session = {"facts": facts}
+    assert english in panel.summary_text(session, "en") and chinese in panel.summary_text(session, "zh-CN")
+    assert not [key for key, template in catalogs()["en"].items() if "(s)" in template]
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])

@@ -66,9 +66,9 @@ def test_every_view_redraws_from_the_cache(model, timm_tiny_file, runs):
     for method in METHODS:
         if method == "flow":  # 145 tokens: over attention flow's limit, one sentence
             with pytest.warns(UserWarning, match="max-flow per token"):  # said, and the map stays empty
-                assert relevance.draw(session, method, "max", 0.5, 1, None, STYLE) is None
+                assert relevance.draw(session, method, "max", 0.5, 1, None, STYLE)["value"] is None
             continue
-        assert isinstance(relevance.draw(session, method, "max", 0.5, 1, None, STYLE), Image.Image)
+        assert isinstance(relevance.draw(session, method, "max", 0.5, 1, None, STYLE)["value"], Image.Image)
     heatmap, line, scatter = layers.draw(session, None)
     assert len(heatmap.data[0].y) == n_layers and len(scatter.data[0].x) == n_layers * n_heads
     pca, norms, similarity, positions = tokens.draw(session, 2, (1, 1), STYLE)
@@ -88,6 +88,7 @@ def test_before_any_image_every_handler_is_quietly_empty():
     assert overview.draw(None, None, STYLE) == (None,) * 4
     assert heads.draw(None, 11, "mean", None, 1.0, STYLE) == (None,) * 4
     assert relevance.draw(None, "rollout", "mean", 0, 0, None, STYLE) is None
+    assert relevance.left_out(None) is None
     assert layers.draw(None, None) == (None,) * 3
     assert tokens.draw(None, 12, None, STYLE) == (None,) * 4
     assert anatomy.draw_patch(None, None) == (None,) * 9
@@ -106,8 +107,8 @@ def test_class_specific_maps_follow_the_target_and_each_target_runs_once(runs):
     session, _ = analyzed(get_image("bus.png"), "bundled")
     analysis = service.CACHE.get(session["key"])
     first, second = np.argsort(-analysis.capture.probs)[:2]
-    chefer_top = relevance.draw(session, "chefer", "mean", 0.0, 0, int(first), STYLE)
-    chefer_second = relevance.draw(session, "chefer", "mean", 0.0, 0, int(second), STYLE)
+    chefer_top = relevance.draw(session, "chefer", "mean", 0.0, 0, int(first), STYLE)["value"]
+    chefer_second = relevance.draw(session, "chefer", "mean", 0.0, 0, int(second), STYLE)["value"]
     assert not np.array_equal(np.asarray(chefer_top), np.asarray(chefer_second))
     overview.draw(session, int(second), STYLE)
     layers.draw(session, int(second))
@@ -308,6 +309,23 @@ def test_the_layers_tab_explains_the_logit_lens_and_titles_its_axes():
     assert len(shown) == 1 and '"key": "layers.about"' in shown[0].value  # translated by the browser (gr.I18n)
 
 
+def test_the_downloads_export_the_maps_the_overview_shows():
+    """The PNGs follow the Overview's "Maps shown", each named by its method; attention flow, refused on this
+    model (its place in the Overview empty), has no file."""
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    analysis = service.CACHE.get(session["key"])
+    files = downloads.prepare(session, None, STYLE, ["attnlrp", "flow", "grad_rollout"])
+    pictures = {p.split("/")[-1]: p for p in files if p.endswith(".png")}
+    assert list(pictures) == ["attnlrp.png", "grad_rollout.png"]
+    for method in ("attnlrp", "grad_rollout"):
+        expected = overlay(view_of(analysis), grid_map(analysis, method, None), STYLE)
+        assert np.array_equal(np.asarray(Image.open(pictures[f"{method}.png"])), np.asarray(expected))
+    assert [p.split("/")[-1] for p in downloads.prepare(session, None, STYLE, [])] == ["capture.npz", "results.json"]
+    # the Overview never touched: its four default maps, as the page sends them
+    default = downloads.prepare(session, None, STYLE, list(overview.DEFAULT))
+    assert [p.split("/")[-1] for p in default if p.endswith(".png")] == [f"{m}.png" for m in overview.DEFAULT]
+
+
 @pytest.mark.parametrize(
     "language, heads, change, said",
     [
@@ -384,6 +402,10 @@ def test_the_overview_shows_the_maps_chosen_and_a_refused_one_stays_empty():
     mixed = overview.draw(session, None, STYLE, ["flow", "rollout"])
     assert mixed[0]["value"] is None and isinstance(mixed[1]["value"], Image.Image)
     assert mixed[0]["label"] == "Attention flow (flow): too large for this model"  # its caption says why
+    # none chosen: no map stays, and the line asking for one shows
+    assert overview.draw(session, None, STYLE, []) == (gr.update(value=None, visible=False),) * 4
+    assert overview.none_chosen([]) == gr.update(visible=True)
+    assert overview.none_chosen(["rollout"]) == gr.update(visible=False)
 
 
 def test_a_method_the_model_cannot_run_says_so_where_it_is_chosen():
@@ -392,17 +414,55 @@ def test_a_method_the_model_cannot_run_says_so_where_it_is_chosen():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
     analysis = service.CACHE.get(session["key"])
     assert refused(analysis) == {"flow"}  # 145 tokens in 6 blocks: over attention flow's limit
-    for fitted in (relevance.fit(analysis)[0], overview.fit(analysis)[0]):
-        labels = {value: label.key for label, value in fitted["choices"]}
-        assert labels["flow"] == "method.flow_refused" and labels["rollout"] == "method.rollout"
-    small = SimpleNamespace(capture=SimpleNamespace(attentions=np.zeros((2, 1, 17, 17))))  # 17 tokens, 2 blocks
+    # the Overview names it as refused (its place stays empty, captioned); Rollout & relevance does not offer it
+    labels = {value: label.key for label, value in overview.fit(analysis)[0]["choices"]}
+    assert labels["flow"] == "method.flow_refused" and labels["rollout"] == "method.rollout"
+    offered = relevance.fit(analysis)[0]["choices"]
+    assert [value for _, value in offered] == [m for m in METHODS if m != "flow"]
+    assert all(not label.key.endswith("_refused") for label, _ in offered)
+    # the line under the methods says why, with the model's numbers, in the page's language
+    note = relevance.left_out(session)
+    assert note["visible"] is True
+    assert note["value"] == (
+        "Attention flow (flow) is left out: this model reads 145 tokens in 6 blocks, over the 69 tokens it can "
+        "take at that depth."
+    )
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    assert "145 个令牌" in relevance.left_out(session, request=chinese)["value"]
+    small = SimpleNamespace(capture=SimpleNamespace(attentions=np.zeros((2, 1, 17, 17)), num_layers=2))  # 17 tokens
     assert refused(small) == set()
+    assert relevance.fit(small)[0]["choices"][-1][1] == "flow"  # offered where it runs
+
+
+def test_position_similarity_is_the_same_picture_for_any_image():
+    """Position embeddings are the model's: their similarity map is not drawn over the photo (over it, it looked
+    as if it came from the image), in the Tokens tab and in Anatomy's step 2 alike."""
+    first, _ = analyzed(get_image("lion.jpg"), "bundled")
+    second, _ = analyzed(get_image("bus.png"), "bundled")
+    views = [view_of(service.CACHE.get(session["key"])) for session in (first, second)]
+    assert views[0].size == views[1].size and not np.array_equal(np.asarray(views[0]), np.asarray(views[1]))
+    for draw in (lambda s: tokens.draw(s, 2, (3, 4), STYLE)[3], lambda s: anatomy.draw_patch(s, (3, 4))[5]):
+        pictures = [np.asarray(draw(session)) for session in (first, second)]
+        assert pictures[0].shape[1] == views[0].width  # the same width as the input view, its scale below
+        assert np.array_equal(pictures[0], pictures[1])
+    # the maps that do come from the image still differ between the two
+    assert not np.array_equal(
+        np.asarray(tokens.draw(first, 2, (3, 4), STYLE)[2]), np.asarray(tokens.draw(second, 2, (3, 4), STYLE)[2])
+    )
+
+
+def test_the_relevance_map_is_titled_with_its_method():
+    session, _ = analyzed(get_image("lion.jpg"), "bundled")
+    for method, title in (("rollout", "Attention rollout"), ("attnlrp", "AttnLRP"), ("chefer", "Chefer et al. 2021")):
+        assert relevance.draw(session, method, "mean", 0.0, 0, None, STYLE)["label"] == title
+    chinese = gr.Request(headers={"accept-language": "zh-CN"})
+    assert relevance.draw(session, "rollout", "mean", 0.0, 0, None, STYLE, request=chinese)["label"] == "注意力展开"
 
 
 def test_legrad_in_the_relevance_tab_starts_where_its_reference_code_does():
     session, _ = analyzed(get_image("lion.jpg"), "bundled")
     analysis = service.CACHE.get(session["key"])
-    shown = relevance.draw(session, "legrad", "mean", 0.0, 0, None, STYLE)  # the inactive start slider at 0
+    shown = relevance.draw(session, "legrad", "mean", 0.0, 0, None, STYLE)["value"]  # the inactive start slider at 0
     expected = overlay(view_of(analysis), grid_map(analysis, "legrad", None), STYLE)  # the default: last two
     assert np.array_equal(np.asarray(shown), np.asarray(expected))
     every_block = grid_map(analysis, "legrad", None, ExplainOptions(start_layer=0))

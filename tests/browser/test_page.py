@@ -555,3 +555,27 @@ def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, arti
     assert "12 blocks × 3 heads" in page.locator("#summary").inner_text()
     page.screenshot(path=str(artifacts / "model-switch.png"), full_page=True)
     finish(context, page, errors)
+
+
+def test_clearing_the_overview_maps_leaves_no_map_and_says_to_choose(browser, live_server, artifacts):
+    """The selector's clear-all × (which sends no `input` event, only `change`): no map stays, one line says to
+    choose; one map chosen after it: one picture."""
+    context, page, errors = open_page(browser, live_server.url)
+    upload(page, get_image("lion.jpg"))
+    analysed(page)
+    maps = page.locator("#overview-maps")
+    maps.locator(".remove-all").click()
+    for slot in range(4):
+        page.locator(f"#overview-{slot}").wait_for(state="hidden", timeout=TIMEOUT)
+    assert page.locator("[id^=overview-] img").count() == 0
+    page.locator("#overview-none").get_by_text("Choose up to four maps").wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(artifacts / "overview-none.png"), full_page=True)
+    maps.locator("input[role=combobox]").fill("rollout")
+    page.get_by_role("option", name="Attention rollout (rollout)").click()
+    page.locator("#overview-0").get_by_text("Attention rollout", exact=True).first.wait_for(timeout=TIMEOUT)
+    src(page, "#overview-0")
+    settled(page, "#overview-0")
+    assert page.locator("[id^=overview-] img").count() == 1
+    assert all(not page.locator(f"#overview-{slot}").is_visible() for slot in (1, 2, 3))
+    page.locator("#overview-none").wait_for(state="hidden", timeout=TIMEOUT)
+    finish(context, page, errors)
