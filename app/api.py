@@ -22,7 +22,7 @@ from app import service
 from app.maps import grid_map
 from app.render import overlay
 from app.session import head_value, sentence, view_of
-from app.tabs.base import MODEL_RUN, save_png_once
+from app.tabs.base import MODEL_RUN, save_picture
 from app.tabs.downloads import results_json
 from app.tabs.faithfulness import faithfulness_report
 from vit_core.analysis import layer_predictions
@@ -97,7 +97,7 @@ def explain(
     )
     chosen = ("text", text) if text else (target or None)
     values = grid_map(analysis, method, chosen, options)
-    path = save_png_once(overlay(view_of(analysis), values), OUTPUTS)
+    path = save_picture(overlay(view_of(analysis), values), OUTPUTS, exact=True)  # an API client gets a PNG
     report = {"method": method, "map": values.round(6).tolist()}
     if text:
         report["text"] = text.strip()

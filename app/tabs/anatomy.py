@@ -370,17 +370,17 @@ def build(shared: Shared) -> Tab:
     gr.Markdown(T("anatomy.step1"))
     with gr.Row():
         grid = picture(T("anatomy.grid_label"), "anatomy-grid")
-        pixels = picture(T("anatomy.pixels_label"), "anatomy-pixels")
+        pixels = picture(T("anatomy.pixels_label"), "anatomy-pixels", exact=True)  # the pixels are the lesson
         with gr.Column():
             vector = gr.Plot(show_label=False, label=T("anatomy.vector_label"), elem_id="anatomy-vector")
             embedding = gr.Plot(show_label=False, label=T("anatomy.embedding_label"), elem_id="anatomy-embedding")
     patch_facts = gr.Markdown(elem_id="anatomy-patch-facts")
     gr.Markdown(T("anatomy.step2"))
-    position = picture(T("label.positions"), "anatomy-position")
+    position = picture(T("label.positions"), "anatomy-position", exact=True)
     gr.Markdown(T("anatomy.step3"))
     with gr.Row():
         row = gr.Plot(show_label=False, label=T("anatomy.row_label"), elem_id="anatomy-row")
-        weights = picture(T("anatomy.weights_label"), "anatomy-weights")
+        weights = picture(T("anatomy.weights_label"), "anatomy-weights", exact=True)
     saturation = gr.Markdown(elem_id="anatomy-saturation")
     entropy = gr.Plot(show_label=False, label=T("anatomy.entropy_label"), elem_id="anatomy-entropy")
     gr.Markdown(T("anatomy.step4"))

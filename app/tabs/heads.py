@@ -108,7 +108,7 @@ def build(shared: Shared) -> Tab:
             head_view = picture(T("label.head_view"), "head-view")
             caption = gr.Markdown(elem_id="head-caption")
         with gr.Column(scale=1):
-            matrix = picture(T("label.matrix"), "matrix")
+            matrix = picture(T("label.matrix"), "matrix", exact=True)
     gallery = gr.Gallery(
         label=T("label.heads_gallery"),
         columns=6,

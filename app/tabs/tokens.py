@@ -58,7 +58,7 @@ def build(shared: Shared) -> Tab:
     with gr.Row():
         pca = picture(T("label.pca"), "pca")
         similarity = picture(T("label.similarity"), "similarity")
-        positions = picture(T("label.positions"), "positions")
+        positions = picture(T("label.positions"), "positions", exact=True)  # drawn alone, not over the photo
     norms = gr.Plot(show_label=False, label=T("label.token_norms"), elem_id="token-norms")
     drawn = redraw(draw, [shared.session, token_layer, patch, shared.style], [pca, norms, similarity, positions])
     gr.on([token_layer.input, patch.change], **lazy(shared, "tokens", drawn), **ALWAYS_LAST)

@@ -18,11 +18,13 @@ def analyzed(image, model, session=None, request=None):
 
 
 def is_picture(value) -> bool:
-    """A drawn picture as an event returns it: a PNG file the board wrote (`app.tabs.base.write_pictures`),
-    or a PIL image where a handler leaves the writing to Gradio."""
+    """A drawn picture as an event returns it: a file the board wrote (`app.tabs.base.write_pictures`: a JPEG
+    where it shows a photo, a PNG where it is exact), or a PIL image where a handler leaves the writing to
+    Gradio."""
     if isinstance(value, Image.Image):
         return True
-    if not isinstance(value, str) or not value.endswith(".png") or not Path(value).is_file():
+    formats = {".jpg": "JPEG", ".png": "PNG"}
+    if not isinstance(value, str) or Path(value).suffix not in formats or not Path(value).is_file():
         return False
     with Image.open(value) as image:
-        return image.format == "PNG" and image.width > 0
+        return image.format == formats[Path(value).suffix] and image.width > 0

@@ -147,14 +147,38 @@ def test_thumbnail_matrix_layout():
 
 
 def test_output_pictures_are_written_once_by_content(tmp_path):
-    from app.tabs.base import save_png_once
+    from app.tabs.base import save_picture
 
     picture = Image.new("RGB", (8, 8), "red")
-    first = save_png_once(picture, tmp_path)
-    stamp = Path(first).stat().st_mtime_ns
-    assert save_png_once(picture.copy(), tmp_path) == first and Path(first).stat().st_mtime_ns == stamp  # not rewritten
-    assert save_png_once(Image.new("RGB", (8, 8), "blue"), tmp_path) != first
-    assert Image.open(first).getpixel((0, 0)) == (255, 0, 0) and not list(tmp_path.glob("*/*.tmp"))
+    for exact in (True, False):
+        first = save_picture(picture, tmp_path, exact)
+        stamp = Path(first).stat().st_mtime_ns
+        assert save_picture(picture.copy(), tmp_path, exact) == first  # the same name
+        assert Path(first).stat().st_mtime_ns == stamp  # not rewritten
+        assert save_picture(Image.new("RGB", (8, 8), "blue"), tmp_path, exact) != first
+    assert Image.open(save_picture(picture, tmp_path, exact=True)).getpixel((0, 0)) == (255, 0, 0)
+    assert not list(tmp_path.glob("*/*.tmp"))
+
+
+def test_a_photo_is_written_as_a_jpeg_that_differs_from_it_by_little_and_an_exact_picture_as_a_png(tmp_path):
+    """An overlay on a photo (a map blended over the cheetah, with the patch grid, a marked patch and a
+    colorbar) becomes a JPEG within a few levels of the picture drawn, a fraction of the PNG's size; an exact
+    picture stays a lossless PNG."""
+    from gradio.media import get_image
+
+    from app.render import OverlayStyle, overlay
+    from app.tabs.base import save_picture
+
+    photo = Image.open(get_image("cheetah1.jpg")).convert("RGB").resize((448, 448), Image.Resampling.LANCZOS)
+    grid_map = np.random.default_rng(0).random((14, 14)).astype(np.float32)
+    drawn = overlay(photo, grid_map, OverlayStyle(grid=True, upsample="nearest"), mark=(3, 4))
+    jpeg, png = save_picture(drawn, tmp_path), save_picture(drawn, tmp_path, exact=True)
+    assert Path(jpeg).suffix == ".jpg" and Image.open(jpeg).format == "JPEG"
+    assert Path(png).suffix == ".png" and np.array_equal(np.asarray(Image.open(png)), np.asarray(drawn))
+    difference = np.abs(np.asarray(Image.open(jpeg).convert("RGB"), np.int16) - np.asarray(drawn, np.int16))
+    assert Image.open(jpeg).size == drawn.size
+    assert difference.mean() < 2 and np.percentile(difference, 99) <= 8, (difference.mean(), difference.max())
+    assert Path(jpeg).stat().st_size < Path(png).stat().st_size / 2
 
 
 def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
@@ -165,7 +189,7 @@ def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
     from app.tabs.base import picture, write_pictures
 
     with gr.Blocks():
-        views = [picture("a"), picture("b"), picture("c")]
+        views = [picture("a", exact=True), picture("b"), picture("c")]  # a PNG, a JPEG
         text = gr.Markdown()
     red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
     drawn = {id(views[0]): red, id(views[1]): {"__type__": "update", "value": blue, "label": "B"}, id(views[2]): None}
@@ -177,7 +201,8 @@ def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
         0,
         0,
     )
-    assert out[id(views[1])]["label"] == "B" and Image.open(out[id(views[1])]["value"]).getpixel((0, 0)) == (0, 0, 255)
+    assert out[id(views[1])]["label"] == "B" and out[id(views[1])]["value"].endswith(".jpg")
+    assert np.abs(np.subtract(Image.open(out[id(views[1])]["value"]).getpixel((0, 0)), (0, 0, 255))).max() <= 2
     assert out[id(views[2])] is None and out[id(text)] == "text"
     data = views[0].postprocess(out[id(views[0])])
     assert data.path == out[id(views[0])]  # served from where it was written
