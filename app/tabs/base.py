@@ -44,10 +44,8 @@ class OutputImage(gr.Image):
     """
 
     is_template = True  # the frontend is gr.Image's
-
-    def __init__(self, *args, exact: bool = False, **kwargs) -> None:
-        self.exact = exact
-        super().__init__(*args, format="png" if exact else "jpeg", **kwargs)
+    exact = False  # a PNG, not a JPEG (`picture` sets it; not a constructor argument: Gradio builds the
+    # component's config from its constructor's signature)
 
     def postprocess(self, value):
         if isinstance(value, Image.Image):
@@ -102,9 +100,16 @@ def write_pictures(drawn: dict[int, Any], components: list) -> dict[int, Any]:
 def picture(label, elem_id: str | None = None, exact: bool = False, **kwargs) -> gr.Image:
     """An output image, not editable, with download and fullscreen buttons: JPEG where it shows a photo, PNG
     where it is `exact` (`save_picture`)."""
-    return OutputImage(
-        label=label, exact=exact, interactive=False, buttons=["download", "fullscreen"], elem_id=elem_id, **kwargs
+    image = OutputImage(
+        label=label,
+        format="png" if exact else "jpeg",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        elem_id=elem_id,
+        **kwargs,
     )
+    image.exact = exact
+    return image
 
 
 def empty_line(tab_id: str) -> gr.Markdown:
