@@ -16,7 +16,7 @@ from app.maps import grid_map
 from app.render import overlay
 from app.session import analysis_of, handler, style_of, view_of
 from app.tabs import overview
-from app.tabs.base import PRIVATE, Shared, T, Tab, empty_line
+from app.tabs.base import MODEL_RUN, PRIVATE, Shared, T, Tab, empty_line
 from vit_core.analysis import attention_entropy, layer_predictions, mean_attention_distance
 
 
@@ -80,5 +80,6 @@ def build(shared: Shared) -> Tab:
     files = gr.File(label=T("label.downloads"), file_count="multiple", interactive=False, elem_id="downloads")
     if shared.maps is None:
         raise RuntimeError("the Overview is built before the Downloads: they export the maps chosen there")
-    start.click(prepare, [shared.session, shared.target, shared.style, shared.maps], files, **PRIVATE)
+    # the maps shown may include methods that run the model again (AttnLRP, LeGrad, ...): one run at a time
+    start.click(prepare, [shared.session, shared.target, shared.style, shared.maps], files, **MODEL_RUN, **PRIVATE)
     return Tab([], empty, [start], fit, outputs=[files])

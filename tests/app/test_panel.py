@@ -89,6 +89,18 @@ def test_the_demo_builds_without_launching_and_names_its_api():
     assert names == {"analyze", "explain", "layer_predictions", "faithfulness"}
 
 
+def test_every_event_that_may_run_the_model_waits_for_the_one_model_run_at_a_time():
+    """The analysis, the faithfulness curves, the ablation, the head importance and the downloads (whose maps
+    may include methods that run the model again) share one concurrency slot; redraws do not wait for it."""
+    from app import ui
+
+    demo = ui.build_demo()
+    limits = {fn.fn.__name__: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
+    for name in ("analyze_and_draw", "run", "ablate", "importance", "prepare"):
+        assert limits[name] == ("model", 1), name
+    assert limits["redraw"][0] != "model" and limits["open_tab"][0] != "model"
+
+
 def test_spaces_gpu_wraps_model_runs_only_when_the_package_is_there(monkeypatch):
     import sys
     import types
