@@ -19,6 +19,7 @@ from gradio.processing_utils import get_upload_folder
 from gradio.utils import is_in_or_equal
 
 from app import service
+from app.i18n import error_text
 from app.maps import grid_map
 from app.render import overlay
 from app.session import head_value, sentence, view_of
@@ -44,7 +45,8 @@ def _image(image: FileData | dict | str | None) -> str:
 
 
 def _errors(fn):
-    """A `VitCoreError` becomes one `gr.Error` sentence (English; the API has no page language)."""
+    """A `VitCoreError` becomes one `gr.Error` sentence (English; the API has no page language), the page's
+    rendering: no place on the server's disk (`app.i18n.SERVER_PLACES`)."""
     import functools
 
     @functools.wraps(fn)
@@ -52,7 +54,7 @@ def _errors(fn):
         try:
             return fn(*args, **kwargs)
         except VitCoreError as error:
-            raise gr.Error(sentence(str(error))) from None
+            raise gr.Error(sentence(error_text(error))) from None
 
     return wrapped
 

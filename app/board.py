@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 
 from app.session import NoAnalysis, analysis_of
-from app.tabs.base import Shared, Tab, write_pictures
+from app.tabs.base import Shared, Tab, empty_line_shown, write_pictures
 from vit_core.errors import VitCoreError
 
 
@@ -91,7 +91,7 @@ class Board:
         fitted = self.fitted[tab_id]
         out: dict[int, Any] = {}
         if model is None:
-            out[id(tab.empty)] = gr.update(visible=True)
+            out[id(tab.empty)] = empty_line_shown(True)
             out.update({id(c): gr.update(interactive=False) for c in tab.controls})
             out.update({id(c): None for c in tab.resets})
             out[id(fitted)] = None
@@ -102,7 +102,7 @@ class Board:
                 updates = tab.fit(analysis_of(session)) if tab.fit else ()
             except (NoAnalysis, VitCoreError):  # the analysis is gone and cannot be rebuilt: nothing to fit
                 return out
-            out[id(tab.empty)] = gr.update(visible=False)
+            out[id(tab.empty)] = empty_line_shown(False)
             for control, update in zip(tab.controls, updates, strict=True):
                 out[id(control)] = update
                 values[id(control)] = fitted_value(update, values.get(id(control)))

@@ -17,7 +17,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from vit_core.errors import VitCoreError
+from vit_core.errors import VitCoreError, render
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 DEFAULT = "en"
@@ -82,6 +82,45 @@ LANGUAGE_JS = f"""() => {{
 }}"""
 LANGUAGE_CSS = ".empty-state { color: var(--body-text-color-subdued); }"
 
+TOASTS = ("error", "warning", "info", "success")  # Gradio's kinds of notification
+
+
+def toast_titles() -> dict[str, dict[str, str]]:
+    """language tag (and base tag) -> a notification's kind -> its title (`toast.<kind>`)."""
+    return {tag: {kind: texts[f"toast.{kind}"] for kind in TOASTS} for tag, texts in gradio_translations().items()}
+
+
+# Runs once when the page loads (launch(js=...)). Gradio 6.31 titles a notification with its kind, capitalised
+# ("Warning"), in no language: its toast translates nothing and ignores the title gr.Warning/gr.Error send.
+# The page writes the title in Gradio's locale (svelte-i18n keeps it in <html lang>) into each toast as it
+# appears, and into those on screen when the language changes. Svelte compares a title with the text it last
+# wrote itself, not with the node's, so it does not write its own back. tests/browser checks the titles, so a
+# Gradio that changes its toast fails loudly.
+TOAST_JS = f"""() => {{
+    const titles = {json.dumps(toast_titles(), ensure_ascii=False)};
+    const retitle = (wrap) => {{
+        const language = document.documentElement.lang || '{DEFAULT}';
+        const words = titles[language] || titles[language.split('-')[0]] || titles['{DEFAULT}'];
+        for (const title of wrap.querySelectorAll('.toast-title')) {{
+            const kind = [...title.classList].find((name) => name in words);
+            const first = title.firstChild;
+            if (kind && first && first.nodeType === Node.TEXT_NODE && first.nodeValue !== words[kind] + ' ') {{
+                first.nodeValue = words[kind] + ' ';
+            }}
+        }}
+    }};
+    const watch = (tries) => {{
+        const wrap = document.querySelector('.toast-wrap');
+        if (!wrap) return tries > 0 ? setTimeout(() => watch(tries - 1), 200) : undefined;
+        const toasts = {{ childList: true, characterData: true, subtree: true }};
+        new MutationObserver(() => retitle(wrap)).observe(wrap, toasts);
+        const lang = {{ attributes: true, attributeFilter: ['lang'] }};
+        new MutationObserver(() => retitle(wrap)).observe(document.documentElement, lang);
+        retitle(wrap);
+    }};
+    watch(50);
+}}"""
+
 
 def language_of_request(cookie_header: str | None, accept_language: str | None) -> str:
     """The page's language from its cookie (a known catalog), else from `Accept-Language`."""
@@ -114,14 +153,27 @@ def counted(key: str, count: int, language: str = DEFAULT) -> str:
     return text(f"{key}_{'one' if count == 1 else 'many'}", language, count=count)
 
 
+# Parameters that name a place on the server's disk, by error key: the command line shows the place, the page
+# and the API never do (a public server must not show its paths) and say these words (`place.<word>`) instead.
+SERVER_PLACES = {"host_unreachable": {"folder": "place.download_cache"}}
+
+
 def error_text(error: VitCoreError, language: str = DEFAULT) -> str:
-    """The sentence of `error` in `language`: the catalog's `error.<key>` filled with the error's parameters
-    (a `what` word through `what.<word>`); English, and any language without that key, use `vit_core`'s own."""
+    """The sentence of `error` in `language` (`keyed_error_text`)."""
+    return keyed_error_text(error.key, error.params, language)
+
+
+def keyed_error_text(key: str, params: dict, language: str = DEFAULT) -> str:
+    """The sentence of the error `key` with `params` in `language`: the catalog's `error.<key>` filled with
+    the parameters (a `what` word through `what.<word>`, a place on the server's disk through
+    `SERVER_PLACES`); English, and any language without that key, use `vit_core`'s own template."""
     texts = catalogs().get(language, {})
-    template = texts.get(f"error.{error.key}") if language != DEFAULT else None
+    params = dict(params)
+    for name, place in SERVER_PLACES.get(key, {}).items():
+        params[name] = text(place, language)
+    template = texts.get(f"error.{key}") if language != DEFAULT else None
     if template is None:
-        return str(error)
-    params = dict(error.params)
+        return render(key, params)
     if "what" in params:
         params["what"] = texts.get(f"what.{params['what']}", params["what"])
     return template.format(**params)

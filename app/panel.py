@@ -20,9 +20,9 @@ import numpy as np
 
 from app import service
 from app.cache import Analysis
-from app.i18n import counted, text
+from app.i18n import counted, keyed_error_text, text
 from app.render import COLORMAPS, OverlayStyle, mark_crop
-from app.session import NoAnalysis, analysis_of, lang, user_sentence
+from app.session import NoAnalysis, analysis_of, lang, sentence, user_sentence
 from app.tabs.base import T, picture
 from vit_core.errors import VitCoreError
 
@@ -80,8 +80,19 @@ def model_note(model: str | None, language: str) -> str:
 # ---- the session ------------------------------------------------------------------------------------
 
 
-def summary_text(session: dict | None, language: str) -> str:
-    """The summary of the session's analysis (or the first hint), in `language`: re-rendered on a switch."""
+def warning_of(error: VitCoreError, alone: bool = False) -> dict:
+    """What the summary's warning is made of, kept in the page's state (`Panel.warning`) so a language switch
+    writes it again: the error's key and parameters, never its sentence. `alone`: the warning is the whole
+    summary (an image that could not be read leaves nothing analysed to summarise)."""
+    return {"key": error.key, "params": dict(error.params), "alone": alone}
+
+
+def summary_text(session: dict | None, language: str, warning: dict | None = None) -> str:
+    """The summary of the session's analysis (or the first hint), in `language`, after the warning of the
+    last request that failed (`warning_of`): re-rendered on a switch."""
+    if warning:
+        line = "⚠️ " + sentence(keyed_error_text(warning["key"], warning["params"], language))
+        return line if warning.get("alone") else line + "\n\n" + summary_text(session, language)
     if not session or not session.get("facts"):
         return text("summary.start", language)
     facts = session["facts"]
@@ -124,7 +135,8 @@ def _facts(analysis: Analysis, seconds: float, cached: bool) -> dict:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an analysis sets: the session, the top-5, the target choices, the summary, the model dropdown."""
+    """What an analysis sets: the session, the top-5, the target choices, the summary (and the warning it
+    opens with, as data), the model dropdown."""
 
     session: dict | None
     predictions: object
@@ -137,6 +149,7 @@ class Outcome:
     chosen: object = None  # the target the class-specific maps explain: the top class, a prompt, or none
     follow: bool = True  # the views follow (False: a model that could not be loaded; the analysis stays)
     image: object = field(default_factory=gr.skip)  # the image box: emptied (None) when its file cannot be read
+    warning: dict | None = None  # the summary's warning (`warning_of`); None after a request that succeeded
 
     def values(self) -> tuple:
         boxes = self.text_boxes if isinstance(self.text_boxes, tuple) else (self.text_boxes, self.text_boxes)
@@ -150,6 +163,7 @@ class Outcome:
             self.seen,
             self.image,
             *boxes,
+            self.warning,
         )
 
 
@@ -245,16 +259,17 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> O
         progress(0.1, desc=text("progress.loading", language))
         image_text = service.shared_model(model_name).cfg.image_text
     except VitCoreError as error:  # the analysis on screen stays; the dropdown returns to its model
-        warning = "⚠️ " + user_sentence(error, request)
+        warning = warning_of(error)
         return Outcome(
             gr.skip(),
             gr.skip(),
             gr.skip(),
-            warning + "\n\n" + summary_text(session, language),
+            summary_text(session, language, warning),
             previous_model,
             gr.skip(),
             text_boxes=gr.skip(),
             follow=False,
+            warning=warning,
         )
     note = model_note(model_name, language)
     boxes = _text_boxes(image_text)
@@ -268,16 +283,18 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> O
         if image_text and prompt:
             service.shared_model(model_name).text_encoder().check_prompt(prompt)
     except VitCoreError as error:  # nothing of an earlier image stays beside this one
+        warning = warning_of(error, alone=True)
         return Outcome(
             None,
             None,
             _no_targets(),
-            "⚠️ " + user_sentence(error, request),
+            summary_text(None, language, warning),
             model_name,
             note,
             _unseen(),
             boxes,
             image=None if error.key in UNREADABLE else gr.skip(),
+            warning=warning,
         )
     result = analysis.capture
     session = {"key": analysis.key, "image": analysis.image_path, "model": analysis.model_name}
@@ -370,6 +387,7 @@ class Panel:
     style_controls: list
     labels: gr.Textbox
     prompt: gr.Textbox
+    warning: gr.State  # the summary's warning as data (`warning_of`), for a language switch to write it again
 
 
 def build() -> Panel:
@@ -433,4 +451,5 @@ def build() -> Panel:
                 gr.Checkbox(False, label=T("label.patch_grid")),
                 gr.Checkbox(True, label=T("label.colorbar")),
             ]
-    return Panel(image, model, run, summary, note, predictions, target, seen, style_controls, labels, prompt)
+    warning = gr.State(None)
+    return Panel(image, model, run, summary, note, predictions, target, seen, style_controls, labels, prompt, warning)

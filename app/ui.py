@@ -12,7 +12,7 @@ import gradio as gr
 
 from app import api, panel, service
 from app.board import Board
-from app.i18n import COOKIE, CORE_URL_JS, LANGUAGE_CSS, LANGUAGE_JS, LANGUAGES, text
+from app.i18n import COOKIE, CORE_URL_JS, LANGUAGE_CSS, LANGUAGE_JS, LANGUAGES, TOAST_JS, text
 from app.render import OverlayStyle
 from app.session import lang
 from app.tabs import anatomy, downloads, faithfulness, heads, layers, overview, relevance, tokens
@@ -55,13 +55,15 @@ PRELOAD_JS = f"""() => {{
 }}"""
 
 # Runs once when the page loads (`launch(js=...)`).
-PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({PRELOAD_JS})(); }}"
+PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({TOAST_JS})(); ({PRELOAD_JS})(); }}"
 PAGE_CSS = LANGUAGE_CSS
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:
 # `changeLocale` is exported by Gradio's frontend core module; the module is already loaded, so importing
 # its URL again returns the same instance. The cookie tells the server which language to write.
-# tests/browser checks this still works, so a Gradio upgrade that renames it fails loudly.
+# tests/browser checks this still works, so a Gradio upgrade that renames it fails loudly. Gradio 6.31 itself
+# translates a few built-in tooltips only when it draws their element (an image's Download, a multiselect's
+# Remove and Clear): those keep the earlier language until drawn again, as after Gradio's own Settings switch.
 SWITCH_JS = f"""async (choice, ...rest) => {{
     document.cookie = '{COOKIE}=' + encodeURIComponent(choice) + '; path=/; SameSite=Lax';
     const url = {CORE_URL_JS};
@@ -75,22 +77,22 @@ SWITCH_JS = f"""async (choice, ...rest) => {{
 }}"""
 
 
-def relabel(choice, session, model, request: gr.Request = None):
-    """After a language switch: the texts the server wrote, in the new language, and the tab titles
-    (Gradio re-translates only the tabs it has drawn)."""
+def relabel(choice, session, warning, model, request: gr.Request = None):
+    """After a language switch: the texts the server wrote, in the new language (the summary with the warning
+    it opened with, if any), and the tab titles (Gradio re-translates only the tabs it has drawn)."""
     language = choice if choice in LANGUAGES else lang(request)
     return (
-        panel.summary_text(session, language),
+        panel.summary_text(session, language, warning),
         gr.Dropdown(choices=service.model_choices(language)),
         panel.model_note((session or {}).get("model") or model, language),
         *(gr.Tab(label=text(f"tab.{tab_id}", language)) for tab_id in TABS),
     )
 
 
-def initial_texts(session, model, request: gr.Request = None):
+def initial_texts(session, warning, model, request: gr.Request = None):
     """When the page opens: the language toggle on the page's language, the server's texts in it."""
     language = lang(request)
-    return (language, *relabel(language, session, model, request))
+    return (language, *relabel(language, session, warning, model, request))
 
 
 def build_demo() -> gr.Blocks:
@@ -131,6 +133,7 @@ def build_demo() -> gr.Blocks:
         # ---- an analysis: the image, the model, or the button; the tab on screen follows, the rest empties --
         panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
         panel_outputs += [top.image, top.labels, top.prompt]  # the image box empties when its file cannot be read
+        panel_outputs += [top.warning]  # the summary's warning, as data: a language switch writes it again
         analyzed = board.analyzed(panel.outcome, [top.image, top.model, session, top.labels, top.prompt], panel_outputs)
         # a new picture while the previous one is still being analysed is not dropped
         gr.on(
@@ -155,7 +158,7 @@ def build_demo() -> gr.Blocks:
         # a prompt (image–text models) becomes the target: the class-specific maps explain the phrase
         top.prompt.submit(**board.redraw_shown(top.target, panel.use_prompt, [top.prompt, session]), **PRIVATE)
         texts = [top.summary, top.model, top.note, *(tab.ui for tab in tabs.values())]
-        switched = language.input(relabel, [language, session, top.model], texts, js=SWITCH_JS, **PRIVATE)
+        switched = language.input(relabel, [language, session, top.warning, top.model], texts, js=SWITCH_JS, **PRIVATE)
         switched.then(**board.redraw_shown(), **PRIVATE)
-        demo.load(initial_texts, [session, top.model], [language, *texts], **PRIVATE)
+        demo.load(initial_texts, [session, top.warning, top.model], [language, *texts], **PRIVATE)
     return demo

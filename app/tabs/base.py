@@ -117,6 +117,14 @@ def empty_line(tab_id: str) -> gr.Markdown:
     return gr.Markdown(T("empty.pick"), elem_id=f"empty-{tab_id}", elem_classes=["empty-state"])
 
 
+def empty_line_shown(shown: bool) -> dict:
+    """The update that shows or hides a tab's empty line. Shown, it carries its text again as a translation
+    key: Gradio (6.31) copies a component's displayed value, already translated, into its layout on any
+    update without a value, and mounts it from there when it becomes visible again, so a line hidden in one
+    language would come back in that language, no longer following the page's."""
+    return gr.update(visible=True, value=T("empty.pick")) if shown else gr.update(visible=False)
+
+
 @dataclass
 class Shared:
     """What every tab reads: the session's analysis key, the tab on screen, the target class, the overlay

@@ -53,11 +53,11 @@ def outcome(image, model, labels="", prompt="", session=None):
 
 def test_labels_and_prompt_boxes_appear_with_an_image_text_model(clip_model, image):
     values = outcome(image, clip_model)
-    labels_box, prompt_box = values[-2:]
+    labels_box, prompt_box = values[8:10]  # after the session, top-5, target, summary, model, note, seen, image
     assert labels_box.visible is True and prompt_box.visible is True
     assert "type labels" in next(iter(values[1]))  # no labels yet: the top-5 says what to do
     values = outcome(image, "bundled")
-    assert values[-2].visible is False and values[-1].visible is False
+    assert values[8].visible is False and values[9].visible is False
 
 
 def test_zero_shot_labels_fill_the_top5_and_a_new_label_set_runs_no_model(monkeypatch, clip_model, image):
@@ -136,7 +136,7 @@ def test_a_siglip_model_gets_the_boxes_sigmoid_labels_and_prompt_maps(monkeypatc
     """SigLIP: each label's probability is its own sigmoid (they need not add up to 1), in the top-5 and the
     logit lens; the raw attention of the Overview is the attention pool's; a prompt's maps start from it."""
     values = outcome(image, siglip_model)
-    assert values[-2].visible is True and values[-1].visible is True
+    assert values[8].visible is True and values[9].visible is True
     runs = count_runs(monkeypatch)  # the image was captured above: labels only meet its embedding
     session, predictions = outcome(image, siglip_model, "a dog, a cat, a red bus")[:2]
     loaded = service.shared_model(siglip_model)

@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import torch
 
@@ -183,6 +184,35 @@ def test_the_bad_image_sentences_are_translated(tmp_path):
     unknown = VitCoreError("unknown_timm_model", name="vit_nope")  # the page points to its model list
     assert error_text(unknown, "zh-CN") == "未知的 timm 模型 'vit_nope'；请检查拼写，或从模型列表中选择一个模型。"
     assert text("heads.caption", "zh-CN", layer=3, head=1, who="类别令牌") == "第 3 块，头 1：类别令牌看向哪里。"
+
+
+def test_a_place_on_the_servers_disk_is_never_in_the_pages_sentence():
+    """torchvision's weights missing offline: the command line names the folder it looked in; the page and the
+    API, which a public server shows anyone, say where in words instead."""
+    from app.api import _errors
+
+    folder = "/root/.cache/torch/hub/checkpoints"
+    error = VitCoreError(
+        "host_unreachable", what="weights", model="torchvision:vit_b_16", folder=folder, host="download.pytorch.org"
+    )
+    assert folder in str(error)  # the CLI's sentence (vit_core's own)
+    english, chinese = error_text(error, "en"), error_text(error, "zh-CN")
+    assert english == (
+        "no local copy of the weights of torchvision:vit_b_16 was found in this server's download cache and "
+        "download.pytorch.org cannot be reached; the bundled model works offline."
+    )
+    assert chinese == (
+        "在服务器的下载缓存中没有找到 torchvision:vit_b_16 的权重，"
+        "且无法连接 download.pytorch.org；内置模型可以离线使用。"
+    )
+    assert not [sentence for sentence in (english, chinese) if "/" in sentence or "cache/torch" in sentence]
+
+    def load():
+        raise error
+
+    with pytest.raises(gr.Error) as answer:
+        _errors(load)()
+    assert folder not in answer.value.message and "this server's download cache" in answer.value.message
 
 
 def test_the_page_cookie_wins_over_accept_language():

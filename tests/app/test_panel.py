@@ -60,6 +60,32 @@ def test_the_summary_follows_the_language_and_speaks_chinese():
     assert outputs[3].startswith("⚠️") and "test_panel.py" in outputs[3]
 
 
+def test_the_warning_is_kept_as_data_and_a_language_switch_writes_it_again(tmp_path):
+    """The summary's warning survives a switch of language, translated: the page keeps the error's key and
+    parameters (the last panel output, a state), and `relabel` writes the summary from them."""
+    from app.ui import relabel
+
+    good, outputs = analyzed(get_image("lion.jpg"), "bundled")
+    assert outputs[10] is None  # an analysis that succeeds leaves no warning
+    _, outputs = analyzed(get_image("lion.jpg"), "no-such-model", good)
+    warning = outputs[10]
+    assert warning == {"key": "unknown_model", "params": {"name": "no-such-model"}, "alone": False}
+    chinese = relabel("zh-CN", good, warning, "bundled")[0]
+    line, summary = chinese.split("\n\n", 1)
+    assert line.startswith("⚠️ 未知模型 'no-such-model'") and "个块" in summary and "blocks" not in chinese
+    assert relabel("en", good, warning, "bundled")[0] == outputs[3]  # and back, as it was written
+    # an image that cannot be read: the warning is the whole summary, in either language
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    session, outputs = analyzed(str(broken), "bundled", good, request=CHINESE)
+    assert outputs[3].startswith("⚠️ broken.png") and "\n" not in outputs[3] and outputs[10]["alone"]
+    english = relabel("en", session, outputs[10], "bundled")[0]
+    assert english.startswith("⚠️ broken.png") and "truncated or corrupt" in english and "\n" not in english
+    # the next analysis that succeeds drops it
+    session, outputs = analyzed(get_image("lion.jpg"), "bundled", session)
+    assert outputs[10] is None and relabel("zh-CN", session, outputs[10], "bundled")[0].startswith("**bundled**")
+
+
 def test_examples_put_what_the_model_knows_first_and_the_note_says_so(monkeypatch):
     bundled = [row[0] for row in panel.example_images("bundled")]
     assert "assets/scenes" in bundled[0] and not any(p.endswith("_mask.png") for p in bundled)

@@ -110,7 +110,7 @@ def test_public_mode_offers_the_catalog_and_the_operators_models(public, timm_ti
     assert choices[timm_tiny_file] == "vit_tiny_random.safetensors"
     assert choices["timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"] == (
         "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k — "
-        "ViT-B/16 AugReg, ImageNet-1k · 86.6 M params · not on this machine (346 MB download, offline)"
+        "ViT-B/16 AugReg, ImageNet-1k · 86.6 M params · needs a download of 346 MB, and the hub cannot be reached here"
     )  # offline here (HF_HUB_OFFLINE=1); on a Space, "346 MB download"
     assert service.shared_model(timm_tiny_file).cfg.embed_dim == 192
     assert service.shared_model(" bundled ").cfg.depth == 6
@@ -325,7 +325,10 @@ def test_catalog_labels_give_sizes_and_downloads(local):
     assert service.offline() and not service.hub_reachable()
     offline = service.catalog_label(by_name["torchvision:vit_b_16"])
     if not service.available_offline("torchvision:vit_b_16"):
-        assert offline.endswith("· not on this machine (346 MB download, offline)")
+        assert offline.endswith("· needs a download of 346 MB, and the hub cannot be reached here")
+        chinese = service.catalog_label(by_name["torchvision:vit_b_16"], language="zh-CN")
+        assert chinese.endswith("· 需下载 346 MB，但此处无法连接模型仓库")
+        assert "offline" not in offline and "离线" not in chinese  # "download, offline" read as a contradiction
 
 
 def test_vit_pickle_check_installs_the_check_in_a_server(local):
