@@ -184,11 +184,15 @@ TAB_VIEWS = {
     ],
 }
 TAB_ORDER = ["overview", "heads", "relevance", "layers", "tokens", "faithfulness", "anatomy", "downloads"]
-# a gallery's pictures load lazily (only when scrolled into view): there, arriving is enough
+# a gallery's pictures load lazily (only when scrolled into view), and so does any picture below the fold
+# (Gradio's images are loading="lazy"; Anatomy's attention weights sit 1.6k px below it): there, arriving (its
+# source set) is enough
 ALL_THERE = """(selectors) => selectors.every((s) => {
     const element = document.querySelector(s);
     if (!element) return false;
     if (element.tagName !== 'IMG' || element.closest('.gallery, [id$="gallery"], #anatomy-heads')) return true;
+    const below = element.getBoundingClientRect().top > innerHeight;
+    if (element.loading === 'lazy' && below) return !!element.getAttribute('src');
     return element.complete && element.naturalWidth > 0;
 })"""
 
