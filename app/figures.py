@@ -165,7 +165,7 @@ def class_line(probability: np.ndarray, label: str, lang: str = DEFAULT) -> go.F
     return finish(
         figure,
         text("figure.line_title", lang, label=label),
-        x=text("figure.block", lang),
+        x=text("figure.after_block", lang),  # the logit lens reads each block's output, as the heatmap
         y=text("figure.probability", lang),
         xaxis=dict(dtick=1),
         yaxis=dict(range=[0, 1]),

@@ -18,7 +18,7 @@ from PIL import Image
 from app import figures, service
 from app.cache import Analysis
 from app.i18n import counted, text
-from app.render import OverlayStyle, alone, overlay
+from app.render import DIVERGING, OverlayStyle, alone, overlay
 from app.session import analysis_of, handler, lang, select_patch, view_of
 from app.tabs.base import ALWAYS_LAST, PRIVATE, Shared, T, Tab, empty_line, lazy, picture, redraw
 from vit_core.analysis import layer_predictions, mean_attention_distance, position_similarity
@@ -63,7 +63,7 @@ def patches_step(analysis: Analysis, view: Image.Image, patch: tuple[int, int], 
         height=HEIGHT,
         width=30,
     )
-    strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale="RdBu", zmid=0, colorbar=dict(thickness=12)))
+    strip = go.Figure(go.Heatmap(z=token.embedding[None, :], colorscale=DIVERGING, zmid=0, colorbar=dict(thickness=12)))
     strip = figures.finish(
         strip,
         text("anatomy.embedding_title", lang, d=token.embedding.size),

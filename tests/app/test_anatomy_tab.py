@@ -55,6 +55,9 @@ def test_every_step_is_drawn_from_the_models_tensors(session):
     size = result.patch_size
     assert len(vector.data[0].y) == size * size * 3 and f"**{size * size * 3} values**" in facts
     assert len(strip.data[0].z[0]) == result.tokens.shape[-1] and f"**{result.tokens.shape[1]} tokens**" in facts
+    # a signed strip reads as every signed map on the page: red above zero, blue below, white at zero
+    scale = strip.data[0].colorscale
+    assert strip.data[0].zmid == 0 and scale[0][1] == "rgb(5,48,97)" and scale[-1][1] == "rgb(103,0,31)"
     # the shown weights are the model's own attention row for the chosen patch's query, block 4, head 1
     query = result.num_prefix_tokens + 2 * result.grid[1] + 3
     assert np.allclose(row.data[1].y, result.attentions[4, 1, query], atol=1e-5)

@@ -296,7 +296,7 @@ def test_the_layers_tab_explains_the_logit_lens_and_titles_its_axes():
     heatmap, line, _ = layers.draw(session, None)
     assert heatmap.layout.yaxis.title.text == "after block" and list(heatmap.data[0].y) == list(range(blocks))
     assert heatmap.data[0].hovertemplate.startswith("block %{y}<br>")
-    assert line.layout.xaxis.title.text == "block"  # the line's blocks are numbered alike
+    assert line.layout.xaxis.title.text == "after block"  # the line reads the same block outputs as the heatmap
     chinese = gr.Request(headers={"accept-language": "zh-CN"})
     assert layers.draw(session, None, request=chinese)[0].layout.yaxis.title.text == "第几块之后"
     about = text("layers.about", "en")
