@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app.i18n import DEFAULT, text
+from app.i18n import DEFAULT, counted, text
 from vit_core.faithfulness import Curve
 
 # A plain template with light grid lines: a named template ("plotly_white") is deep-copied into every
@@ -202,13 +202,9 @@ def head_scatter(distance: np.ndarray, entropy: np.ndarray, lang: str = DEFAULT)
 
 
 def norms_title(count: int, lang: str = DEFAULT) -> str:
-    """The token-norm plot's title: no outlier, one outlier or `count` of them (one key each, so every
-    language words each case in full)."""
-    if count == 0:
-        return text("figure.norms_title_none", lang)
-    if count == 1:
-        return text("figure.norms_title_one", lang)
-    return text("figure.norms_title_many", lang, count=count)
+    """The token-norm plot's title: no outlier, one outlier or `count` of them (`counted`: one key each, so
+    every language words each case in full)."""
+    return counted("figure.norms_title", count, lang)
 
 
 def token_norm_bars(

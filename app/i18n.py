@@ -149,7 +149,10 @@ def text(key: str, language: str = DEFAULT, **values: object) -> str:
 
 def counted(key: str, count: int, language: str = DEFAULT) -> str:
     """`count` with its noun: the text of `<key>_one` for exactly one, of `<key>_many` otherwise (a language
-    without plurals writes both alike)."""
+    without plurals writes both alike), and of `<key>_none` for zero where the catalog words it ("no outlier
+    patches")."""
+    if count == 0 and f"{key}_none" in catalogs()[DEFAULT]:
+        return text(f"{key}_none", language)
     return text(f"{key}_{'one' if count == 1 else 'many'}", language, count=count)
 
 

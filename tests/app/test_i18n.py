@@ -59,6 +59,7 @@ def test_every_key_the_code_uses_exists():
     used |= {f"choice.{c}" for c in ("mean", "max", "min")}  # keys built from values (f-strings)
     used |= {f"method.{m}" for m in METHODS} | {f"overview.{m}" for m in METHODS} | {f"tab.{t}" for t in TABS}
     used |= {"summary.prefix_one", "summary.prefix_many", "relevance.left_out_flow"}  # counted(), refusals
+    used |= {f"figure.norms_title_{n}" for n in ("none", "one", "many")}  # counted()
     assert len(used) > 100 and not used - set(catalogs()["en"]), used - set(catalogs()["en"])
 
 
