@@ -156,9 +156,12 @@ class Board:
 
         return dict(fn=analyze_and_draw, inputs=inputs, outputs=outputs)
 
-    def redraw_shown(self, reads=None, first: Callable | None = None, first_inputs: list = ()) -> dict:
+    def redraw_shown(
+        self, reads=None, first: Callable | None = None, first_inputs: list = (), selection: bool = False
+    ) -> dict:
         """Event arguments that redraw the views on screen reading `reads` (every view where None). With
-        `first`, `first(*first_inputs)` gives `reads`' new value first (it is an output too)."""
+        `first`, `first(*first_inputs)` gives `reads`' new value first (it is an output too); with
+        `selection`, a select event's `gr.SelectData` is its last argument."""
         chosen = {
             tab_id: [a for a in tab.redraws if reads is None or reads in a["inputs"]]
             for tab_id, tab in self.tabs.items()
@@ -168,15 +171,18 @@ class Board:
         inputs = [*first_inputs, self.shared.shown, *self.inputs]
         count = len(first_inputs)
 
-        def redraw(request: gr.Request, *args):
+        def redraw(request: gr.Request, *args, selected: gr.SelectData | None = None):
             shown, values = args[count], dict(zip(map(id, self.inputs), args[count + 1 :], strict=True))
             head = []
             if first is not None:
-                values[id(reads)] = call(first, list(args[:count]), request)
+                values[id(reads)] = call(first, [*args[:count], *([selected] if selection else [])], request)
                 head = [values[id(reads)]]
             drawn = {}
             for step in chosen.get(shown, ()):
                 drawn.update(run(step, values, request))
             return (*head, *self.ordered(views, write_pictures(drawn, views)))
 
-        return dict(fn=redraw, inputs=inputs, outputs=outputs)
+        def redraw_selected(request: gr.Request, selected: gr.SelectData, *args):
+            return redraw(request, *args, selected=selected)
+
+        return dict(fn=redraw_selected if selection else redraw, inputs=inputs, outputs=outputs)

@@ -150,6 +150,7 @@ class Outcome:
     follow: bool = True  # the views follow (False: a model that could not be loaded; the analysis stays)
     image: object = field(default_factory=gr.skip)  # the image box: emptied (None) when its file cannot be read
     warning: dict | None = None  # the summary's warning (`warning_of`); None after a request that succeeded
+    listed: object = None  # the analysis whose every class the target menu lists (`every_class`); None: its top 5
 
     def values(self) -> tuple:
         boxes = self.text_boxes if isinstance(self.text_boxes, tuple) else (self.text_boxes, self.text_boxes)
@@ -164,6 +165,7 @@ class Outcome:
             self.image,
             *boxes,
             self.warning,
+            self.listed,
         )
 
 
@@ -250,6 +252,32 @@ def _text_boxes(image_text: bool) -> tuple:
     return gr.Textbox(visible=image_text), gr.Textbox(visible=image_text)
 
 
+def class_choices(analysis: Analysis, everything: bool = False) -> list[tuple[str, int]]:
+    """The target menu's classes: the image's top 5, most probable first; with `everything`, every other
+    class after them, by index."""
+    probs = analysis.capture.probs
+    if probs is None:
+        return []
+    names = service.labels_of(analysis)
+    order = [int(i) for i in np.argsort(-probs, kind="stable")]
+    order = order[:5] + (sorted(order[5:]) if everything else [])
+    return [(f"{names[i]} ({i})", i) for i in order]
+
+
+def every_class(session: dict | None, listed: str | None):
+    """When the target menu gets focus: every class, the top 5 first, once per analysis (the menu, and the
+    analysis whose every class it lists). An analysis sends only the top 5: ImageNet's 1000 names would be
+    the largest part of its update, and Gradio's page copies a menu's choices on every status change of
+    every event that writes it."""
+    try:
+        analysis = analysis_of(session)
+    except NoAnalysis:
+        return gr.skip(), gr.skip()
+    if analysis.capture.probs is None or listed == analysis.key:
+        return gr.skip(), gr.skip()
+    return gr.Dropdown(choices=class_choices(analysis, everything=True)), analysis.key
+
+
 def _analyze(image, model_name, session, labels, prompt, progress, request) -> Outcome:
     language = lang(request)
     previous_model = (session or {}).get("model") or service.default_model()
@@ -270,6 +298,7 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> O
             text_boxes=gr.skip(),
             follow=False,
             warning=warning,
+            listed=gr.skip(),
         )
     note = model_note(model_name, language)
     boxes = _text_boxes(image_text)
@@ -301,14 +330,12 @@ def _analyze(image, model_name, session, labels, prompt, progress, request) -> O
     if analysis.labels:
         session["labels"] = labels
     session["facts"] = _facts(analysis, seconds, cached)
-    names = service.labels_of(analysis)
-    top = [] if result.probs is None else [int(i) for i in np.argsort(-result.probs, kind="stable")[:5]]
-    order = top + [i for i in range(len(names)) if i not in top]
-    chosen = prompt if image_text and prompt else (top[0] if top else None)
+    top = None if result.probs is None else int(np.argmax(result.probs))
+    chosen = prompt if image_text and prompt else top
     target = gr.Dropdown(
-        choices=[(f"{names[i]} ({i})", i) for i in order],
+        choices=class_choices(analysis),  # every class once the menu gets focus (`every_class`)
         value=chosen,
-        interactive=bool(top) or image_text,
+        interactive=top is not None or image_text,
         allow_custom_value=True,  # a typed prompt, a value left from an earlier image
     )
     return Outcome(
@@ -359,6 +386,23 @@ def _no_targets():
     return gr.Dropdown(choices=[], value=None, interactive=False)
 
 
+def pick_prediction(session: dict | None, target, selected: gr.SelectData):
+    """A class clicked in the top-5 becomes the target (its label reads "name (index)"); anything else
+    there (a line saying the model has no labels) leaves the target as it is."""
+    try:
+        analysis = analysis_of(session)
+    except NoAnalysis:
+        return target
+    probs = analysis.capture.probs
+    if probs is None:
+        return target
+    names = service.labels_of(analysis)
+    for i in np.argsort(-probs, kind="stable")[:5]:
+        if f"{names[i]} ({i})" == selected.value:
+            return int(i)
+    return target
+
+
 def top_predictions(analysis: Analysis, language: str = "en") -> dict[str, float]:
     probs = analysis.capture.probs
     if probs is None and service.image_text(analysis):
@@ -388,6 +432,16 @@ class Panel:
     labels: gr.Textbox
     prompt: gr.Textbox
     warning: gr.State  # the summary's warning as data (`warning_of`), for a language switch to write it again
+    listed: gr.State  # the analysis whose every class the target menu lists (`every_class`)
+
+    def analysis_inputs(self, session: gr.State) -> list:
+        """What `outcome` reads, in its order."""
+        return [self.image, self.model, session, self.labels, self.prompt]
+
+    def analysis_outputs(self, session: gr.State) -> list:
+        """What `outcome` sets (`Outcome.values`), in its order."""
+        panel = [session, self.predictions, self.target, self.summary, self.model, self.note, self.seen, self.image]
+        return [*panel, self.labels, self.prompt, self.warning, self.listed]
 
 
 def build() -> Panel:
@@ -432,6 +486,7 @@ def build() -> Panel:
             note = gr.Markdown(elem_id="model-note")  # written when the page loads, in its language
         with gr.Column(scale=4):
             summary = gr.Markdown(elem_id="summary")
+            # a class clicked here becomes the target (`pick_prediction`)
             predictions = gr.Label(num_top_classes=5, label=T("label.top5"), elem_id="top5")
             # custom values: any class by index or label; and a value left from an earlier image is no error
             target = gr.Dropdown(
@@ -451,5 +506,7 @@ def build() -> Panel:
                 gr.Checkbox(False, label=T("label.patch_grid")),
                 gr.Checkbox(True, label=T("label.colorbar")),
             ]
-    warning = gr.State(None)
-    return Panel(image, model, run, summary, note, predictions, target, seen, style_controls, labels, prompt, warning)
+    warning, listed = gr.State(None), gr.State(None)
+    return Panel(
+        image, model, run, summary, note, predictions, target, seen, style_controls, labels, prompt, warning, listed
+    )

@@ -131,10 +131,7 @@ def build_demo() -> gr.Blocks:
             tab.ui.select(**board.opened(tab_id), **PRIVATE)
 
         # ---- an analysis: the image, the model, or the button; the tab on screen follows, the rest empties --
-        panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
-        panel_outputs += [top.image, top.labels, top.prompt]  # the image box empties when its file cannot be read
-        panel_outputs += [top.warning]  # the summary's warning, as data: a language switch writes it again
-        analyzed = board.analyzed(panel.outcome, [top.image, top.model, session, top.labels, top.prompt], panel_outputs)
+        analyzed = board.analyzed(panel.outcome, top.analysis_inputs(session), top.analysis_outputs(session))
         # a new picture while the previous one is still being analysed is not dropped
         gr.on(
             [top.run.click, top.image.change, top.model.input, top.labels.submit],
@@ -155,6 +152,16 @@ def build_demo() -> gr.Blocks:
             **ALWAYS_LAST,
         )
         top.target.input(**board.redraw_shown(top.target), **PRIVATE, **ALWAYS_LAST)
+        # the menu lists the image's top 5; every class arrives when it gets focus
+        top.target.focus(
+            panel.every_class, [session, top.listed], [top.target, top.listed], show_progress="hidden", **PRIVATE
+        )
+        # a class clicked in the top-5 becomes the target
+        top.predictions.select(
+            **board.redraw_shown(top.target, panel.pick_prediction, [session, top.target], selection=True),
+            **PRIVATE,
+            **ALWAYS_LAST,
+        )
         # a prompt (image–text models) becomes the target: the class-specific maps explain the phrase
         top.prompt.submit(**board.redraw_shown(top.target, panel.use_prompt, [top.prompt, session]), **PRIVATE)
         texts = [top.summary, top.model, top.note, *(tab.ui for tab in tabs.values())]

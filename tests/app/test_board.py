@@ -27,10 +27,7 @@ def page():
                 with gr.Tab(tab_id):
                     tabs[tab_id] = module.build(shared)
         board = Board(tabs, shared)
-        panel_inputs = [top.image, top.model, session, top.labels, top.prompt]
-        panel_outputs = [session, top.predictions, top.target, top.summary, top.model, top.note, top.seen]
-        panel_outputs += [top.image, top.labels, top.prompt, top.warning]
-        analyzed = board.analyzed(panel.outcome, panel_inputs, panel_outputs)
+        analyzed = board.analyzed(panel.outcome, top.analysis_inputs(session), top.analysis_outputs(session))
         restyled = board.redraw_shown(style, panel.set_style, top.style_controls)
     return board, tabs, top, analyzed, restyled
 

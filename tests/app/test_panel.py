@@ -34,6 +34,34 @@ def test_bad_images_become_one_sentence_and_clear_every_view(tmp_path):
         assert outputs[7] == (gr.skip() if name == "extreme aspect" else None), name
 
 
+def test_the_target_menu_lists_the_top5_and_every_class_once_it_gets_focus():
+    session, outputs = analyzed(get_image("lion.jpg"), "bundled")
+    analysis = panel.analysis_of(session)
+    labels, probs = service.labels_of(analysis), analysis.capture.probs
+    top5 = [int(i) for i in (-probs).argsort(kind="stable")[:5]]
+    menu = outputs[2]
+    assert menu.choices == [(f"{labels[i]} ({i})", i) for i in top5] and menu.value == top5[0]
+    assert outputs[-1] is None  # the menu lists the top 5 only
+    # focus: every class, the top 5 first and the others by index; once per analysis
+    every, listed = panel.every_class(session, None)
+    rest = sorted(set(range(len(labels))) - set(top5))
+    assert every.constructor_args["choices"] == [(f"{labels[i]} ({i})", i) for i in [*top5, *rest]]
+    assert "value" not in every.constructor_args  # the chosen target stays
+    assert listed == session["key"] and panel.every_class(session, listed) == (gr.skip(), gr.skip())
+    assert panel.every_class(None, None) == (gr.skip(), gr.skip())  # before any analysis
+
+
+def test_a_class_clicked_in_the_top5_becomes_the_target():
+    session, outputs = analyzed(get_image("lion.jpg"), "bundled")
+    top5 = list(outputs[1])  # "name (index)", most probable first
+    third = top5[2]
+    clicked = gr.SelectData(None, {"index": 2, "value": third, "selected": True})
+    assert panel.pick_prediction(session, 0, clicked) == int(third.rsplit("(", 1)[1].rstrip(")"))
+    # a click on no class (or before an analysis) leaves the target alone
+    assert panel.pick_prediction(session, 4, gr.SelectData(None, {"index": 0, "value": "no such"})) == 4
+    assert panel.pick_prediction(None, 4, clicked) == 4
+
+
 def test_a_model_that_cannot_be_loaded_keeps_the_analysis_and_puts_the_dropdown_back():
     good, _ = analyzed(get_image("lion.jpg"), "bundled")
     session, outputs = analyzed(get_image("lion.jpg"), "no-such-model", good)

@@ -277,6 +277,41 @@ def test_explore_a_photo_end_to_end(browser, live_server, artifacts):
     finish(context, page, errors)
 
 
+def test_a_class_clicked_in_the_top5_is_explained_and_the_menu_lists_every_class(browser, live_server):
+    """The top-5 are clickable: a class clicked becomes the target, and the class-specific maps explain it.
+    The target menu lists the image's top 5 first, then every other class by index once it gets focus."""
+    context, page, errors = open_page(browser, live_server.url)
+    menu = page.locator("#target input")
+    rows = page.locator("#top5 .confidence-set")  # Gradio's Label: one button per class
+    options = page.locator("#target [data-testid=dropdown-option]")
+    for image in ("lion.jpg", "bus.png"):
+        before = None if image == "lion.jpg" else src(page, "#overview-2")
+        upload(page, get_image(image))
+        if before:
+            changed(page, "#overview-2", before)
+        analysed(page)
+        rows.first.wait_for(timeout=TIMEOUT)
+        top5 = [row.locator("dt").inner_text().strip() for row in rows.all()]
+        assert menu.input_value() == top5[0], (menu.input_value(), top5)
+        menu.click()
+        page.wait_for_function(
+            "() => document.querySelectorAll('#target [data-testid=dropdown-option]').length === 10", timeout=TIMEOUT
+        )
+        listed = [option.get_attribute("aria-label") for option in options.all()]
+        rest = sorted(set(listed) - set(top5), key=lambda label: int(label.rsplit("(", 1)[1].rstrip(")")))
+        assert listed == top5 + rest, listed
+        menu.press("Escape")
+        page.locator("#summary").click()
+    chefer = src(page, "#overview-2")
+    rows.nth(2).click()
+    page.wait_for_function(
+        "(label) => document.querySelector('#target input').value === label", arg=top5[2], timeout=TIMEOUT
+    )
+    changed(page, "#overview-2", chefer)
+    settled(page, "#overview-2")
+    finish(context, page, errors)
+
+
 def test_the_overview_shows_the_maps_the_user_picks(browser, live_server, artifacts):
     """Any method in the Overview's four places: Raw attention out, LeGrad in; each picture says its method."""
     context, page, errors = open_page(browser, live_server.url)
