@@ -127,6 +127,28 @@ def test_a_style_change_redraws_the_tab_on_screen_only(page):
             assert all(p == gr.skip() for p in pictures)
 
 
+def test_a_class_clicked_in_the_top5_redraws_the_class_specific_maps_for_it(page):
+    board, tabs, top, analyzed, _ = page
+    args = [get_image("lion.jpg"), "bundled", None, "", "", "overview", *start_values(board)]
+    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    session, top5 = out[id(board.shared.session)], list(out[id(top.predictions)])
+    values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
+    values[id(board.shared.session)] = session
+    chefer = tabs["overview"].redraws[0]["outputs"][2]  # the overview's third place: Chefer et al. 2021
+
+    def click(row: int) -> dict:
+        selected = gr.SelectData(None, {"index": row, "value": top5[row], "selected": True})
+        target = out[id(board.shared.target)].value
+        event = board.redraw_shown(top.target, panel.pick_prediction, [board.shared.session, top.target], True)
+        return by_component(event, event["fn"](None, selected, session, target, "overview", *values.values()))
+
+    second, first = click(1), click(0)
+    assert second[id(board.shared.target)] == int(top5[1].rsplit("(", 1)[1].rstrip(")"))
+    assert first[id(board.shared.target)] == int(top5[0].rsplit("(", 1)[1].rstrip(")"))
+    assert is_picture(second[id(chefer)]["value"]) and is_picture(first[id(chefer)]["value"])
+    assert second[id(chefer)] != first[id(chefer)]  # another class, another map
+
+
 def test_the_heads_query_reset_is_an_ordinary_button_inactive_only_before_an_analysis(page):
     """A small secondary button reads as inactive: it looks like Faithfulness's beside its slider."""
     board, tabs, top, analyzed, _ = page
