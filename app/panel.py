@@ -23,14 +23,14 @@ from app.cache import Analysis
 from app.i18n import counted, keyed_error_text, text
 from app.render import COLORMAPS, OverlayStyle, mark_crop
 from app.session import NoAnalysis, analysis_of, lang, sentence, user_sentence
-from app.tabs.base import T, picture
+from app.tabs.base import SchemaOnce, T, picture
 from vit_core.errors import VitCoreError
 
 SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
 PHOTOS = ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")
 
 
-class UploadedImage(gr.Image):
+class UploadedImage(SchemaOnce, gr.Image):
     """gr.Image that hands the uploaded file's path over unopened, so `vit_core.images.load_image` gives
     the one-sentence message for a broken, empty or enormous file instead of a Pillow traceback.
 
@@ -264,7 +264,7 @@ def class_choices(analysis: Analysis, everything: bool = False) -> list[tuple[st
     return [(f"{names[i]} ({i})", i) for i in order]
 
 
-def every_class(session: dict | None, listed: str | None):
+def every_class(session: dict | None, listed: str | None) -> tuple:
     """When the target menu gets focus: every class, the top 5 first, once per analysis (the menu, and the
     analysis whose every class it lists). An analysis sends only the top 5: ImageNet's 1000 names would be
     the largest part of its update, and Gradio's page copies a menu's choices on every status change of
@@ -386,7 +386,7 @@ def _no_targets():
     return gr.Dropdown(choices=[], value=None, interactive=False)
 
 
-def pick_prediction(session: dict | None, target, selected: gr.SelectData):
+def pick_prediction(session: dict | None, target: int | str | None, selected: gr.SelectData) -> int | str | None:
     """A class clicked in the top-5 becomes the target (its label reads "name (index)"); anything else
     there (a line saying the model has no labels) leaves the target as it is."""
     try:

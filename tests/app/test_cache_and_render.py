@@ -208,6 +208,29 @@ def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
     assert data.path == out[id(views[0])]  # served from where it was written
 
 
+def test_the_image_components_compute_their_api_schema_once_per_class(monkeypatch):
+    """Gradio builds a new component for every update an event returns and asks it for its schema: ours
+    give the schema Gradio's own image gives, computed once per class, not by pydantic per update."""
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from app.panel import UploadedImage
+    from app.tabs.base import picture
+
+    expected = gr.Image(render=False).api_info()
+    for cls in (UploadedImage, type(picture("a", render=False))):
+        assert cls(render=False).api_info() == expected
+    calls = []
+    original = ImageData.model_json_schema.__func__
+    monkeypatch.setattr(
+        ImageData, "model_json_schema", classmethod(lambda *a, **k: calls.append(1) or original(*a, **k))
+    )
+    gr.Image(render=False).api_info()
+    assert calls == [1]  # Gradio's own image asks pydantic for every new instance
+    assert picture("b", render=False).api_info() == UploadedImage(render=False).api_info() == expected
+    assert calls == [1]  # ours do not
+
+
 def test_a_colorbar_s_ticks_share_one_format():
     from app.render import tick_labels
 
