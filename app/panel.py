@@ -23,14 +23,14 @@ from app.cache import Analysis
 from app.i18n import counted, keyed_error_text, text
 from app.render import COLORMAPS, OverlayStyle, mark_crop
 from app.session import NoAnalysis, analysis_of, lang, sentence, user_sentence
-from app.tabs.base import SchemaOnce, T, picture
+from app.tabs.base import T, picture, schema_once
 from vit_core.errors import VitCoreError
 
 SCENES = Path(__file__).resolve().parent.parent / "assets" / "scenes"
 PHOTOS = ("cheetah1.jpg", "lion.jpg", "bus.png", "tower.jpg")
 
 
-class UploadedImage(SchemaOnce, gr.Image):
+class UploadedImage(gr.Image):
     """gr.Image that hands the uploaded file's path over unopened, so `vit_core.images.load_image` gives
     the one-sentence message for a broken, empty or enormous file instead of a Pillow traceback.
 
@@ -47,6 +47,9 @@ class UploadedImage(SchemaOnce, gr.Image):
             if payload is not None and payload.path:
                 return payload.path
             raise gr.Error("The uploaded file could not be read as an image.") from None
+
+    def api_info(self) -> dict:
+        return schema_once(self, super().api_info)
 
 
 def example_images(model: str) -> list[list[str]]:

@@ -35,22 +35,22 @@ def T(key: str):  # noqa: N802 - the conventional name of a translation marker
     return I18N(key)
 
 
-class SchemaOnce:
-    """A component mixin: its API schema is computed once per class. Gradio builds a new component for every
-    update an event returns (a `gr.skip()` too) and asks it for its schema, and an image's comes from
-    pydantic each time (`ImageData.model_json_schema()`, ~0.7 ms, twice per update: ~10 ms of every
-    analysis). The schema depends on the class only."""
-
-    _schemas: dict[type, dict] = {}
-
-    def api_info(self) -> dict[str, Any]:
-        cls = type(self)
-        if cls not in SchemaOnce._schemas:
-            SchemaOnce._schemas[cls] = super().api_info()  # type: ignore[misc]
-        return SchemaOnce._schemas[cls]
+_SCHEMAS: dict[type, dict] = {}
 
 
-class OutputImage(SchemaOnce, gr.Image):
+def schema_once(component: gr.components.Component, compute: Callable[[], dict]) -> dict:
+    """The component's API schema, computed once per class. Gradio builds a new component for every update
+    an event returns (a `gr.skip()` too) and asks it for its schema, and an image's comes from pydantic each
+    time (`ImageData.model_json_schema()`, ~0.7 ms, twice per update: ~10 ms of every analysis). It depends
+    on the class only. (A method, not a mixin: Gradio names a template component's frontend after its first
+    base class.)"""
+    cls = type(component)
+    if cls not in _SCHEMAS:
+        _SCHEMAS[cls] = compute()
+    return _SCHEMAS[cls]
+
+
+class OutputImage(gr.Image):
     """gr.Image whose pictures are written once and atomically, named by content (`save_picture`).
 
     Gradio rewrites a cached picture in place each time an event returns the same image; two views
@@ -66,6 +66,9 @@ class OutputImage(SchemaOnce, gr.Image):
         if isinstance(value, Image.Image):
             value = save_picture(value, Path(self.GRADIO_CACHE), self.exact)
         return super().postprocess(value)
+
+    def api_info(self) -> dict[str, Any]:
+        return schema_once(self, super().api_info)
 
 
 def save_picture(picture: Image.Image, cache_dir: Path, exact: bool = False) -> str:

@@ -220,6 +220,7 @@ def test_the_image_components_compute_their_api_schema_once_per_class(monkeypatc
     expected = gr.Image(render=False).api_info()
     for cls in (UploadedImage, type(picture("a", render=False))):
         assert cls(render=False).api_info() == expected
+        assert cls(render=False).get_block_name() == "image"  # the frontend is gr.Image's
     calls = []
     original = ImageData.model_json_schema.__func__
     monkeypatch.setattr(
