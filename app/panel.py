@@ -255,6 +255,11 @@ def _text_boxes(image_text: bool) -> tuple:
     return gr.Textbox(visible=image_text), gr.Textbox(visible=image_text)
 
 
+def class_label(names: list[str], index: int) -> str:
+    """How the page names a class, in the top-5 and the target menu alike: "name (index)"."""
+    return f"{names[index]} ({index})"
+
+
 def class_choices(analysis: Analysis, everything: bool = False) -> list[tuple[str, int]]:
     """The target menu's classes: the image's top 5, most probable first; with `everything`, every other
     class after them, by index."""
@@ -264,7 +269,7 @@ def class_choices(analysis: Analysis, everything: bool = False) -> list[tuple[st
     names = service.labels_of(analysis)
     order = [int(i) for i in np.argsort(-probs, kind="stable")]
     order = order[:5] + (sorted(order[5:]) if everything else [])
-    return [(f"{names[i]} ({i})", i) for i in order]
+    return [(class_label(names, i), i) for i in order]
 
 
 def every_class(session: dict | None, listed: str | None) -> tuple:
@@ -390,7 +395,7 @@ def _no_targets():
 
 
 def pick_prediction(session: dict | None, target: int | str | None, selected: gr.SelectData) -> int | str | None:
-    """A class clicked in the top-5 becomes the target (its label reads "name (index)"); anything else
+    """A class clicked in the top-5 becomes the target (`class_label`); anything else
     there (a line saying the model has no labels) leaves the target as it is."""
     try:
         analysis = analysis_of(session)
@@ -401,7 +406,7 @@ def pick_prediction(session: dict | None, target: int | str | None, selected: gr
         return target
     names = service.labels_of(analysis)
     for i in np.argsort(-probs, kind="stable")[:5]:
-        if f"{names[i]} ({i})" == selected.value:
+        if class_label(names, int(i)) == selected.value:
             return int(i)
     return target
 
@@ -413,7 +418,7 @@ def top_predictions(analysis: Analysis, language: str = "en") -> dict[str, float
     if probs is None:
         return {text("summary.no_head", language): 1.0}
     labels = service.labels_of(analysis)
-    return {f"{labels[i]} ({i})": float(probs[i]) for i in np.argsort(-probs, kind="stable")[:5]}
+    return {class_label(labels, int(i)): float(probs[i]) for i in np.argsort(-probs, kind="stable")[:5]}
 
 
 def set_style(opacity: float, cmap: str, upsample: str, grid: bool, colorbar: bool) -> OverlayStyle:
