@@ -1,5 +1,5 @@
 """What every tab module builds on: the shared inputs (`Shared`), a tab's description (`Tab`), output
-pictures that are written once, and the wiring helpers (`redraw`, `lazy`).
+pictures sent inline, and the wiring helpers (`redraw`, `lazy`).
 
 A tab module exposes `build(shared) -> Tab`: it lays out its components and wires its own events; its
 `Tab` tells `app.ui` how to draw it after an upload and how to fit its controls to a model.
@@ -7,6 +7,7 @@ A tab module exposes `build(shared) -> Tab`: it lays out its components and wire
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.data_classes import ImageData
 from PIL import Image
 
 from app.i18n import gradio_translations
@@ -51,11 +53,11 @@ def schema_once(component: gr.components.Component, compute: Callable[[], dict])
 
 
 class OutputImage(gr.Image):
-    """gr.Image whose pictures are written once and atomically, named by content (`save_picture`).
+    """gr.Image whose pictures travel inside the event's answer, as `data:` URLs (`inline_picture`).
 
-    Gradio rewrites a cached picture in place each time an event returns the same image; two views
-    that show the same picture could then truncate the file while the browser reads it
-    (net::ERR_CONTENT_LENGTH_MISMATCH).
+    Gradio would write each picture to its cache and the browser would then fetch it: one more request per
+    picture after the answer, 30-40 ms of the first view's four or five, on a server still busy. Gradio
+    itself sends an SVG this way (`ImageData` with a `data:` URL and no path: nothing to move or serve).
     """
 
     is_template = True  # the frontend is gr.Image's
@@ -64,15 +66,20 @@ class OutputImage(gr.Image):
 
     def postprocess(self, value):
         if isinstance(value, Image.Image):
-            value = save_picture(value, Path(self.GRADIO_CACHE), self.exact)
+            value = inline_picture(value, self.exact)
+        if isinstance(value, str) and value.startswith("data:image/"):
+            return ImageData(url=value, orig_name="image.png" if value.startswith(PNG_URL) else "image.jpg")
         return super().postprocess(value)
 
     def api_info(self) -> dict[str, Any]:
         return schema_once(self, super().api_info)
 
 
-def save_picture(picture: Image.Image, cache_dir: Path, exact: bool = False) -> str:
-    """The picture's bytes under cache_dir/<sha256>/image.<png|jpg>, written to a temporary name and renamed.
+PNG_URL, JPEG_URL = "data:image/png;base64,", "data:image/jpeg;base64,"
+
+
+def encode_picture(picture: Image.Image, exact: bool = False) -> bytes:
+    """The picture's bytes: a JPEG where it shows a photo, a PNG where it is `exact`.
 
     A map blended over a photo is a photo: JPEG at quality 95 without chroma subsampling differs from it by
     0.9/255 on average (4/255 at the 99th percentile, invisible side by side at 2x), and is written in under
@@ -85,7 +92,18 @@ def save_picture(picture: Image.Image, cache_dir: Path, exact: bool = False) -> 
         picture.save(buffer, "PNG", compress_level=1)
     else:
         picture.convert("RGB").save(buffer, "JPEG", quality=95, subsampling=0)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def inline_picture(picture: Image.Image, exact: bool = False) -> str:
+    """The picture as a `data:` URL (`encode_picture`): what an `OutputImage` shows without a file."""
+    return (PNG_URL if exact else JPEG_URL) + base64.b64encode(encode_picture(picture, exact)).decode("ascii")
+
+
+def save_picture(picture: Image.Image, cache_dir: Path, exact: bool = False) -> str:
+    """The picture's bytes (`encode_picture`) under cache_dir/<sha256>/image.<png|jpg>, written to a temporary
+    name and renamed: an API client gets a file."""
+    data = encode_picture(picture, exact)
     path = cache_dir / hashlib.sha256(data).hexdigest()[:32] / ("image.png" if exact else "image.jpg")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,20 +113,20 @@ def save_picture(picture: Image.Image, cache_dir: Path, exact: bool = False) -> 
     return str(path)
 
 
-# Pillow releases the GIL while it compresses, so a tab's pictures are written side by side, in the handler's
+# Pillow releases the GIL while it compresses, so a tab's pictures are encoded side by side, in the handler's
 # own thread, instead of one after another in Gradio's event loop (where its postprocessing runs them).
-WRITERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="picture")
+ENCODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="picture")
 
 
 def write_pictures(drawn: dict[int, Any], components: list) -> dict[int, Any]:
     """`drawn` (values by component id) with each output picture that is a PIL image, bare or the value of an
-    update, written to Gradio's cache (`save_picture`) and replaced by its path."""
+    update, encoded (`inline_picture`) and replaced by its `data:` URL."""
     jobs = {}
     for component in components:
         value = drawn.get(id(component))
         image = value.get("value") if isinstance(value, dict) else value
         if isinstance(component, OutputImage) and isinstance(image, Image.Image):
-            jobs[id(component)] = WRITERS.submit(save_picture, image, Path(component.GRADIO_CACHE), component.exact)
+            jobs[id(component)] = ENCODERS.submit(inline_picture, image, component.exact)
     for key, job in jobs.items():
         value = drawn[key]
         drawn[key] = {**value, "value": job.result()} if isinstance(value, dict) else job.result()

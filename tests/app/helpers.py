@@ -1,6 +1,7 @@
 """Shared by the app tests: analyse an image through the panel's own handler, count model runs."""
 
-from pathlib import Path
+import base64
+import io
 
 from PIL import Image
 
@@ -18,13 +19,14 @@ def analyzed(image, model, session=None, request=None):
 
 
 def is_picture(value) -> bool:
-    """A drawn picture as an event returns it: a file the board wrote (`app.tabs.base.write_pictures`: a JPEG
-    where it shows a photo, a PNG where it is exact), or a PIL image where a handler leaves the writing to
-    Gradio."""
+    """A drawn picture as an event returns it: a `data:` URL the board encoded (`app.tabs.base.write_pictures`:
+    a JPEG where it shows a photo, a PNG where it is exact) whose bytes are that format, or a PIL image where a
+    handler leaves the encoding to Gradio."""
     if isinstance(value, Image.Image):
         return True
-    formats = {".jpg": "JPEG", ".png": "PNG"}
-    if not isinstance(value, str) or Path(value).suffix not in formats or not Path(value).is_file():
+    formats = {"data:image/jpeg;base64,": "JPEG", "data:image/png;base64,": "PNG"}
+    prefix = next((p for p in formats if isinstance(value, str) and value.startswith(p)), None)
+    if prefix is None:
         return False
-    with Image.open(value) as image:
-        return image.format == formats[Path(value).suffix] and image.width > 0
+    with Image.open(io.BytesIO(base64.b64decode(value[len(prefix) :], validate=True))) as image:
+        return image.format == formats[prefix] and image.width > 0

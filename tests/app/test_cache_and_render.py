@@ -181,10 +181,15 @@ def test_a_photo_is_written_as_a_jpeg_that_differs_from_it_by_little_and_an_exac
     assert Path(jpeg).stat().st_size < Path(png).stat().st_size / 2
 
 
-def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
-    """The board writes each output picture (bare or an update's value) itself, side by side, and hands Gradio
-    the file: Gradio takes a file already in its cache as it is, and writes nothing in its event loop."""
+def test_a_tab_s_pictures_travel_inline_encoded_by_the_handler():
+    """The board encodes each output picture (bare or an update's value) itself, side by side, as a `data:` URL
+    of the picture's format; Gradio sends it as it is (no file to write, move or serve, as for its own SVGs),
+    and the browser needs no request to show it."""
+    import base64
+    import io
+
     import gradio as gr
+    from gradio.processing_utils import move_files_to_cache
 
     from app.tabs.base import picture, write_pictures
 
@@ -195,17 +200,25 @@ def test_a_tab_s_pictures_are_written_to_gradio_s_cache_by_the_handler():
     drawn = {id(views[0]): red, id(views[1]): {"__type__": "update", "value": blue, "label": "B"}, id(views[2]): None}
     drawn[id(text)] = "text"
     out = write_pictures(drawn, [*views, text])
-    cache = Path(views[0].GRADIO_CACHE)
-    assert Path(out[id(views[0])]).parent.parent == cache and Image.open(out[id(views[0])]).getpixel((0, 0)) == (
-        255,
-        0,
-        0,
-    )
-    assert out[id(views[1])]["label"] == "B" and out[id(views[1])]["value"].endswith(".jpg")
-    assert np.abs(np.subtract(Image.open(out[id(views[1])]["value"]).getpixel((0, 0)), (0, 0, 255))).max() <= 2
+
+    def decoded(url: str, prefix: str) -> Image.Image:
+        assert url.startswith(prefix)
+        return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :], validate=True)))
+
+    png = decoded(out[id(views[0])], "data:image/png;base64,")
+    assert png.format == "PNG" and png.getpixel((0, 0)) == (255, 0, 0)
+    assert out[id(views[1])]["label"] == "B"
+    jpeg = decoded(out[id(views[1])]["value"], "data:image/jpeg;base64,")
+    assert jpeg.format == "JPEG" and np.abs(np.subtract(jpeg.getpixel((0, 0)), (0, 0, 255))).max() <= 2
     assert out[id(views[2])] is None and out[id(text)] == "text"
-    data = views[0].postprocess(out[id(views[0])])
-    assert data.path == out[id(views[0])]  # served from where it was written
+    for view, url, name in (
+        (views[0], out[id(views[0])], "image.png"),
+        (views[1], out[id(views[1])]["value"], "image.jpg"),
+    ):
+        data = view.postprocess(url)
+        assert data.url == url and data.path is None and data.orig_name == name  # the download keeps its format
+        assert move_files_to_cache(data, view, postprocess=True)["url"] == url  # Gradio leaves it as it is
+    assert views[1].postprocess(blue).url.startswith("data:image/jpeg;base64,")  # a handler's PIL image too
 
 
 def test_the_image_components_compute_their_api_schema_once_per_class(monkeypatch):
