@@ -1,10 +1,15 @@
 """The tabs' views, drawn in one event per user action.
 
-Every Gradio event is a round trip (a queue join, a server-sent result, then the browser fetching what it
-returned), so what one action shows is computed by one event, not a chain:
-- an analysis (`Board.analyzed`) returns the panel's outputs and the tab on screen, fitted to the model
-  and drawn; every other tab is emptied, so no view of an earlier image waits in a tab opened later;
-- opening a tab (`Board.opened`) fits it to the model (once per model) and draws it;
+Every Gradio event is a round trip (a queue join, a server-sent result, then the browser applying it), so
+what one action shows is computed by one event, not a chain:
+- an analysis (`Board.analyzed`) returns the panel's outputs and the first tab (the Overview), fitted to the
+  model and drawn, when it is on screen. Every other tab is marked stale (`STALE`: its content hidden), so
+  no view of an earlier image shows in a tab opened later. The analysis does not carry the other tabs'
+  sixty controls and views: each output of an event costs the server and the page on every status change,
+  while the model runs on the same cores. Another tab on screen is drawn by a second event that follows
+  (`Board.followed`);
+- opening a tab (`Board.opened`) fits it to the model (once per model) and draws it, its views of an
+  earlier analysis emptied first;
 - a change of the overlay style, the target or the language (`Board.redraw_shown`) redraws the views on
   screen that read it.
 
@@ -16,6 +21,7 @@ are drawn with directly, in the same event.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -55,16 +61,34 @@ def empty(component) -> Any:
     return gr.update(value=None, visible=False) if isinstance(component, gr.Dataframe) else None
 
 
+# A tab whose views are of an earlier analysis: its content is hidden (`STALE_CSS`) until it is drawn again.
+STALE = "stale-views"
+STALE_CSS = f".tabitem.{STALE} > * {{ visibility: hidden; }}"
+
+
+def staleness(stale: bool) -> dict:
+    """The update that marks a tab stale, or drawn."""
+    return gr.update(elem_classes=[STALE] if stale else [])
+
+
 class Board:
     """Every tab's fitting and drawing, for the events that cross tabs."""
 
     def __init__(self, tabs: dict[str, Tab], shared: Shared) -> None:
         self.tabs, self.shared = tabs, shared
+        self.first = next(iter(tabs))  # the tab on screen when the page opens, drawn by an analysis itself
         self.fitted = {tab_id: gr.State(None) for tab_id in tabs}  # the model each tab is fitted to
+        self.drawn = {tab_id: gr.State(None) for tab_id in tabs}  # the analysis each tab's views show
+        self.pending = gr.State(None)  # another tab on screen after an analysis: drawn by `followed`
+        self.nonce = itertools.count()  # each pending draw differs, so the same tab and image draw again
         # what the tabs' drawings read: the session, the target, the style, their own controls
-        self.inputs = unique(
-            [shared.session, *self.fitted.values()]
-            + [c for tab in tabs.values() for args in tab.redraws for c in args["inputs"]]
+        self.inputs = unique([c for tab_id in tabs for c in self.reads(tab_id)])
+
+    def reads(self, tab_id: str) -> list:
+        """What drawing the tab reads: the session, what it is fitted to and shows, its redraws' inputs."""
+        redraws = self.tabs[tab_id].redraws
+        return unique(
+            [self.shared.session, self.fitted[tab_id], self.drawn[tab_id]] + [c for a in redraws for c in a["inputs"]]
         )
 
     # ---- what a tab is made of ------------------------------------------------------------------------
@@ -75,7 +99,8 @@ class Board:
 
     def outputs(self, tab_id: str) -> list:
         tab = self.tabs[tab_id]
-        return unique([tab.empty, *tab.controls, *tab.resets, self.fitted[tab_id], *self.views(tab_id)])
+        states = [self.fitted[tab_id], self.drawn[tab_id]]
+        return unique([tab.ui, tab.empty, *tab.controls, *tab.resets, *states, *self.views(tab_id)])
 
     def every_output(self) -> list:
         return unique([c for tab_id in self.tabs for c in self.outputs(tab_id)])
@@ -83,19 +108,23 @@ class Board:
     # ---- drawing --------------------------------------------------------------------------------------
 
     def draw(self, tab_id: str, values: dict[int, Any], request: gr.Request | None) -> dict[int, Any]:
-        """The tab's outputs (by component id): fitted if its model changed, then drawn with the fitted
-        values. Before any analysis: its empty line, inactive controls, empty views."""
+        """The tab's outputs (by component id): its views of another analysis emptied, fitted if its model
+        changed, then drawn with the fitted values. Before any analysis: its empty line, inactive controls,
+        empty views."""
         tab = self.tabs[tab_id]
         session = values[id(self.shared.session)]
-        model = session.get("model") if session and session.get("key") else None
+        key = session.get("key") if session else None
+        model = session.get("model") if key else None
         fitted = self.fitted[tab_id]
-        out: dict[int, Any] = {}
+        out: dict[int, Any] = {id(tab.ui): staleness(False)}
+        if values[id(self.drawn[tab_id])] != key:  # an earlier image's views (a faithfulness curve, a file) go
+            out.update({id(c): empty(c) for c in self.views(tab_id)})
+            out[id(self.drawn[tab_id])] = key
         if model is None:
             out[id(tab.empty)] = empty_line_shown(True)
             out.update({id(c): gr.update(interactive=False) for c in tab.controls})
             out.update({id(c): None for c in tab.resets})
             out[id(fitted)] = None
-            out.update({id(c): empty(c) for c in self.views(tab_id)})
             return out
         if model != values[id(fitted)]:
             try:
@@ -121,7 +150,7 @@ class Board:
 
     def opened(self, tab_id: str) -> dict:
         """Event arguments for opening tab `tab_id`: it becomes the tab on screen, fitted and drawn."""
-        inputs = self.inputs
+        inputs = self.reads(tab_id)
         outputs = [self.shared.shown, *self.outputs(tab_id)]
 
         def open_tab(request: gr.Request, *args):
@@ -132,10 +161,13 @@ class Board:
 
     def analyzed(self, analyze: Callable, panel_inputs: list, panel_outputs: list) -> dict:
         """Event arguments for an analysis: `analyze(*panel_inputs, progress, request)` gives the panel's
-        `Outcome` and whether the views follow it; then the tab on screen is fitted and drawn from the new
-        session (with the new target class), every other view emptied."""
-        inputs = [*panel_inputs, self.shared.shown, *self.inputs]
-        outputs = [*panel_outputs, *self.every_output()]
+        `Outcome` and whether the views follow it; then every tab is marked stale, and the first tab, when it
+        is on screen, is fitted and drawn from the new session (with the new target class). Another tab on
+        screen becomes `pending`, drawn by `followed`."""
+        first = self.first
+        reads = self.reads(first)
+        inputs = [*panel_inputs, self.shared.shown, *reads]
+        outputs = unique([*panel_outputs, *self.outputs(first), *(t.ui for t in self.tabs.values()), self.pending])
         count = len(panel_inputs)
 
         def analyze_and_draw(request: gr.Request, progress=gr.Progress(), *args):  # noqa: B008 - Gradio's marker
@@ -144,17 +176,32 @@ class Board:
             if not follow:  # a repeated request, or a model that could not be loaded: the views stay
                 return (*panel, *(gr.skip() for _ in outputs[len(panel) :]))
             shown, rest = args[count], args[count + 1 :]
-            values = dict(zip(map(id, self.inputs), rest, strict=True))
+            values = dict(zip(map(id, reads), rest, strict=True))
             values[id(self.shared.session)] = outcome.session
             values[id(self.shared.target)] = outcome.chosen
-            # every view is emptied (those drawn on demand on the tab on screen too: a faithfulness curve of
-            # the earlier image), then the tab on screen is drawn
-            drawn = {id(c): empty(c) for tab_id in self.tabs for c in self.views(tab_id)}
-            if shown in self.tabs:
-                drawn.update(self.draw(shown, values, request))
+            drawn = {id(tab.ui): staleness(True) for tab in self.tabs.values()}
+            if shown == first:
+                drawn.update(self.draw(first, values, request))
+            elif shown in self.tabs:
+                drawn[id(self.pending)] = {"tab": shown, "nonce": next(self.nonce)}
             return (*panel, *self.ordered(outputs[len(panel) :], write_pictures(drawn, outputs)))
 
         return dict(fn=analyze_and_draw, inputs=inputs, outputs=outputs)
+
+    def followed(self) -> dict:
+        """Event arguments for drawing the tab on screen after an analysis, when it is not the first tab (the
+        `pending` state's change)."""
+        inputs = [self.pending, *self.inputs]
+        outputs = self.every_output()
+
+        def draw_pending(request: gr.Request, pending: dict | None, *args):
+            tab_id = (pending or {}).get("tab")
+            if tab_id not in self.tabs:
+                return tuple(gr.skip() for _ in outputs)
+            drawn = self.draw(tab_id, dict(zip(map(id, self.inputs), args, strict=True)), request)
+            return self.ordered(outputs, write_pictures(drawn, outputs))
+
+        return dict(fn=draw_pending, inputs=inputs, outputs=outputs)
 
     def redraw_shown(
         self, reads=None, first: Callable | None = None, first_inputs: list = (), selection: bool = False

@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from app import api, panel, service
-from app.board import Board
+from app.board import STALE_CSS, Board
 from app.i18n import COOKIE, CORE_URL_JS, LANGUAGE_CSS, LANGUAGE_JS, LANGUAGES, TOAST_JS, text
 from app.render import OverlayStyle
 from app.session import lang
@@ -56,7 +56,7 @@ PRELOAD_JS = f"""() => {{
 
 # Runs once when the page loads (`launch(js=...)`).
 PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({TOAST_JS})(); ({PRELOAD_JS})(); }}"
-PAGE_CSS = LANGUAGE_CSS
+PAGE_CSS = LANGUAGE_CSS + "\n" + STALE_CSS
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:
 # `changeLocale` is exported by Gradio's frontend core module; the module is already loaded, so importing
@@ -130,7 +130,7 @@ def build_demo() -> gr.Blocks:
         for tab_id, tab in tabs.items():
             tab.ui.select(**board.opened(tab_id), **PRIVATE)
 
-        # ---- an analysis: the image, the model, or the button; the tab on screen follows, the rest empties --
+        # ---- an analysis: the image, the model, or the button; the tab on screen follows, the rest go stale -
         analyzed = board.analyzed(panel.outcome, top.analysis_inputs(session), top.analysis_outputs(session))
         # a new picture while the previous one is still being analysed is not dropped
         gr.on(
@@ -143,6 +143,8 @@ def build_demo() -> gr.Blocks:
             # outputs would keep the browser busy while the model runs on the same cores
             show_progress_on=[top.summary, top.predictions],
         )
+        # another tab on screen is drawn right after (the analysis carries the first tab's views only)
+        board.pending.change(**board.followed(), **PRIVATE, **ALWAYS_LAST)
 
         # ---- what redraws with the overlay style, the target, a prompt, the language ---------------------
         gr.on(

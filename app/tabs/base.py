@@ -185,7 +185,7 @@ class Tab:
     controls: list[gr.components.Component] = field(default_factory=list)
     fit: Callable | None = None  # analysis -> one update per control
     resets: list[gr.State] = field(default_factory=list)  # back to None for a new model (a chosen patch)
-    outputs: list[gr.components.Component] = field(default_factory=list)  # drawn on demand; cleared with the image
+    outputs: list[gr.components.Component] = field(default_factory=list)  # drawn on demand; emptied for a new analysis
     ui: gr.Tab | None = field(default=None, repr=False)
 
 

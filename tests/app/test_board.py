@@ -1,13 +1,14 @@
 """One event per user action (`app.board`), on the real tabs and the bundled model: an analysis draws the
-tab on screen fitted to the model and empties the others; opening a tab fits it once per model and draws
-it with the fitted values; a style change redraws only the tab on screen."""
+Overview fitted to the model when it is on screen and marks every other tab stale; another tab on screen is
+drawn by the event that follows; opening a tab empties its views of an earlier analysis, fits it once per
+model and draws it with the fitted values; a style change redraws only the tab on screen."""
 
 import gradio as gr
 import pytest
 from gradio.media import get_image
 
 from app import panel
-from app.board import Board
+from app.board import STALE, Board
 from app.render import OverlayStyle
 from app.tabs.base import Shared, T
 from app.ui import TABS
@@ -24,8 +25,9 @@ def page():
         tabs = {}
         with gr.Tabs():
             for tab_id, module in TABS.items():
-                with gr.Tab(tab_id):
+                with gr.Tab(tab_id) as ui:
                     tabs[tab_id] = module.build(shared)
+                tabs[tab_id].ui = ui
         board = Board(tabs, shared)
         analyzed = board.analyzed(panel.outcome, top.analysis_inputs(session), top.analysis_outputs(session))
         restyled = board.redraw_shown(style, panel.set_style, top.style_controls)
@@ -42,57 +44,114 @@ def start_values(board: Board) -> list:
     return [c.value for c in board.inputs]
 
 
-def test_an_analysis_draws_the_tab_on_screen_fitted_and_empties_the_others(page):
+def analysis_args(board: Board, analyzed: dict, image, shown: str) -> list:
+    """The analysis event's arguments on a fresh page: the image, the bundled model, the tab on screen."""
+    start = {id(c): c.value for c in analyzed["inputs"]}
+    return [image, "bundled", None, "", "", shown, *(start[id(c)] for c in analyzed["inputs"][6:])]
+
+
+def stale(update) -> bool:
+    return update["elem_classes"] == [STALE]
+
+
+def follow(board: Board, pending, session) -> dict:
+    """The event that draws another tab on screen after an analysis, on a fresh page's values."""
+    event = board.followed()
+    values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
+    values[id(board.shared.session)] = session
+    return by_component(event, event["fn"](None, pending, *values.values()))
+
+
+def test_an_analysis_draws_the_overview_on_screen_and_marks_the_other_tabs_stale(page):
     board, tabs, top, analyzed, _ = page
-    image = get_image("lion.jpg")
-    args = [image, "bundled", None, "", "", "heads", *start_values(board)]
-    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    assert len(analyzed["outputs"]) < 40  # not every tab's sixty controls and views
+    out = by_component(
+        analyzed, analyzed["fn"](None, NO_PROGRESS, *analysis_args(board, analyzed, get_image("lion.jpg"), "overview"))
+    )
+    assert out[id(board.shared.session)]["model"] == "bundled"
+    overview = tabs["overview"]
+    assert all(is_picture(out[id(c)]["value"]) for c in overview.redraws[0]["outputs"])
+    assert out[id(board.fitted["overview"])] == "bundled"
+    assert out[id(board.drawn["overview"])] == out[id(board.shared.session)]["key"]
+    assert out[id(overview.ui)] == gr.update(elem_classes=[])
+    # every other tab is hidden as stale until it is drawn again; nothing else is drawn
+    assert all(stale(out[id(tab.ui)]) for tab_id, tab in tabs.items() if tab_id != "overview")
+    assert out[id(board.pending)] == gr.skip()
+
+
+def test_another_tab_on_screen_is_drawn_fitted_by_the_event_that_follows(page):
+    board, tabs, top, analyzed, _ = page
+    out = by_component(
+        analyzed, analyzed["fn"](None, NO_PROGRESS, *analysis_args(board, analyzed, get_image("lion.jpg"), "heads"))
+    )
     session = out[id(board.shared.session)]
-    assert session["model"] == "bundled"
+    assert all(stale(out[id(tab.ui)]) for tab in tabs.values())  # the Overview too: it is not on screen
+    assert out[id(tabs["overview"].redraws[0]["outputs"][0])] == gr.skip()
+    pending = out[id(board.pending)]
+    assert pending["tab"] == "heads"
+    again = by_component(
+        analyzed, analyzed["fn"](None, NO_PROGRESS, *analysis_args(board, analyzed, get_image("lion.jpg"), "heads"))
+    )
+    assert again[id(board.pending)] != pending  # the same image again on the same tab: drawn again
+
+    drawn = follow(board, pending, session)
     heads = tabs["heads"]
     layer, head = heads.controls[:2]
     # the block slider is fitted to the bundled model (6 blocks, not the layout's 12) and drawn with it
-    assert out[id(layer)]["maximum"] == 5 and out[id(layer)]["value"] == 5
-    assert out[id(board.fitted["heads"])] == "bundled"
+    assert drawn[id(layer)]["maximum"] == 5 and drawn[id(layer)]["value"] == 5
+    assert drawn[id(board.fitted["heads"])] == "bundled" and drawn[id(board.drawn["heads"])] == session["key"]
     head_view, gallery, matrix, caption = heads.redraws[0]["outputs"]
-    assert is_picture(out[id(head_view)]) and len(out[id(gallery)]) == 6
-    assert "5" in out[id(caption)]  # the caption names the fitted block
-    assert out[id(heads.empty)] == gr.update(visible=False)
-    # every other tab's views are emptied (an earlier image's maps never wait there)
-    for tab_id in ("overview", "layers", "tokens", "anatomy"):
-        for component in board.views(tab_id):
-            assert out[id(component)] is None, (tab_id, component)
-    # tabs that are not on screen are not fitted
-    assert out[id(board.fitted["tokens"])] == gr.skip()
+    assert is_picture(drawn[id(head_view)]) and len(drawn[id(gallery)]) == 6
+    assert "5" in drawn[id(caption)]  # the caption names the fitted block
+    assert drawn[id(heads.empty)] == gr.update(visible=False)
+    assert drawn[id(heads.ui)] == gr.update(elem_classes=[])
+    # the other tabs are left as they are (stale), not fitted
+    assert drawn[id(board.fitted["tokens"])] == gr.skip() and drawn[id(tabs["tokens"].ui)] == gr.skip()
+    assert follow(board, None, session)[id(heads.ui)] == gr.skip()  # nothing pending: nothing drawn
 
 
-def test_a_new_image_empties_what_the_tab_on_screen_drew_on_demand(page):
+def test_a_new_image_empties_what_a_tab_drew_on_demand(page):
     board, tabs, top, analyzed, _ = page
-    args = [get_image("lion.jpg"), "bundled", None, "", "", "faithfulness", *start_values(board)]
-    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    out = by_component(
+        analyzed,
+        analyzed["fn"](None, NO_PROGRESS, *analysis_args(board, analyzed, get_image("lion.jpg"), "faithfulness")),
+    )
+    values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
+    values[id(board.shared.session)] = out[id(board.shared.session)]
+    values[id(board.drawn["faithfulness"])] = "an earlier image"  # its curves were drawn for another analysis
+    opened = board.opened("faithfulness")
+    drawn = by_component(opened, opened["fn"](None, *[values[id(c)] for c in opened["inputs"]]))
     curves, table, result, bars, about, hint, start = tabs["faithfulness"].redraws[0]["outputs"]
-    assert out[id(curves)] is None and out[id(table)] == gr.update(value=None, visible=False)
-    assert out[id(result)] is None and out[id(bars)] is None
+    assert drawn[id(curves)] is None and drawn[id(table)] == gr.update(value=None, visible=False)
+    assert drawn[id(result)] is None and drawn[id(bars)] is None
     # one line says the curves are computed on demand, and what they start from stays
-    assert out[id(hint)]["visible"] is True and "computed on demand" in out[id(hint)]["value"]
-    assert out[id(start)] == gr.update(value=None, visible=False) and "blurred copy" in out[id(about)]
+    assert drawn[id(hint)]["visible"] is True and "computed on demand" in drawn[id(hint)]["value"]
+    assert drawn[id(start)] == gr.update(value=None, visible=False) and "blurred copy" in drawn[id(about)]
+    # drawn on demand before, for this analysis: opening the tab again keeps them
+    for component in tabs["faithfulness"].outputs:
+        values[id(component)] = "kept"
+    values[id(board.drawn["faithfulness"])] = out[id(board.shared.session)]["key"]
+    again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in opened["inputs"]]))
+    assert all(again[id(c)] == gr.skip() for c in tabs["faithfulness"].outputs)
 
 
 def test_opening_a_tab_fits_it_once_per_model(page):
     board, tabs, top, analyzed, _ = page
-    args = [get_image("bus.png"), "bundled", None, "", "", "overview", *start_values(board)]
-    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
+    out = by_component(
+        analyzed, analyzed["fn"](None, NO_PROGRESS, *analysis_args(board, analyzed, get_image("bus.png"), "overview"))
+    )
     assert all(is_picture(out[id(c)]["value"]) for c in tabs["overview"].redraws[0]["outputs"])
     values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
     values[id(board.shared.session)] = out[id(board.shared.session)]
     opened = board.opened("tokens")
-    first = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
-    assert first[id(board.shared.shown)] == "tokens"
+    first = by_component(opened, opened["fn"](None, *[values[id(c)] for c in opened["inputs"]]))
+    assert first[id(board.shared.shown)] == "tokens" and first[id(tabs["tokens"].ui)] == gr.update(elem_classes=[])
     token_layer = tabs["tokens"].controls[0]
     assert first[id(token_layer)]["value"] == 6 and first[id(board.fitted["tokens"])] == "bundled"
     # opened again with the model it was fitted to: the user's block stays, nothing is refitted
     values[id(board.fitted["tokens"])], values[id(token_layer)] = "bundled", 2
-    again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in board.inputs]))
+    values[id(board.drawn["tokens"])] = first[id(board.drawn["tokens"])]
+    again = by_component(opened, opened["fn"](None, *[values[id(c)] for c in opened["inputs"]]))
     assert again[id(token_layer)] == gr.skip() and again[id(board.fitted["tokens"])] == gr.skip()
     pca = tabs["tokens"].redraws[0]["outputs"][0]
     assert is_picture(again[id(pca)])
@@ -101,17 +160,22 @@ def test_opening_a_tab_fits_it_once_per_model(page):
 def test_before_any_image_an_opened_tab_shows_its_line_and_inactive_controls(page):
     board, tabs, *_ = page
     opened = board.opened("heads")
-    out = by_component(opened, opened["fn"](None, *start_values(board)))
+    out = by_component(opened, opened["fn"](None, *[c.value for c in opened["inputs"]]))
     line = out[id(tabs["heads"].empty)]
     # its text comes again as a key the browser translates, not as the text the browser shows (app.tabs.base)
     assert line["visible"] is True and str(line["value"]) == str(T("empty.pick"))
     assert all(out[id(c)] == gr.update(interactive=False) for c in tabs["heads"].controls)
-    assert all(out[id(c)] is None for c in board.views("heads"))
+    assert all(out[id(c)] == gr.skip() for c in board.views("heads"))  # never drawn: nothing to empty
+    # drawn for an analysis that is gone (the image removed): its views are emptied
+    values = {id(c): c.value for c in opened["inputs"]}
+    values[id(board.drawn["heads"])] = "an earlier image"
+    out = by_component(opened, opened["fn"](None, *values.values()))
+    assert all(out[id(c)] is None for c in board.views("heads")) and out[id(board.drawn["heads"])] is None
 
 
 def test_a_style_change_redraws_the_tab_on_screen_only(page):
     board, tabs, top, analyzed, restyled = page
-    args = [get_image("lion.jpg"), "bundled", None, "", "", "overview", *start_values(board)]
+    args = analysis_args(board, analyzed, get_image("lion.jpg"), "overview")
     session = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))[id(board.shared.session)]
     values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
     values[id(board.shared.session)] = session
@@ -129,7 +193,7 @@ def test_a_style_change_redraws_the_tab_on_screen_only(page):
 
 def test_a_class_clicked_in_the_top5_redraws_the_class_specific_maps_for_it(page):
     board, tabs, top, analyzed, _ = page
-    args = [get_image("lion.jpg"), "bundled", None, "", "", "overview", *start_values(board)]
+    args = analysis_args(board, analyzed, get_image("lion.jpg"), "overview")
     out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
     session, top5 = out[id(board.shared.session)], list(out[id(top.predictions)])
     values = {id(c): v for c, v in zip(board.inputs, start_values(board), strict=True)}
@@ -156,6 +220,8 @@ def test_the_heads_query_reset_is_an_ordinary_button_inactive_only_before_an_ana
     run = next(c for c in tabs["faithfulness"].controls if isinstance(c, gr.Button))
     assert (reset.variant, reset.size) == (run.variant, run.size) == ("secondary", "lg")
     assert reset.interactive is False  # inactive before any analysis, as every control
-    args = [get_image("lion.jpg"), "bundled", None, "", "", "heads", *start_values(board)]
-    out = by_component(analyzed, analyzed["fn"](None, NO_PROGRESS, *args))
-    assert out[id(reset)] == gr.update(interactive=True)
+    out = by_component(
+        analyzed, analyzed["fn"](None, NO_PROGRESS, *analysis_args(board, analyzed, get_image("lion.jpg"), "heads"))
+    )
+    drawn = follow(board, out[id(board.pending)], out[id(board.shared.session)])
+    assert drawn[id(reset)] == gr.update(interactive=True)

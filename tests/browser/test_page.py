@@ -671,6 +671,48 @@ def test_a_chinese_browser_gets_the_chinese_page(browser, live_server, artifacts
     finish(context, page, errors)
 
 
+# Records, every frame, whether an <img> showing `earlier` (a source) is visible on the page.
+WATCH_EARLIER = """(earlier) => {
+    window.sawEarlier = false;
+    const look = () => {
+        for (const img of document.querySelectorAll('img')) {
+            const shown = img.offsetParent && getComputedStyle(img).visibility === 'visible';
+            if (shown && img.getAttribute('src') === earlier) window.sawEarlier = true;
+        }
+        requestAnimationFrame(look);
+    };
+    look();
+}"""
+
+
+def test_a_new_image_redraws_the_tab_on_screen_and_no_tab_shows_an_earlier_one(browser, live_server, artifacts):
+    """On Tokens, a new image redraws Tokens (the analysis draws the Overview itself; another tab on screen is
+    drawn by the event that follows). Heads, drawn for the earlier image, never shows its views again: it is
+    hidden as stale until it is drawn for the new one."""
+    context, page, errors = open_page(browser, live_server.url)
+    upload(page, get_image("lion.jpg"))
+    analysed(page)
+    tab(page, "heads").click()
+    earlier_heads = src(page, "#head-view")
+    settled(page, "#head-view")
+    tab(page, "tokens").click()
+    earlier_pca = src(page, "#pca")
+    settled(page, "#pca")
+    page.evaluate(WATCH_EARLIER, earlier_heads)
+    upload(page, get_image("tower.jpg"))
+    changed(page, "#pca", earlier_pca)
+    assert "stale-views" not in (page.locator("#tab-tokens").get_attribute("class") or "")
+    assert "stale-views" in (page.locator("#tab-heads").get_attribute("class") or "")
+    tab(page, "heads").click()
+    changed(page, "#head-view", earlier_heads)
+    settled(page, "#head-view")
+    assert page.evaluate("window.sawEarlier") is False
+    tab(page, "overview").click()  # stale too (it was not on screen): drawn for the new image when opened
+    assert src(page, "#overview-0") != earlier_heads
+    page.screenshot(path=str(artifacts / "new-image-on-heads.png"), full_page=True)
+    finish(context, page, errors)
+
+
 def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, artifacts, timm_tiny_file):
     """From the bundled model (6 blocks x 6 heads) to a ViT-Ti (12 blocks x 3 heads) while on the Heads tab."""
     context, page, errors = open_page(browser, live_server.url)
