@@ -379,15 +379,17 @@ def use_prompt(prompt: str | None, session: dict | None, request: gr.Request = N
 
 
 def seen_picture(analysis: Analysis, crop: dict | None):
-    """The uploaded image with the part the model does not see dimmed; hidden when it sees everything."""
+    """The uploaded image with the part the model does not see dimmed; hidden when it sees everything. An
+    update, not a `gr.Image`: a component built with a picture writes it to Gradio's cache at once (a WebP,
+    5 ms), before the page's own encoding (`app.tabs.base.OutputImage`)."""
     if not crop or crop["kind"] != "crop" or analysis.preview is None:
-        return gr.Image(value=None, visible=False)
+        return _unseen()
     marked = mark_crop(analysis.preview, tuple(crop["box"]), source_size=analysis.image_size)
-    return gr.Image(value=marked, visible=True)
+    return gr.update(value=marked, visible=True)
 
 
 def _unseen():
-    return gr.Image(value=None, visible=False)
+    return gr.update(value=None, visible=False)
 
 
 def _no_targets():

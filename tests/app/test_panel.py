@@ -229,14 +229,17 @@ def test_a_wide_photo_says_the_model_sees_a_crop_and_marks_it(tmp_path):
     Image.new("RGB", (3000, 200), (200, 120, 40)).save(wide)
     session, outputs = analyzed(str(wide), "bundled")
     assert "centre crop" in outputs[3] and "7%" in outputs[3]  # 200 x 200 of 3000 x 200
-    seen = outputs[6]
-    assert seen.visible is True
+    seen = outputs[6]  # an update with the picture (no gr.Image built: it would write the picture at once)
+    assert seen["visible"] is True
+    picture = seen["value"]
+    middle = picture.height // 2
+    assert picture.getpixel((0, middle)) != picture.getpixel((picture.width // 2, middle))  # outside dimmed
     session, outputs = analyzed(get_image("tower.jpg"), "bundled")  # 377 x 600 into a square: a crop too
     assert "centre crop" in outputs[3]
     square = tmp_path / "square.png"
     Image.new("RGB", (300, 300), (10, 200, 40)).save(square)
     _, outputs = analyzed(str(square), "bundled")
-    assert "crop" not in outputs[3] and outputs[6].visible is False
+    assert "crop" not in outputs[3] and outputs[6] == gr.update(value=None, visible=False)
 
 
 def test_a_small_image_says_the_model_sees_it_enlarged(tmp_path):
