@@ -139,8 +139,8 @@ def build_demo() -> gr.Blocks:
             **MODEL_RUN,
             **PRIVATE,
             **ALWAYS_LAST,
-            # the progress shows where the answer appears first; a spinner on each of the tabs' sixty
-            # outputs would keep the browser busy while the model runs on the same cores
+            # the progress shows where the answer appears first; a spinner on each of its outputs would keep
+            # the browser busy while the model runs on the same cores
             show_progress_on=[top.summary, top.predictions],
         )
         # another tab on screen is drawn right after (the analysis carries the first tab's views only)
