@@ -56,7 +56,12 @@ PRELOAD_JS = f"""() => {{
 
 # Runs once when the page loads (`launch(js=...)`).
 PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({TOAST_JS})(); ({PRELOAD_JS})(); }}"
-PAGE_CSS = LANGUAGE_CSS + "\n" + STALE_CSS
+# While an analysis is pending (queued behind another page's model run, or running), every view of the earlier
+# image is hidden: the tabs' content and the model's view. Gradio shows the analysis's status on the top-5 (no
+# other event writes it), so the rule keys on that tracker being shown; no script, no extra event.
+ANALYSING_CSS = """.gradio-container:has(#top5 [data-testid="status-tracker"]:not(.hide))
+    :is(.tabitem > *, #model-view) { visibility: hidden; }"""
+PAGE_CSS = "\n".join([LANGUAGE_CSS, STALE_CSS, ANALYSING_CSS])
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:
 # `changeLocale` is exported by Gradio's frontend core module; the module is already loaded, so importing

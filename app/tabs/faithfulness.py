@@ -208,7 +208,9 @@ def fit(analysis):
 def build(shared: Shared) -> Tab:
     empty = empty_line("faithfulness")
     with gr.Row():
-        steps = gr.Slider(2, 30, value=16, step=1, label=T("label.steps"), interactive=False)
+        steps = gr.Slider(
+            2, 30, value=16, step=1, label=T("label.steps"), interactive=False, elem_id="faithfulness-steps"
+        )
         start = gr.Button(T("button.run_faithfulness"), elem_id="run-faithfulness", interactive=False)
     about = gr.Markdown(elem_id="faithfulness-about")  # what each curve starts from (server-written)
     hint = gr.Markdown(elem_id="faithfulness-hint", visible=False)  # while there are no curves

@@ -713,6 +713,41 @@ def test_a_new_image_redraws_the_tab_on_screen_and_no_tab_shows_an_earlier_one(b
     finish(context, page, errors)
 
 
+VISIBLE = """(selector) => {
+    const img = document.querySelector(selector + ' img');
+    return !!img && img.offsetParent !== null && getComputedStyle(img).visibility === 'visible';
+}"""
+
+
+def test_while_a_new_image_waits_behind_a_model_run_no_earlier_view_shows(browser, live_server, artifacts):
+    """A new photo uploaded while this page's deletion / insertion run holds the model waits in the queue: until
+    its analysis is done, the earlier photo's maps and the model's view of it are hidden, not shown beside it."""
+    context, page, errors = open_page(browser, live_server.url)
+    upload(page, get_image("tower.jpg"))  # cropped: the model's view shows
+    analysed(page)
+    earlier = src(page, "#overview-0")
+    assert page.evaluate(VISIBLE, "#model-view")
+    tab(page, "faithfulness").click()
+    steps = page.locator("#faithfulness-steps input[type=number]")
+    page.wait_for_function("() => !document.querySelector('#run-faithfulness').disabled", timeout=TIMEOUT)
+    steps.fill("30")  # the longest run: the new analysis surely waits behind it
+    steps.press("Enter")
+    page.locator("#run-faithfulness").click()
+    tab(page, "overview").click()
+    page.wait_for_function(VISIBLE, arg="#overview-0", timeout=TIMEOUT)
+    upload(page, get_image("lion.jpg"))
+    page.wait_for_function("() => document.querySelector('#input-image img')?.src.includes('lion')", timeout=TIMEOUT)
+    page.wait_for_timeout(300)
+    waiting = page.locator("#overview-0 img").first.get_attribute("src") == earlier
+    assert waiting, "the new analysis did not wait behind the deletion / insertion run"
+    assert not page.evaluate(VISIBLE, "#overview-0") and not page.evaluate(VISIBLE, "#model-view")
+    page.screenshot(path=str(artifacts / "waiting-behind-a-model-run.png"), full_page=True)
+    changed(page, "#overview-0", earlier, timeout_s=120)
+    settled(page, "#overview-0")
+    assert page.evaluate(VISIBLE, "#overview-0")  # the new maps show
+    finish(context, page, errors)
+
+
 def test_switching_the_model_refits_the_tab_on_screen(browser, live_server, artifacts, timm_tiny_file):
     """From the bundled model (6 blocks x 6 heads) to a ViT-Ti (12 blocks x 3 heads) while on the Heads tab."""
     context, page, errors = open_page(browser, live_server.url)
