@@ -54,13 +54,30 @@ PRELOAD_JS = f"""() => {{
     load(25);
 }}"""
 
-# Runs once when the page loads (`launch(js=...)`).
-PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({TOAST_JS})(); ({PRELOAD_JS})(); }}"
 # While an analysis is pending (queued behind another page's model run, or running), every view of the earlier
 # image is hidden: the tabs' content and the model's view. Gradio shows the analysis's status on the top-5 (no
-# other event writes it), so the rule keys on that tracker being shown; no script, no extra event.
-ANALYSING_CSS = """.gradio-container:has(#top5 [data-testid="status-tracker"]:not(.hide))
-    :is(.tabitem > *, #model-view) { visibility: hidden; }"""
+# other event writes it): a script marks the page while that tracker shows. (A CSS `:has()` on the tracker did
+# the same without a script, but every status change anywhere then restyled the whole page: a tab's first
+# visit took up to 4x longer.)
+ANALYSING = "analysing"
+ANALYSING_JS = f"""() => {{
+    const watch = (tries) => {{
+        const top5 = document.querySelector('#top5');
+        if (!top5) return tries > 0 ? setTimeout(() => watch(tries - 1), 200) : undefined;
+        const update = () => {{
+            const tracker = top5.querySelector('[data-testid="status-tracker"]');
+            document.body.classList.toggle('{ANALYSING}', !!tracker && !tracker.classList.contains('hide'));
+        }};
+        const changes = {{ attributes: true, attributeFilter: ['class'], childList: true, subtree: true }};
+        new MutationObserver(update).observe(top5, changes);
+        update();
+    }};
+    watch(50);
+}}"""
+ANALYSING_CSS = f"body.{ANALYSING} :is(.tabitem > *, #model-view) {{ visibility: hidden; }}"
+
+# Runs once when the page loads (`launch(js=...)`).
+PAGE_JS = f"() => {{ ({LANGUAGE_JS})(); ({TOAST_JS})(); ({PRELOAD_JS})(); ({ANALYSING_JS})(); }}"
 PAGE_CSS = "\n".join([LANGUAGE_CSS, STALE_CSS, ANALYSING_CSS])
 
 # Switch Gradio's own locale (every gr.I18n label, tab titles and Gradio's built-in texts) from the page:
