@@ -403,14 +403,7 @@ def pick_prediction(session: dict | None, target: int | str | None, selected: gr
         analysis = analysis_of(session)
     except NoAnalysis:
         return target
-    probs = analysis.capture.probs
-    if probs is None:
-        return target
-    names = service.labels_of(analysis)
-    for i in np.argsort(-probs, kind="stable")[:5]:
-        if class_label(names, int(i)) == selected.value:
-            return int(i)
-    return target
+    return next((index for label, index in class_choices(analysis) if label == selected.value), target)
 
 
 def top_predictions(analysis: Analysis, language: str = "en") -> dict[str, float]:
@@ -419,8 +412,7 @@ def top_predictions(analysis: Analysis, language: str = "en") -> dict[str, float
         return {text("summary.no_labels", language): 1.0}
     if probs is None:
         return {text("summary.no_head", language): 1.0}
-    labels = service.labels_of(analysis)
-    return {class_label(labels, int(i)): float(probs[i]) for i in np.argsort(-probs, kind="stable")[:5]}
+    return {label: float(probs[index]) for label, index in class_choices(analysis)}
 
 
 def set_style(opacity: float, cmap: str, upsample: str, grid: bool, colorbar: bool) -> OverlayStyle:
